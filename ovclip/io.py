@@ -1,0 +1,78 @@
+"""Small file helpers: atomic writes and image reading with clear errors."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+
+class ImageReadError(OSError):
+    """An image file is missing or cannot be decoded."""
+
+
+def atomic_write(path: "str | Path", write: Callable[[str], None]) -> None:
+    """Call `write(tmp_path)` then rename onto `path`, so readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_torch_save(obj: Any, path: "str | Path") -> None:
+    """torch.save, atomically."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_json_dump(obj: Any, path: "str | Path", **kwargs) -> None:
+    """json.dump, atomically."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, **kwargs)
+    atomic_write(path, write)
+
+
+def read_image(path: "str | Path") -> torch.Tensor:
+    """An RGB image as a uint8 tensor (3, H, W); missing or corrupt files raise ImageReadError naming the path."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise ImageReadError(f"cannot decode image {path}: {e}") from None
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def as_image_tensor(image: Any) -> torch.Tensor:
+    """Accept a path, PIL image, HWC uint8 array or CHW tensor and return a CHW uint8/float tensor."""
+    if isinstance(image, (str, Path)):
+        return read_image(image)
+    if isinstance(image, Image.Image):
+        return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1).contiguous()
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an HxWx3 image array, got shape {image.shape}")
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+    if isinstance(image, torch.Tensor):
+        if image.ndim != 3 or image.shape[0] != 3:
+            raise ValueError(f"expected a 3xHxW image tensor, got shape {tuple(image.shape)}")
+        return image
+    raise TypeError(f"cannot use {type(image).__name__} as an image")
+
+
+def to_unit_float(image: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] or float [0, 1] image -> float32 in [0, 1]."""
+    return image.float().div_(255.0) if image.dtype == torch.uint8 else image.float()

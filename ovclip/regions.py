@@ -1,0 +1,82 @@
+"""Region embeddings (ViLD): crops of boxes at several scales, encoded in batches by the teacher."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .io import as_image_tensor, to_unit_float
+from .teacher import Teacher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RegionEmbeddings:
+    """Per-box teacher embeddings; rows of boxes that could not be cropped are zero and not `valid`."""
+
+    boxes: torch.Tensor  # (N, 4) xyxy, clipped to the image
+    embeddings: torch.Tensor  # (N, D) float32, unit length where valid
+    valid: torch.Tensor  # (N,) bool
+
+
+def clip_boxes(boxes: torch.Tensor, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clip xyxy boxes to the image; also return which boxes keep a positive area (and are finite)."""
+    boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    finite = torch.isfinite(boxes).all(dim=1)
+    b = torch.nan_to_num(boxes, nan=0.0, posinf=0.0, neginf=0.0)
+    b = torch.stack([b[:, 0].clamp(0, width), b[:, 1].clamp(0, height),
+                     b[:, 2].clamp(0, width), b[:, 3].clamp(0, height)], dim=1)
+    valid = finite & (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+    return b, valid
+
+
+def crop_windows(boxes: torch.Tensor, scale: float, width: int, height: int) -> torch.Tensor:
+    """Integer pixel windows (x0, y0, x1, y1) of boxes enlarged `scale` times about their centre, inside the image."""
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    hw, hh = (boxes[:, 2] - boxes[:, 0]) * scale / 2, (boxes[:, 3] - boxes[:, 1]) * scale / 2
+    x0 = torch.floor(cx - hw).clamp(0, width - 1)
+    y0 = torch.floor(cy - hh).clamp(0, height - 1)
+    x1 = torch.maximum(torch.ceil(cx + hw).clamp(max=width), x0 + 1)
+    y1 = torch.maximum(torch.ceil(cy + hh).clamp(max=height), y0 + 1)
+    return torch.stack([x0, y0, x1, y1], dim=1).long()
+
+
+def resize_crop(image: torch.Tensor, window: Sequence[int], size: int) -> torch.Tensor:
+    """Cut one window out of a float (3, H, W) image and resize it to (3, size, size), ignoring aspect (as ViLD)."""
+    x0, y0, x1, y1 = (int(v) for v in window)
+    crop = image[:, y0:y1, x0:x1].unsqueeze(0)
+    return F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+@torch.inference_mode()
+def region_embeddings(teacher: Teacher, image: Any, boxes: "torch.Tensor | Sequence",
+                      scales: Sequence[float] = (1.0, 1.5), batch_size: int = 64) -> RegionEmbeddings:
+    """Embed every box of one image: crop at each scale, resize to the teacher's input, encode in
+    batches, normalise per scale, sum over scales and normalise again.
+
+    Boxes partly outside the image are clipped; empty, inverted, non-finite or fully outside boxes are
+    reported (a warning, `valid=False`, a zero row) and never stop the others.
+    """
+    if not scales or any(s <= 0 for s in scales):
+        raise ValueError(f"scales must be positive numbers, got {list(scales)}")
+    img = to_unit_float(as_image_tensor(image)).to(teacher.device)
+    height, width = img.shape[-2:]
+    clipped, valid = clip_boxes(torch.as_tensor(boxes), width, height)
+    n = clipped.shape[0]
+    out = torch.zeros(n, teacher.embed_dim)
+    if not valid.all():
+        log.warning("%d of %d boxes are empty, non-finite or outside the %dx%d image; their embeddings are zero",
+                    int((~valid).sum()), n, width, height)
+    idx = valid.nonzero().flatten()
+    jobs = [(int(i), w) for s in scales for i, w in zip(idx, crop_windows(clipped[idx], s, width, height))]
+    size = teacher.image_size
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start:start + batch_size]
+        crops = torch.stack([resize_crop(img, w, size) for _, w in chunk])
+        emb = F.normalize(teacher.encode_images(teacher.normalize_pixels(crops)), dim=-1).cpu()
+        out.index_add_(0, torch.tensor([i for i, _ in chunk], dtype=torch.long), emb)
+    return RegionEmbeddings(clipped, F.normalize(out, dim=-1), valid)

@@ -1,0 +1,251 @@
+"""Vocabularies: class names with synonyms, dataset ids and base / novel splits."""
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Iterable, Sequence
+
+# The OV-COCO split of Bansal et al. / OVR-CNN used by ViLD, Detic and most follow-ups:
+# 48 base and 17 novel classes out of COCO's 80 (the other 15 are not evaluated).
+OV_COCO_BASE = (
+    "person", "bicycle", "car", "motorcycle", "train", "truck", "boat", "bench", "bird",
+    "horse", "sheep", "bear", "zebra", "giraffe", "backpack", "handbag", "suitcase",
+    "frisbee", "skis", "kite", "surfboard", "bottle", "fork", "spoon", "bowl", "banana",
+    "apple", "sandwich", "orange", "broccoli", "carrot", "pizza", "donut", "chair", "bed",
+    "toilet", "tv", "laptop", "mouse", "remote", "microwave", "oven", "toaster",
+    "refrigerator", "book", "clock", "vase", "toothbrush",
+)
+OV_COCO_NOVEL = (
+    "airplane", "bus", "cat", "dog", "cow", "elephant", "umbrella", "tie", "snowboard",
+    "skateboard", "cup", "knife", "cake", "couch", "keyboard", "sink", "scissors",
+)
+
+BUILTIN_VOCABULARIES = ("coco", "ov-coco", "lvis-v1", "ov-lvis", "ade20k-150")
+
+
+class VocabularyError(ValueError):
+    """A vocabulary could not be built from what was given."""
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """An ordered list of classes, each with one or more names (synonyms)."""
+
+    synonyms: tuple[tuple[str, ...], ...]
+    ids: tuple[int, ...] | None = None
+    split: tuple[str, ...] | None = None  # "base" / "novel" per class
+    frequency: tuple[str, ...] | None = None  # LVIS "r" / "c" / "f" per class
+    name: str = "custom"
+    _index: dict = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.synonyms:
+            raise VocabularyError(f"vocabulary '{self.name}' is empty: give at least one class name")
+        seen: dict[str, int] = {}
+        for i, names in enumerate(self.synonyms):
+            if not names or any(not n.strip() for n in names):
+                raise VocabularyError(f"vocabulary '{self.name}': class {i} has an empty name")
+            key = names[0].lower()
+            if key in seen:
+                raise VocabularyError(
+                    f"vocabulary '{self.name}': class '{names[0]}' appears twice "
+                    f"(positions {seen[key]} and {i}); merge them as synonyms with '|'")
+            seen[key] = i
+        for attr in ("ids", "split", "frequency"):
+            value = getattr(self, attr)
+            if value is not None and len(value) != len(self.synonyms):
+                raise VocabularyError(
+                    f"vocabulary '{self.name}': {attr} has {len(value)} entries for {len(self)} classes")
+        if self.split is not None and not set(self.split) <= {"base", "novel"}:
+            raise VocabularyError(f"vocabulary '{self.name}': split entries must be 'base' or 'novel'")
+        object.__setattr__(self, "_index", seen)
+
+    def __len__(self) -> int:
+        return len(self.synonyms)
+
+    @property
+    def names(self) -> list[str]:
+        """The display name (first synonym) of every class."""
+        return [s[0] for s in self.synonyms]
+
+    def index(self, name: str) -> int:
+        """Position of the class whose display name is `name` (case-insensitive)."""
+        try:
+            return self._index[name.lower()]
+        except KeyError:
+            hint = difflib.get_close_matches(name.lower(), list(self._index), n=3)
+            raise VocabularyError(
+                f"unknown class '{name}' in vocabulary '{self.name}'"
+                + (f"; did you mean {hint}?" if hint else "")) from None
+
+    def indices(self, part: str) -> list[int]:
+        """Class positions in the 'base' or 'novel' part of the split."""
+        if self.split is None:
+            raise VocabularyError(f"vocabulary '{self.name}' has no base/novel split")
+        if part not in ("base", "novel"):
+            raise VocabularyError(f"split part must be 'base' or 'novel', not '{part}'")
+        return [i for i, s in enumerate(self.split) if s == part]
+
+    @property
+    def base(self) -> list[int]:
+        """Positions of the base classes."""
+        return self.indices("base")
+
+    @property
+    def novel(self) -> list[int]:
+        """Positions of the novel classes."""
+        return self.indices("novel")
+
+    def subset(self, positions: Sequence[int], name: str | None = None) -> "Vocabulary":
+        """A new vocabulary with only the classes at `positions`, in that order."""
+        def pick(values):
+            return None if values is None else tuple(values[i] for i in positions)
+        return Vocabulary(tuple(self.synonyms[i] for i in positions), pick(self.ids), pick(self.split),
+                          pick(self.frequency), name or f"{self.name}[subset]")
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable description (for metrics files and checkpoints)."""
+        return {"name": self.name, "synonyms": [list(s) for s in self.synonyms],
+                "ids": list(self.ids) if self.ids else None,
+                "split": list(self.split) if self.split else None,
+                "frequency": list(self.frequency) if self.frequency else None}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Vocabulary":
+        """Inverse of `to_dict`."""
+        opt = lambda k: tuple(d[k]) if d.get(k) else None  # noqa: E731
+        return cls(tuple(tuple(s) for s in d["synonyms"]), opt("ids"), opt("split"),
+                   opt("frequency"), d.get("name", "custom"))
+
+
+def _clean(name: str) -> str:
+    # LVIS spells names as identifiers ("aerosol_can"); CLIP wants words.
+    return " ".join(name.replace("_", " ").split())
+
+
+def _unique(names: Iterable[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for n in names:
+        n = _clean(n)
+        if n and n.lower() not in (o.lower() for o in out):
+            out.append(n)
+    return tuple(out)
+
+
+def _package_json(filename: str) -> list:
+    return json.loads(resources.files("ovclip.data").joinpath(filename).read_text())
+
+
+def builtin_vocabulary(name: str) -> Vocabulary:
+    """One of the vocabularies shipped with the package (see BUILTIN_VOCABULARIES)."""
+    if name in ("coco", "ov-coco"):
+        cats = _package_json("coco.json")
+        syn = tuple((c["name"],) for c in cats)
+        ids = tuple(c["id"] for c in cats)
+        if name == "coco":
+            return Vocabulary(syn, ids, name="coco")
+        base, novel = set(OV_COCO_BASE), set(OV_COCO_NOVEL)
+        keep = [i for i, s in enumerate(syn) if s[0] in base or s[0] in novel]
+        split = tuple("base" if syn[i][0] in base else "novel" for i in keep)
+        return Vocabulary(tuple(syn[i] for i in keep), tuple(ids[i] for i in keep), split, name="ov-coco")
+    if name in ("lvis-v1", "ov-lvis"):
+        cats = _package_json("lvis_v1.json")
+        syn = tuple(_unique([c["name"], *c["synonyms"]]) for c in cats)
+        freq = tuple(c["frequency"] for c in cats)
+        split = tuple("novel" if f == "r" else "base" for f in freq) if name == "ov-lvis" else None
+        return Vocabulary(syn, tuple(c["id"] for c in cats), split, freq, name=name)
+    if name == "ade20k-150":
+        cats = _package_json("ade20k_150.json")
+        return Vocabulary(tuple((c["name"],) for c in cats), tuple(c["id"] for c in cats),
+                          name="ade20k-150")
+    raise VocabularyError(_unknown_builtin_message(name))
+
+
+def _unknown_builtin_message(name: str) -> str:
+    hint = difflib.get_close_matches(name, BUILTIN_VOCABULARIES, n=1)
+    return (f"unknown builtin vocabulary '{name}'"
+            + (f"; did you mean '{hint[0]}'?" if hint else "")
+            + f" Builtins: {', '.join(BUILTIN_VOCABULARIES)}. For a custom list write class names "
+              "separated by commas, synonyms by '|' (e.g. 'cat, dog, sofa|couch'), "
+              "or give a .txt/.json file.")
+
+
+def parse_vocabulary(text: str, name: str = "custom") -> Vocabulary:
+    """Parse 'cat, dog, sofa|couch': commas (or newlines) separate classes, '|' separates synonyms."""
+    classes = [c for part in text.replace("\n", ",").split(",") if (c := part.strip())]
+    if not classes:
+        raise VocabularyError(f"vocabulary '{name}' is empty: give class names like 'cat, dog, sofa|couch'")
+    syn = []
+    seen: dict[str, str] = {}
+    for c in classes:
+        names = _unique(s for s in c.split("|") if s.strip())
+        if not names:
+            raise VocabularyError(f"vocabulary '{name}': entry '{c}' has no name")
+        for n in names:
+            if n.lower() in seen:
+                raise VocabularyError(
+                    f"vocabulary '{name}': '{n}' is given twice (in '{seen[n.lower()]}' and '{c}'); "
+                    "each name may belong to one class only")
+            seen[n.lower()] = c
+        syn.append(names)
+    return Vocabulary(tuple(syn), name=name)
+
+
+def vocabulary_from_file(path: str | Path) -> Vocabulary:
+    """Read a vocabulary from a .txt file (one class per line, '|' for synonyms) or a .json file.
+
+    JSON: a list of names, or a list of {"name", "synonyms"?, "id"?, "split"?} objects, or a
+    COCO-style {"categories": [...]} object.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VocabularyError(f"vocabulary file '{path}' does not exist")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() != ".json":
+        lines = [ln.split("#", 1)[0].strip() for ln in text.splitlines()]
+        return parse_vocabulary(",".join(ln for ln in lines if ln), name=path.stem)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise VocabularyError(f"vocabulary file '{path}' is not valid JSON: {e}") from None
+    if isinstance(data, dict):
+        data = data.get("categories")
+    if not isinstance(data, list):
+        raise VocabularyError(f"vocabulary file '{path}': expected a list of classes or a 'categories' list")
+    if all(isinstance(x, str) for x in data):
+        return parse_vocabulary(",".join(data), name=path.stem)
+    syn, ids, split = [], [], []
+    for i, entry in enumerate(data):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise VocabularyError(f"vocabulary file '{path}': entry {i} needs a string field 'name'")
+        syn.append(_unique([entry["name"], *entry.get("synonyms", [])]))
+        ids.append(entry.get("id"))
+        split.append(entry.get("split"))
+    return Vocabulary(tuple(syn), tuple(ids) if all(x is not None for x in ids) else None,
+                      tuple(split) if all(x is not None for x in split) else None, name=path.stem)
+
+
+def load_vocabulary(spec: "str | Path | Sequence[str] | Vocabulary") -> Vocabulary:
+    """Resolve a builtin name, a file, a 'cat, dog, sofa|couch' string or a list of names."""
+    if isinstance(spec, Vocabulary):
+        return spec
+    if isinstance(spec, Path):
+        return vocabulary_from_file(spec)
+    if isinstance(spec, (list, tuple)):
+        if not all(isinstance(s, str) for s in spec):
+            raise VocabularyError("a vocabulary list must contain class-name strings")
+        return parse_vocabulary(",".join(spec))
+    if not isinstance(spec, str):
+        raise VocabularyError(f"cannot build a vocabulary from {type(spec).__name__}")
+    text = spec.strip()
+    if text in BUILTIN_VOCABULARIES:
+        return builtin_vocabulary(text)
+    if Path(text).suffix.lower() in (".txt", ".json") or Path(text).is_file():
+        return vocabulary_from_file(text)
+    if "," not in text and "|" not in text and difflib.get_close_matches(text, BUILTIN_VOCABULARIES, 1, 0.8):
+        # A near-miss of a builtin name is far more likely a typo than a one-class vocabulary.
+        raise VocabularyError(_unknown_builtin_message(text) + f" For a one-class vocabulary write '{text},'.")
+    return parse_vocabulary(text)

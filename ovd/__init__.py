@@ -1,0 +1,1 @@
+"""ovd: open-vocabulary detection students (ViLD, DetPro, DETR) built on ovclip."""

@@ -1,0 +1,1 @@
+"""ovseg: open-vocabulary segmentation (MaskCLIP, MaskCLIP+, mask proposals) built on ovclip."""

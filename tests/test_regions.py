@@ -1,0 +1,57 @@
+import torch
+import torch.nn.functional as F
+
+from ovclip.io import to_unit_float
+from ovclip.regions import region_embeddings
+
+from .conftest import random_image
+
+
+def _direct(teacher, image, x0, y0, x1, y1):
+    """Encode one crop by hand: slice, resize, normalise pixels, encode, unit length."""
+    crop = to_unit_float(image)[:, y0:y1, x0:x1][None]
+    crop = F.interpolate(crop, size=(teacher.image_size,) * 2, mode="bilinear", align_corners=False, antialias=True)
+    return F.normalize(teacher.encode_images(teacher.normalize_pixels(crop))[0], dim=0)
+
+
+def test_single_scale_equals_encoding_the_crop(tiny_vit):
+    image = random_image()
+    boxes = torch.tensor([[10.0, 5.0, 40.0, 45.0], [0.0, 0.0, 80.0, 60.0], [33.0, 20.0, 41.0, 29.0]])
+    r = region_embeddings(tiny_vit, image, boxes, scales=(1.0,), batch_size=2)
+    for b, e in zip(boxes.long().tolist(), r.embeddings):
+        assert torch.allclose(e, _direct(tiny_vit, image, *b), atol=1e-5)
+
+
+def test_two_scales_sum_and_normalise(tiny_rn):
+    image = random_image(64, 96, seed=1)
+    r = region_embeddings(tiny_rn, image, [[20.0, 20.0, 40.0, 30.0]], scales=(1.0, 1.5))
+    # 1.5x about the centre (30, 25): 30x15 -> [15, 17.5, 45, 32.5] -> pixels [15, 17, 45, 33].
+    expected = F.normalize(_direct(tiny_rn, image, 20, 20, 40, 30) + _direct(tiny_rn, image, 15, 17, 45, 33), dim=0)
+    assert torch.allclose(r.embeddings[0], expected, atol=1e-5)
+
+
+def test_batch_size_does_not_change_results(tiny_vit):
+    image = random_image(seed=2)
+    boxes = torch.tensor([[i, i, i + 20.0, i + 25.0] for i in range(0, 30, 3)])
+    a = region_embeddings(tiny_vit, image, boxes, batch_size=1).embeddings
+    b = region_embeddings(tiny_vit, image, boxes, batch_size=64).embeddings
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_bad_boxes_are_clipped_or_reported(tiny_vit, caplog):
+    image = random_image()
+    boxes = torch.tensor([
+        [-20.0, -10.0, 30.0, 30.0],       # partly outside: clipped
+        [10.0, 10.0, 10.0, 30.0],         # zero width
+        [50.0, 50.0, 20.0, 20.0],         # inverted
+        [100.0, 100.0, 200.0, 200.0],     # fully outside the 80x60 image
+        [float("nan"), 0.0, 5.0, 5.0],    # not finite
+        [70.0, 55.0, 80.5, 60.0],         # touches the border
+    ])
+    r = region_embeddings(tiny_vit, image, boxes)
+    assert r.valid.tolist() == [True, False, False, False, False, True]
+    assert r.boxes[0].tolist() == [0.0, 0.0, 30.0, 30.0]
+    assert torch.allclose(r.embeddings[r.valid].norm(dim=1), torch.ones(2))
+    assert torch.all(r.embeddings[~r.valid] == 0)
+    assert "4 of 6 boxes" in caplog.text
+    assert region_embeddings(tiny_vit, image, torch.zeros(0, 4)).embeddings.shape == (0, 32)

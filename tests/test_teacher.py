@@ -1,0 +1,70 @@
+import json
+import time
+
+import pytest
+import torch
+
+from ovclip.teacher import TeacherError, TeacherWeightsUnavailable, load_teacher, packaged_model_configs
+
+
+def test_packaged_tiny_models_load_and_encode(tiny_vit, tiny_rn):
+    assert {"tiny-vit", "tiny-rn"} <= set(packaged_model_configs())
+    for t in (tiny_vit, tiny_rn):
+        assert t.embed_dim == 32
+        assert t.encode_text(["a photo of a cat.", "a dog"]).shape == (2, 32)
+        x = torch.zeros(3, 3, t.image_size, t.image_size)
+        assert t.encode_images(x).shape == (3, 32)
+        assert not any(p.requires_grad for p in t.model.parameters())
+
+
+def test_random_json_teacher_is_seeded():
+    a, b = load_teacher("tiny-vit"), load_teacher("tiny-vit")
+    c = load_teacher({"config": "tiny-vit", "seed": 1})
+    assert a.fingerprint == b.fingerprint != c.fingerprint
+
+
+def test_offline_without_weights_fails_fast_with_instructions(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", "/nonexistent-hf-home")
+    start = time.monotonic()
+    with pytest.raises(TeacherWeightsUnavailable) as err:
+        load_teacher("ViT-B-32/openai")
+    assert time.monotonic() - start < 5
+    msg = str(err.value)
+    assert "ViT-B-32/openai" in msg and "open_clip.create_model('ViT-B-32', pretrained='openai')" in msg
+    assert "path/to/open_clip_model.safetensors" in msg
+
+
+@pytest.mark.parametrize("spec,match", [
+    ("NoSuchNet/openai", "unknown open_clip architecture 'NoSuchNet'"),
+    ("ViT-B-32/no-such-tag", "neither a pretrained tag"),
+    ({"config": "tiny-vit", "weights": "x"}, "unknown teacher keys"),
+    ("", "non-empty"),
+    ("missing-config.json", "not found"),
+])
+def test_bad_specs(spec, match):
+    with pytest.raises(TeacherError, match=match):
+        load_teacher(spec)
+
+
+def test_local_checkpoint_roundtrip(tmp_path, tiny_vit):
+    ckpt = tmp_path / "teacher.pt"
+    torch.save(tiny_vit.model.state_dict(), ckpt)
+    other = load_teacher({"config": "tiny-vit", "seed": 5, "pretrained": str(ckpt)})
+    tokens = ["a red star"]
+    assert torch.allclose(other.encode_text(tokens), tiny_vit.encode_text(tokens))
+    with pytest.raises(TeacherError, match="is a file; say which architecture"):
+        load_teacher(str(ckpt))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(TeacherError, match="cannot load teacher checkpoint"):
+        load_teacher({"config": "tiny-vit", "pretrained": str(bad)})
+
+
+def test_open_clip_local_dir(tmp_path, tiny_vit):
+    from importlib import resources
+    model_cfg = json.loads(resources.files("ovclip.model_configs").joinpath("tiny-vit.json").read_text())
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": {}}))
+    torch.save(tiny_vit.model.state_dict(), tmp_path / "open_clip_pytorch_model.bin")
+    t = load_teacher(str(tmp_path))
+    assert torch.allclose(t.encode_text(["a cat"]), tiny_vit.encode_text(["a cat"]), atol=1e-6)
