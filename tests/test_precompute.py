@@ -1,0 +1,152 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import ovclip.precompute as pre
+from ovclip.coco import AnnotationError, load_coco_images
+from ovclip.io import ImageReadError
+from ovclip.store import FeatureStore
+
+from .conftest import random_image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_dataset(root: Path, n: int = 6) -> dict:
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    images, anns = [], []
+    for i in range(n):
+        Image.fromarray(random_image(48, 64, seed=i).permute(1, 2, 0).numpy()).save(root / "img" / f"{i}.png")
+        images.append({"id": i, "file_name": f"{i}.png", "width": 64, "height": 48})
+        anns.append({"id": 2 * i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 30]})
+        anns.append({"id": 2 * i + 1, "image_id": i, "category_id": 1, "bbox": [30, 10, 25, 20]})
+    anns.append({"id": 99, "image_id": 0, "category_id": 1, "bbox": [5, 5, 0, 10]})  # degenerate: dropped
+    (root / "ann.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                               "categories": [{"id": 1, "name": "thing"}]}))
+    return {"teacher": {"spec": "tiny-vit", "device": "cpu"},
+            "dataset": {"ann_file": str(root / "ann.json"), "img_dir": str(root / "img")},
+            "store": {"shard_size": 1}}
+
+
+def test_precompute_writes_every_image(tmp_path, caplog):
+    cfg = make_dataset(tmp_path)
+    stats = pre.run_precompute(cfg, str(tmp_path / "store"), progress=False)
+    assert stats == {"images": 6, "skipped_done": 0, "bad_images": 0, "regions": 12}
+    assert "dropped 1 boxes with no area" in caplog.text
+    store = FeatureStore(tmp_path / "store")
+    boxes, emb = store[3]
+    assert boxes.tolist() == [[4.0, 4.0, 24.0, 34.0], [30.0, 10.0, 55.0, 30.0]] and emb.shape == (2, 32)
+
+
+def test_killed_job_resumes_without_redoing_finished_images(tmp_path, monkeypatch):
+    cfg = make_dataset(tmp_path)
+    out = tmp_path / "store"
+    # A child process that is SIGKILLed (no cleanup at all) while embedding its fourth image.
+    script = f"""
+import json, os, signal
+import ovclip.precompute as pre
+real, n = pre.region_embeddings, [0]
+def dying(*a, **k):
+    n[0] += 1
+    if n[0] == 4:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*a, **k)
+pre.region_embeddings = dying
+pre.run_precompute(json.loads({json.dumps(json.dumps(cfg))}), {str(out)!r}, progress=False)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    assert len(FeatureStore(out)) == 3
+    calls = []
+    real = pre.region_embeddings
+    monkeypatch.setattr(pre, "region_embeddings", lambda *a, **k: calls.append(1) or real(*a, **k))
+    stats = pre.run_precompute(cfg, str(out), progress=False)
+    assert (stats["images"], stats["skipped_done"], len(calls)) == (3, 3, 3)
+    assert len(FeatureStore(out)) == 6
+
+
+def test_ranks_split_the_images(tmp_path):
+    cfg = make_dataset(tmp_path, n=5)
+    out = str(tmp_path / "store")
+    s0 = pre.run_precompute(cfg, out, rank=0, world_size=2, progress=False)
+    s1 = pre.run_precompute(cfg, out, rank=1, world_size=2, progress=False)
+    assert (s0["images"], s1["images"]) == (3, 2)
+    assert sorted(FeatureStore(out).image_ids) == [str(i) for i in range(5)]
+
+
+def test_torchrun_two_processes(tmp_path):
+    cfg = make_dataset(tmp_path, n=4)
+    cfg_file = tmp_path / "cfg.py"
+    cfg_file.write_text("".join(f"{k} = {v!r}\n" for k, v in cfg.items()))
+    out = tmp_path / "store"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           str(ROOT / "tools" / "precompute.py"), str(cfg_file), "--out", str(out), "--no-progress"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {p.name[:4] for p in FeatureStore.shard_files(out)} == {"r000", "r001"}
+    assert len(FeatureStore(out)) == 4
+    assert json.loads((out / "index.json").read_text())["shards"]
+
+
+def test_bad_images_skip_or_fail(tmp_path):
+    cfg = make_dataset(tmp_path, n=3)
+    (tmp_path / "img" / "1.png").write_bytes(b"this is not a png")
+    (tmp_path / "img" / "2.png").unlink()
+    stats = pre.run_precompute(cfg, str(tmp_path / "a"), progress=False)
+    assert (stats["images"], stats["bad_images"]) == (1, 2)
+    cfg["run"] = {"on_bad_image": "error"}
+    with pytest.raises(ImageReadError, match="1.png"):
+        pre.run_precompute(cfg, str(tmp_path / "b"), progress=False)
+
+
+def test_proposals_file(tmp_path):
+    cfg = make_dataset(tmp_path, n=2)
+    props = [{"image_id": 0, "bbox": [0, 0, 10, 10], "score": s} for s in (0.1, 0.9, 0.5)]
+    (tmp_path / "props.json").write_text(json.dumps(props))
+    cfg["dataset"].update(proposals=str(tmp_path / "props.json"), max_regions=2)
+    stats = pre.run_precompute(cfg, str(tmp_path / "store"), progress=False)
+    assert stats["regions"] == 2 and FeatureStore(tmp_path / "store")[1][0].shape == (0, 4)
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"teacher": {"spec": "tiny-vit", "devcie": "cpu"}}, r"unknown key\(s\) \['devcie'\] in config section 'teacher'"),
+    ({"optimiser": {}}, "unknown config section 'optimiser'"),
+    ({"teacher": {}}, "config needs teacher.spec"),
+    ({"run": {"on_bad_image": "ignore"}}, "on_bad_image"),
+])
+def test_config_errors(tmp_path, change, match):
+    cfg = {**make_dataset(tmp_path, n=1), **change}
+    with pytest.raises(pre.ConfigError, match=match):
+        pre.run_precompute(cfg, str(tmp_path / "s"), progress=False)
+
+
+@pytest.mark.parametrize("content,match", [
+    ("{oops", r"not valid JSON \(line 1"),
+    ('{"annotations": []}', "missing or malformed field 'images'"),
+    ('{"images": [{"id": 1}]}', r"images\[0\]: missing field 'file_name'"),
+    ('{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"image_id": 2, "bbox": [0, 0, 1, 1]}]}',
+     r"annotations\[0\]: image_id 2 is not in 'images'"),
+    ('{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"image_id": 1, "bbox": [0, 0, 1]}]}',
+     r"annotations\[0\]: 'bbox' must be four numbers"),
+])
+def test_malformed_annotation_files(tmp_path, content, match):
+    f = tmp_path / "ann.json"
+    f.write_text(content)
+    with pytest.raises(AnnotationError, match=match):
+        load_coco_images(f, tmp_path)
+
+
+def test_example_config_runs(tmp_path):
+    proc = subprocess.run([sys.executable, "tools/precompute.py", "configs/precompute/example_tiny.py",
+                           "--out", str(tmp_path / "ex"), "--no-progress"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["store_images"] == 4 and summary["regions"] > 0
+    assert torch.is_tensor(FeatureStore(tmp_path / "ex")[1][1])
