@@ -68,3 +68,18 @@ def test_open_clip_local_dir(tmp_path, tiny_vit):
     torch.save(tiny_vit.model.state_dict(), tmp_path / "open_clip_pytorch_model.bin")
     t = load_teacher(str(tmp_path))
     assert torch.allclose(t.encode_text(["a cat"]), tiny_vit.encode_text(["a cat"]), atol=1e-6)
+
+
+def test_cached_tag_weights_are_found_without_network(tmp_path):
+    from ovclip.teacher import _cached_weights
+    import open_clip
+    cfg = open_clip.get_pretrained_cfg("ViT-B-32", "openai")
+    repo = cfg["hf_hub"].rstrip("/")
+    folder = tmp_path / ("models--" + repo.replace("/", "--"))
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text("abc123")
+    snap = folder / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    assert _cached_weights(cfg, str(tmp_path)) is None
+    (snap / "open_clip_model.safetensors").write_bytes(b"weights")
+    assert _cached_weights(cfg, str(tmp_path)) == str(snap / "open_clip_model.safetensors")
