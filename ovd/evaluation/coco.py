@@ -1,0 +1,130 @@
+"""COCO-style detection evaluation with pycocotools, split into base / novel classes."""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from ovclip.io import atomic_json_dump
+from ovclip.vocabulary import Vocabulary, load_vocabulary
+
+log = logging.getLogger(__name__)
+
+
+def to_coco_results(image_id: Any, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
+                    category_ids: Sequence[int]) -> list[dict]:
+    """Detections of one image (xyxy boxes, label = vocabulary position) as COCO results entries."""
+    boxes = torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4).tolist()
+    out = []
+    for (x0, y0, x1, y1), s, lab in zip(boxes, torch.as_tensor(scores).tolist(), torch.as_tensor(labels).tolist()):
+        out.append({"image_id": image_id, "category_id": int(category_ids[int(lab)]),
+                    "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(s)})
+    return out
+
+
+def mean_or_nan(values: Sequence[float]) -> float:
+    """Mean of the finite values, NaN when there are none."""
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def format_table(metrics: dict[str, float], title: str) -> str:
+    """A small markdown table of metric name -> value."""
+    lines = [f"{title}", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.2f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
+    return "\n".join(lines)
+
+
+class DetectionEvaluator:
+    """reset / process / evaluate over a COCO-format ground truth, reporting AP50 (and AP) for
+    all classes of the vocabulary and, when it has a split, for its base and novel parts."""
+
+    def __init__(self, ann_file: "str | Path", vocabulary: "Vocabulary | str", out_dir: "str | Path | None" = None,
+                 name: str = "coco"):
+        self.ann_file = str(ann_file)
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.gt = COCO(self.ann_file)
+        self.vocabulary = load_vocabulary(vocabulary)
+        if self.vocabulary.ids is None:
+            gt_ids = {c["name"].lower(): c["id"] for c in self.gt.loadCats(self.gt.getCatIds())}
+            missing = [n for n in self.vocabulary.names if n.lower() not in gt_ids]
+            if missing:
+                raise ValueError(f"classes {missing} are not categories of {self.ann_file}")
+            self.category_ids = [gt_ids[n.lower()] for n in self.vocabulary.names]
+        else:
+            unknown = set(self.vocabulary.ids) - set(self.gt.getCatIds())
+            if unknown:
+                raise ValueError(f"vocabulary '{self.vocabulary.name}' has category ids {sorted(unknown)} that "
+                                 f"are not in {self.ann_file}")
+            self.category_ids = list(self.vocabulary.ids)
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.name = name
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all processed detections."""
+        self.results: list[dict] = []
+        self.image_ids: list[Any] = []
+
+    def process(self, image_id: Any, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add one image's detections (xyxy boxes, scores, labels as vocabulary positions)."""
+        if image_id not in self.gt.imgs:
+            raise KeyError(f"image {image_id!r} is not in {self.ann_file}")
+        self.image_ids.append(image_id)
+        self.results.extend(to_coco_results(image_id, boxes, scores, labels, self.category_ids))
+
+    def _per_class_ap(self) -> tuple[np.ndarray, np.ndarray, str]:
+        """AP50 and AP per vocabulary class (NaN where the class has no ground truth)."""
+        k = len(self.category_ids)
+        if not self.results:
+            return np.zeros(k), np.zeros(k), "no detections"
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            dt = self.gt.loadRes(self.results)
+            e = COCOeval(self.gt, dt, "bbox")
+            e.params.imgIds = sorted(set(self.image_ids))
+            e.params.catIds = self.category_ids
+            e.evaluate()
+            e.accumulate()
+            e.summarize()
+        precision = e.eval["precision"]  # [iou, recall, class, area, max dets]
+        ap50, ap = np.full(k, np.nan), np.full(k, np.nan)
+        for i in range(k):
+            p50, pall = precision[0, :, i, 0, -1], precision[:, :, i, 0, -1]
+            if (p50 > -1).any():
+                ap50[i] = p50[p50 > -1].mean() * 100
+                ap[i] = pall[pall > -1].mean() * 100
+        return ap50, ap, out.getvalue()
+
+    def evaluate(self) -> dict[str, float]:
+        """Compute the metrics, write results / metrics json to out_dir, print a table."""
+        ap50, ap, summary = self._per_class_ap()
+        metrics = {"AP50": mean_or_nan(ap50), "AP": mean_or_nan(ap)}
+        if self.vocabulary.split is not None:
+            for part in ("base", "novel"):
+                idx = self.vocabulary.indices(part)
+                metrics[f"AP50_{part}"] = mean_or_nan(ap50[idx])
+                metrics[f"AP_{part}"] = mean_or_nan(ap[idx])
+        metrics["images"] = len(set(self.image_ids))
+        log.debug(summary)
+        if self.out_dir is not None:
+            atomic_json_dump(self.results, self.out_dir / f"{self.name}_results.json")
+            atomic_json_dump({"metrics": metrics,
+                              "per_class_AP50": dict(zip(self.vocabulary.names, map(float, ap50)))},
+                             self.out_dir / f"{self.name}_metrics.json", indent=1)
+        print(format_table(metrics, f"{self.name} detection ({self.vocabulary.name}, {metrics['images']} images)"))
+        return metrics
+
+
+class OVCocoEvaluator(DetectionEvaluator):
+    """OV-COCO: the 65 classes evaluated together, AP50 reported for novel (17), base (48) and all."""
+
+    def __init__(self, ann_file: "str | Path", out_dir: "str | Path | None" = None):
+        super().__init__(ann_file, "ov-coco", out_dir, name="ov-coco")

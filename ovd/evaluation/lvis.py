@@ -1,0 +1,78 @@
+"""LVIS v1 / OV-LVIS evaluation (AP, APr, APc, APf; box or mask) with the reference `lvis` package."""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ovclip.io import atomic_json_dump
+from ovclip.vocabulary import Vocabulary, load_vocabulary
+
+from .coco import format_table, to_coco_results
+
+log = logging.getLogger(__name__)
+
+
+def _numpy2_compat() -> None:
+    # lvis 0.5.3 calls np.float, which numpy 2 removed; it meant the builtin float.
+    if "float" not in np.__dict__:
+        np.float = float  # type: ignore[attr-defined]
+
+
+class LvisEvaluator:
+    """reset / process / evaluate for LVIS v1 box (or mask) AP with APr / APc / APf."""
+
+    def __init__(self, ann_file: "str | Path", vocabulary: "Vocabulary | str" = "lvis-v1",
+                 out_dir: "str | Path | None" = None, iou_type: str = "bbox", max_dets: int = 300):
+        _numpy2_compat()
+        from lvis import LVIS
+        if iou_type not in ("bbox", "segm"):
+            raise ValueError(f"iou_type must be 'bbox' or 'segm', not '{iou_type}'")
+        self.ann_file, self.iou_type, self.max_dets = str(ann_file), iou_type, max_dets
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.gt = LVIS(self.ann_file)
+        self.vocabulary = load_vocabulary(vocabulary)
+        if self.vocabulary.ids is None:
+            raise ValueError(f"vocabulary '{self.vocabulary.name}' has no category ids; use 'lvis-v1' or 'ov-lvis'")
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all processed detections."""
+        self.results: list[dict] = []
+
+    def process(self, image_id: Any, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
+                masks: "list[dict] | None" = None) -> None:
+        """Add one image's detections: top `max_dets` by score; `masks` are COCO RLEs for iou_type='segm'."""
+        order = torch.as_tensor(scores).argsort(descending=True)[: self.max_dets]
+        entries = to_coco_results(image_id, torch.as_tensor(boxes)[order], torch.as_tensor(scores)[order],
+                                  torch.as_tensor(labels)[order], self.vocabulary.ids)
+        if self.iou_type == "segm":
+            if masks is None:
+                raise ValueError("iou_type='segm' needs masks (COCO RLE dicts) for every detection")
+            for entry, i in zip(entries, order.tolist()):
+                entry["segmentation"] = masks[i]
+        self.results.extend(entries)
+
+    def evaluate(self) -> dict[str, float]:
+        """Run LVISEval, write results / metrics json to out_dir, print a table."""
+        from lvis import LVISEval, LVISResults
+        keys = ("AP", "AP50", "AP75", "APr", "APc", "APf")
+        if not self.results:
+            metrics = {k: 0.0 for k in keys}
+        else:
+            with contextlib.redirect_stdout(io.StringIO()):
+                dt = LVISResults(self.gt, self.results, max_dets=self.max_dets)
+                e = LVISEval(self.gt, dt, self.iou_type)
+                e.run()
+            metrics = {k: float(e.results[k]) * 100 for k in keys}
+        if self.out_dir is not None:
+            atomic_json_dump(self.results, self.out_dir / f"lvis_{self.iou_type}_results.json")
+            atomic_json_dump({"metrics": metrics}, self.out_dir / f"lvis_{self.iou_type}_metrics.json", indent=1)
+        print(format_table(metrics, f"LVIS {self.iou_type} ({self.vocabulary.name})"))
+        return metrics

@@ -1,0 +1,91 @@
+import json
+import math
+from importlib import resources
+
+import pytest
+import torch
+
+from ovclip.vocabulary import Vocabulary, builtin_vocabulary
+from ovd.evaluation import DetectionEvaluator, LvisEvaluator, OVCocoEvaluator
+
+# (image id, class name, xyxy box)
+GT = [(1, "person", [10, 10, 50, 80]), (1, "cat", [60, 20, 90, 50]), (2, "dog", [5, 5, 40, 40]),
+      (2, "car", [50, 50, 95, 90]), (3, "cat", [20, 30, 70, 60]), (3, "person", [0, 0, 30, 30])]
+
+
+def coco_gt(tmp_path, categories):
+    ids = {c["name"]: c["id"] for c in categories}
+    anns = [{"id": i + 1, "image_id": im, "category_id": ids[n], "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+             "area": float((b[2] - b[0]) * (b[3] - b[1])), "iscrowd": 0, "segmentation": []}
+            for i, (im, n, b) in enumerate(GT)]
+    images = [{"id": i, "file_name": f"{i}.png", "width": 100, "height": 100} for i in (1, 2, 3)]
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": categories}))
+    return path
+
+
+def feed(ev, vocab, skip=()):
+    for im in (1, 2, 3):
+        rows = [(n, b) for i, n, b in GT if i == im and (i, n) not in skip]
+        ev.process(im, torch.tensor([b for _, b in rows], dtype=torch.float32).reshape(-1, 4),
+                   torch.ones(len(rows)), torch.tensor([vocab.index(n) for n, _ in rows], dtype=torch.long))
+
+
+def test_ov_coco_ground_truth_as_detections_is_perfect(tmp_path):
+    cats = json.loads((resources.files("ovclip.data") / "coco.json").read_text())
+    ev = OVCocoEvaluator(coco_gt(tmp_path, cats), out_dir=tmp_path / "out")
+    feed(ev, ev.vocabulary)
+    m = ev.evaluate()
+    assert m["AP50"] == pytest.approx(100) and m["AP50_base"] == pytest.approx(100)
+    assert m["AP50_novel"] == pytest.approx(100) and m["AP"] == pytest.approx(100)
+    saved = json.loads((tmp_path / "out" / "ov-coco_metrics.json").read_text())
+    assert saved["metrics"]["AP50_novel"] == pytest.approx(100)
+    assert len(json.loads((tmp_path / "out" / "ov-coco_results.json").read_text())) == len(GT)
+
+
+def test_ov_coco_a_novel_miss_lowers_novel_ap_only(tmp_path):
+    cats = json.loads((resources.files("ovclip.data") / "coco.json").read_text())
+    ev = OVCocoEvaluator(coco_gt(tmp_path, cats))
+    feed(ev, ev.vocabulary, skip={(1, "cat"), (3, "cat")})  # every cat missed; dog still found
+    m = ev.evaluate()
+    assert m["AP50_base"] == pytest.approx(100)
+    assert m["AP50_novel"] == pytest.approx(50)  # cat 0, dog 100
+    assert m["AP50"] == pytest.approx(100 * 3 / 4)
+
+
+def test_custom_vocabulary_by_name_and_empty_run(tmp_path):
+    cats = [{"id": 7, "name": "person"}, {"id": 8, "name": "cat"}, {"id": 9, "name": "dog"}, {"id": 10, "name": "car"}]
+    gt = coco_gt(tmp_path, cats)
+    ev = DetectionEvaluator(gt, "person, cat, dog, car")
+    assert ev.category_ids == [7, 8, 9, 10]
+    assert ev.evaluate()["AP50"] == 0.0
+    with pytest.raises(ValueError, match=r"classes \['zebra'\] are not categories"):
+        DetectionEvaluator(gt, "person, zebra")
+    with pytest.raises(KeyError, match="image 42"):
+        ev.process(42, torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long))
+
+
+def test_lvis_metric_runs_on_numpy2(tmp_path):
+    cats = [{"id": 1, "name": "person", "frequency": "f", "synonyms": ["person"], "image_count": 2},
+            {"id": 2, "name": "cat", "frequency": "r", "synonyms": ["cat"], "image_count": 2},
+            {"id": 3, "name": "dog", "frequency": "c", "synonyms": ["dog"], "image_count": 1},
+            {"id": 4, "name": "car", "frequency": "f", "synonyms": ["car"], "image_count": 1}]
+    path = coco_gt(tmp_path, cats)
+    data = json.loads(path.read_text())
+    for im in data["images"]:
+        im.update(neg_category_ids=[], not_exhaustive_category_ids=[])
+    for a in data["annotations"]:
+        x, y, w, h = a["bbox"]
+        a["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+    path.write_text(json.dumps(data))
+    vocab = Vocabulary((("person",), ("cat",), ("dog",), ("car",)), ids=(1, 2, 3, 4), frequency=("f", "r", "c", "f"))
+    ev = LvisEvaluator(path, vocab, out_dir=tmp_path / "out")
+    feed(ev, vocab)
+    m = ev.evaluate()
+    assert m["APr"] == pytest.approx(100) and m["APc"] == pytest.approx(100) and m["APf"] == pytest.approx(100)
+    ev.reset()
+    feed(ev, vocab, skip={(1, "cat"), (3, "cat")})
+    m = ev.evaluate()
+    assert m["APr"] == pytest.approx(0) and m["APf"] == pytest.approx(100)
+    assert not math.isnan(m["AP"]) and (tmp_path / "out" / "lvis_bbox_metrics.json").is_file()
+    assert len(builtin_vocabulary("ov-lvis").novel) == 337
