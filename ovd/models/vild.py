@@ -1,0 +1,186 @@
+"""ViLD on torchvision's Faster R-CNN: text-embedding classifier, region-embedding distillation, ensemble.
+
+Only the box predictor and the RoI-head losses / post-processing differ from torchvision: RoI features
+are projected to the teacher's embedding size and classified by cosine similarity against the
+vocabulary's text embeddings (a swappable buffer) plus one learned background embedding; box
+regression is class-agnostic.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.ops import boxes as box_ops
+
+ENSEMBLE_LAMBDA = 2.0 / 3.0
+
+
+class ViLDPredictor(nn.Module):
+    """Projects RoI features to the embedding space (a text head and an image head) and regresses boxes."""
+
+    def __init__(self, in_channels: int, text_embeddings: Tensor, temperature: float = 0.01,
+                 separate_heads: bool = True, base_mask: Optional[Tensor] = None):
+        super().__init__()
+        dim = text_embeddings.shape[1]
+        self.text_proj = nn.Linear(in_channels, dim)
+        self.image_proj = nn.Linear(in_channels, dim) if separate_heads else self.text_proj
+        self.background = nn.Parameter(F.normalize(torch.randn(dim), dim=0))
+        self.bbox_pred = nn.Linear(in_channels, 4)
+        self.temperature = temperature
+        self.register_buffer("text_embeddings", torch.empty(0, dim), persistent=False)
+        self.register_buffer("base_mask", torch.empty(0, dtype=torch.bool), persistent=False)
+        self.set_vocabulary(text_embeddings, base_mask)
+
+    def set_vocabulary(self, text_embeddings: Tensor, base_mask: Optional[Tensor] = None) -> None:
+        """Swap the classifier for another vocabulary: one buffer, no other weight changes."""
+        if text_embeddings.ndim != 2 or text_embeddings.shape[0] == 0 or \
+                text_embeddings.shape[1] != self.background.shape[0]:
+            raise ValueError(f"text embeddings must be (C>0, {self.background.shape[0]}), "
+                             f"got {tuple(text_embeddings.shape)}")
+        device = self.background.device
+        self.text_embeddings = F.normalize(text_embeddings.float(), dim=-1).to(device)
+        mask = torch.ones(len(text_embeddings), dtype=torch.bool) if base_mask is None else base_mask.bool()
+        if mask.shape != (len(text_embeddings),):
+            raise ValueError("base_mask needs one entry per class")
+        self.base_mask = mask.to(device)
+
+    def classifier(self) -> Tensor:
+        """(1 + C, D) unit embeddings: background first, then the vocabulary."""
+        return torch.cat([F.normalize(self.background, dim=0)[None], self.text_embeddings])
+
+    def logits(self, embeddings: Tensor) -> Tensor:
+        """Cosine similarity to background + classes, divided by the temperature."""
+        return embeddings @ self.classifier().T / self.temperature
+
+    def forward(self, features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """RoI features -> (text-head embeddings, image-head embeddings, class-agnostic box deltas)."""
+        features = features.flatten(1)
+        return (F.normalize(self.text_proj(features), dim=-1), F.normalize(self.image_proj(features), dim=-1),
+                self.bbox_pred(features))
+
+
+def ensemble_scores(text_probs: Tensor, image_probs: Tensor, base_mask: Tensor, lam: float = ENSEMBLE_LAMBDA) -> Tensor:
+    """ViLD-ensemble: geometric mean weighting the text branch by lam on base classes and the image
+    branch by lam on novel ones (class columns only, background removed)."""
+    lam_text = torch.where(base_mask, torch.full_like(text_probs[0], lam), torch.full_like(text_probs[0], 1 - lam))
+    return text_probs.clamp_min(1e-12) ** lam_text * image_probs.clamp_min(1e-12) ** (1 - lam_text)
+
+
+class ViLDRoIHeads(RoIHeads):
+    """RoIHeads with ViLD's losses (text cross-entropy, image L1 distillation) and scoring modes."""
+
+    def __init__(self, *args, image_loss_weight: float = 0.5, text_loss_weight: float = 1.0,
+                 inference_mode: str = "ensemble", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.image_loss_weight, self.text_loss_weight = image_loss_weight, text_loss_weight
+        self.inference_mode = inference_mode
+
+    def _embed(self, features, boxes, image_shapes):
+        return self.box_predictor(self.box_head(self.box_roi_pool(features, boxes, image_shapes)))
+
+    def forward(self, features, proposals, image_shapes, targets=None):  # noqa: D102 - torchvision's contract
+        if self.training:
+            proposals, _, labels, regression_targets = self.select_training_samples(proposals, targets)
+            text_emb, _, deltas = self._embed(features, proposals, image_shapes)
+            labels = torch.cat(labels)
+            loss_text = F.cross_entropy(self.box_predictor.logits(text_emb), labels)
+            pos = torch.where(labels > 0)[0]
+            loss_box = F.smooth_l1_loss(deltas[pos], torch.cat(regression_targets)[pos], beta=1 / 9,
+                                        reduction="sum") / labels.numel()
+            losses = {"loss_text": self.text_loss_weight * loss_text, "loss_box_reg": loss_box}
+            if self.image_loss_weight > 0 and targets and "distill_boxes" in targets[0]:
+                boxes = [t["distill_boxes"] for t in targets]
+                if sum(len(b) for b in boxes):
+                    _, image_emb, _ = self._embed(features, boxes, image_shapes)
+                    teacher = F.normalize(torch.cat([t["distill_embeddings"] for t in targets]).float(), dim=-1)
+                    losses["loss_image"] = self.image_loss_weight * F.l1_loss(image_emb, teacher, reduction="sum") \
+                        / max(1, len(teacher))
+            return [], losses
+        text_emb, image_emb, deltas = self._embed(features, proposals, image_shapes)
+        return self._detect(text_emb, image_emb, deltas, proposals, image_shapes), {}
+
+    def class_scores(self, text_emb: Tensor, image_emb: Tensor) -> Tensor:
+        """(N, C) class scores by the configured mode: 'text', 'image' or 'ensemble'."""
+        p = self.box_predictor
+        text = F.softmax(p.logits(text_emb), dim=-1)[:, 1:]
+        if self.inference_mode == "text":
+            return text
+        image = F.softmax(p.logits(image_emb), dim=-1)[:, 1:]
+        if self.inference_mode == "image":
+            return image
+        if self.inference_mode != "ensemble":
+            raise ValueError(f"inference_mode must be text, image or ensemble, not '{self.inference_mode}'")
+        return ensemble_scores(text, image, p.base_mask)
+
+    def _detect(self, text_emb, image_emb, deltas, proposals, image_shapes):
+        counts = [len(p) for p in proposals]
+        boxes_all = self.box_coder.decode(deltas, proposals).reshape(-1, 4).split(counts)
+        scores_all = self.class_scores(text_emb, image_emb).split(counts)
+        results = []
+        for boxes, scores, shape in zip(boxes_all, scores_all, image_shapes):
+            boxes = box_ops.clip_boxes_to_image(boxes, shape)
+            idx, labels = torch.where(scores > self.score_thresh)
+            b, s = boxes[idx], scores[idx, labels]
+            keep = box_ops.remove_small_boxes(b, 1e-2)
+            b, s, labels = b[keep], s[keep], labels[keep]
+            keep = box_ops.batched_nms(b, s, labels, self.nms_thresh)[: self.detections_per_img]
+            results.append({"boxes": b[keep], "scores": s[keep], "labels": labels[keep]})
+        return results
+
+
+class ViLD(FasterRCNN):
+    """Faster R-CNN whose classifier is a vocabulary of text embeddings. Labels in targets and in
+    detections are positions in the current vocabulary (0-based)."""
+
+    def __init__(self, backbone: nn.Module, text_embeddings: Tensor, temperature: float = 0.01,
+                 separate_heads: bool = True, image_loss_weight: float = 0.5, text_loss_weight: float = 1.0,
+                 inference_mode: str = "ensemble", base_mask: Optional[Tensor] = None, **kwargs):
+        super().__init__(backbone, num_classes=None, box_predictor=nn.Identity(), **kwargs)
+        old = self.roi_heads
+        predictor = ViLDPredictor(old.box_head.fc7.out_features, text_embeddings, temperature, separate_heads,
+                                  base_mask)
+        heads = ViLDRoIHeads(old.box_roi_pool, old.box_head, predictor, 0.5, 0.5, 512, 0.25, (10.0, 10.0, 5.0, 5.0),
+                             old.score_thresh, old.nms_thresh, old.detections_per_img,
+                             image_loss_weight=image_loss_weight, text_loss_weight=text_loss_weight,
+                             inference_mode=inference_mode)
+        heads.fg_bg_sampler, heads.proposal_matcher, heads.box_coder = \
+            old.fg_bg_sampler, old.proposal_matcher, old.box_coder
+        self.roi_heads = heads
+
+    @property
+    def predictor(self) -> ViLDPredictor:
+        """The text-embedding box predictor."""
+        return self.roi_heads.box_predictor
+
+    def set_vocabulary(self, text_embeddings: Tensor, base_mask: Optional[Tensor] = None) -> None:
+        """Detect another list of classes from now on (one text-encoder pass, no retraining)."""
+        self.predictor.set_vocabulary(text_embeddings, base_mask)
+
+    def forward(self, images, targets=None):  # noqa: D102 - torchvision's contract
+        original_sizes = [tuple(img.shape[-2:]) for img in images]
+        images_t, targets_t = self.transform(images, targets)
+        if targets_t is not None:
+            for t, (h0, w0), (h1, w1) in zip(targets_t, original_sizes, images_t.image_sizes):
+                if "distill_boxes" in t:
+                    scale = torch.tensor([w1 / w0, h1 / h0, w1 / w0, h1 / h0], device=t["distill_boxes"].device)
+                    t["distill_boxes"] = t["distill_boxes"] * scale
+                # torchvision counts label 0 as background: shift the vocabulary positions by one.
+                t["labels"] = t["labels"] + 1
+        features = self.backbone(images_t.tensors)
+        proposals, proposal_losses = self.rpn(images_t, features, targets_t)
+        detections, detector_losses = self.roi_heads(features, proposals, images_t.image_sizes, targets_t)
+        if self.training:
+            return {**proposal_losses, **detector_losses}
+        return self.transform.postprocess(detections, images_t.image_sizes, original_sizes)
+
+
+def build_vild(text_embeddings: Tensor, backbone: str = "resnet50", trainable_layers: int = 3,
+               backbone_weights: Optional[str] = None, **kwargs) -> ViLD:
+    """ViLD with a torchvision ResNet-FPN backbone (weights only if named, e.g. 'IMAGENET1K_V1')."""
+    body = resnet_fpn_backbone(backbone_name=backbone, weights=backbone_weights, trainable_layers=trainable_layers)
+    return ViLD(body, text_embeddings, **kwargs)

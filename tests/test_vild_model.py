@@ -1,0 +1,89 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ovd.models.vild import ENSEMBLE_LAMBDA, build_vild, ensemble_scores
+
+
+def tiny_vild(classes=3, dim=32, **kw):
+    torch.manual_seed(0)
+    text = F.normalize(torch.randn(classes, dim), dim=-1)
+    return build_vild(text, backbone="resnet18", trainable_layers=5, min_size=96, max_size=128,
+                      rpn_batch_size_per_image=32, box_batch_size_per_image=32, **kw)
+
+
+def synthetic_batch():
+    g = torch.Generator().manual_seed(1)
+    images, targets = [], []
+    for i in range(2):
+        img = torch.rand(3, 96, 128, generator=g) * 0.2
+        box = torch.tensor([[10.0 + 20 * i, 15.0, 60.0 + 20 * i, 70.0]])
+        img[:, 15:70, 10 + 20 * i:60 + 20 * i] = torch.tensor([0.9, 0.2 * i, 0.1]).view(3, 1, 1)
+        images.append(img)
+        targets.append({"boxes": box, "labels": torch.tensor([i]),
+                        "distill_boxes": torch.cat([box, torch.tensor([[0.0, 0.0, 40.0, 40.0]])]),
+                        "distill_embeddings": F.normalize(torch.randn(2, 32, generator=g), dim=-1)})
+    return images, targets
+
+
+def test_a_few_iterations_lower_the_loss():
+    model = tiny_vild()
+    model.train()
+    images, targets = synthetic_batch()
+    opt = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9)
+    totals = []
+    for _ in range(12):
+        losses = model(images, targets)
+        assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_text", "loss_box_reg", "loss_image"}
+        total = sum(losses.values())
+        opt.zero_grad()
+        total.backward()
+        # Cosine logits at temperature 0.01 give large early gradients; the training configs clip too.
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        totals.append(total.item())
+    assert sum(totals[-3:]) / 3 < 0.7 * sum(totals[:3]) / 3, totals
+
+
+def test_vocabulary_swap_changes_only_the_classifier():
+    model = tiny_vild().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    new = F.normalize(torch.randn(7, 32), dim=-1)
+    model.set_vocabulary(new, base_mask=torch.tensor([True, False] * 3 + [False]))
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert torch.allclose(model.predictor.text_embeddings, new, atol=1e-6)
+    model.roi_heads.score_thresh = 0.0
+    out = model([torch.rand(3, 96, 128)])[0]
+    assert out["labels"].max() < 7 and out["scores"].shape == out["labels"].shape
+    with pytest.raises(ValueError, match=r"\(C>0, 32\)"):
+        model.set_vocabulary(torch.randn(3, 16))
+
+
+def test_inference_modes_and_ensemble_weights():
+    text = torch.tensor([[0.8, 0.1], [0.2, 0.6]])
+    image = torch.tensor([[0.1, 0.5], [0.4, 0.3]])
+    base = torch.tensor([True, False])
+    s = ensemble_scores(text, image, base)
+    lam = ENSEMBLE_LAMBDA
+    assert torch.allclose(s[0, 0], text[0, 0] ** lam * image[0, 0] ** (1 - lam))
+    assert torch.allclose(s[0, 1], text[0, 1] ** (1 - lam) * image[0, 1] ** lam)
+    model = tiny_vild().eval()
+    heads, pred = model.roi_heads, model.predictor
+    pred.temperature = 1.0  # unsaturated softmax so that the modes can be told apart
+    pred.set_vocabulary(pred.text_embeddings, base_mask=torch.tensor([True, True, False]))
+    t_emb, i_emb = F.normalize(torch.randn(4, 32), dim=-1), F.normalize(torch.randn(4, 32), dim=-1)
+    heads.inference_mode = "text"
+    text_scores = heads.class_scores(t_emb, i_emb)
+    assert torch.allclose(text_scores, F.softmax(pred.logits(t_emb), -1)[:, 1:])
+    heads.inference_mode = "image"
+    image_scores = heads.class_scores(t_emb, i_emb)
+    assert torch.allclose(image_scores, F.softmax(pred.logits(i_emb), -1)[:, 1:])
+    heads.inference_mode = "ensemble"
+    assert torch.allclose(heads.class_scores(t_emb, i_emb), ensemble_scores(text_scores, image_scores, pred.base_mask))
+    heads.score_thresh = 0.0
+    out = model([torch.rand(3, 96, 128)])[0]
+    assert len(out["boxes"]) > 0 and out["scores"].max() <= 1.0
+    heads.inference_mode = "both"
+    with pytest.raises(ValueError, match="inference_mode"):
+        model([torch.rand(3, 96, 128)])
