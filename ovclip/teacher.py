@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import socket
 from dataclasses import dataclass, field
@@ -14,13 +13,10 @@ from typing import Any, Callable, Sequence
 
 import open_clip
 import torch
-import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.model import CLIP, CustomTextCLIP
 from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import VisionTransformer
-
-log = logging.getLogger(__name__)
 
 _PACKAGED_CONFIGS = "ovclip.model_configs"
 
@@ -298,7 +294,3 @@ def vision_kind(teacher: Teacher) -> str:
     raise TeacherError(f"dense embeddings need an open_clip VisionTransformer or ModifiedResNet image tower, "
                        f"not {type(teacher.visual).__name__} (teacher '{teacher.spec}')")
 
-
-def l2_normalize(x: torch.Tensor) -> torch.Tensor:
-    """Unit-length rows (zero rows stay zero)."""
-    return F.normalize(x, dim=-1)

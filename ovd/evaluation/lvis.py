@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,6 @@ from ovclip.io import atomic_json_dump
 from ovclip.vocabulary import Vocabulary, load_vocabulary
 
 from .coco import format_table, to_coco_results
-
-log = logging.getLogger(__name__)
 
 
 def _numpy2_compat() -> None:

@@ -144,13 +144,13 @@ class ViLD(FasterRCNN):
         old = self.roi_heads
         predictor = ViLDPredictor(old.box_head.fc7.out_features, text_embeddings, temperature, separate_heads,
                                   base_mask)
-        heads = ViLDRoIHeads(old.box_roi_pool, old.box_head, predictor, 0.5, 0.5, 512, 0.25, (10.0, 10.0, 5.0, 5.0),
-                             old.score_thresh, old.nms_thresh, old.detections_per_img,
-                             image_loss_weight=image_loss_weight, text_loss_weight=text_loss_weight,
-                             inference_mode=inference_mode)
-        heads.fg_bg_sampler, heads.proposal_matcher, heads.box_coder = \
-            old.fg_bg_sampler, old.proposal_matcher, old.box_coder
-        self.roi_heads = heads
+        # Same sampling, matching and box coding as the heads FasterRCNN built from **kwargs.
+        self.roi_heads = ViLDRoIHeads(
+            old.box_roi_pool, old.box_head, predictor, old.proposal_matcher.high_threshold,
+            old.proposal_matcher.low_threshold, old.fg_bg_sampler.batch_size_per_image,
+            old.fg_bg_sampler.positive_fraction, old.box_coder.weights, old.score_thresh, old.nms_thresh,
+            old.detections_per_img, image_loss_weight=image_loss_weight, text_loss_weight=text_loss_weight,
+            inference_mode=inference_mode)
 
     @property
     def predictor(self) -> ViLDPredictor:
