@@ -57,8 +57,11 @@ def encoder_flops(teacher) -> int:
 def matmul_flops_per_second(teacher, batch: int, repeats: int) -> float:
     """fp32 matmul throughput at the encoder's own MLP shape (tokens x width @ width x 4 width)."""
     visual = teacher.visual
-    width = getattr(visual, "width", None) or visual.conv1.weight.shape[0]
-    grid = teacher.image_size // (visual.patch_size[0] if hasattr(visual, "patch_size") else 32)
+    if not hasattr(visual, "patch_size"):
+        raise SystemExit("the matmul-bound limit is defined for ViT teachers (their FLOPs are matmuls); "
+                         f"{type(visual).__name__} spends its FLOPs in convolutions")
+    width = visual.conv1.weight.shape[0]
+    grid = teacher.image_size // visual.patch_size[0]
     m, k, n = batch * (grid * grid + 1), width, 4 * width
     a, b = torch.randn(m, k), torch.randn(k, n)
     return 2 * m * k * n / median_time(lambda: a @ b, repeats)
