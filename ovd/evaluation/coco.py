@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -15,9 +14,6 @@ from pycocotools.cocoeval import COCOeval
 
 from ovclip.io import atomic_json_dump
 from ovclip.vocabulary import Vocabulary, load_vocabulary
-
-log = logging.getLogger(__name__)
-
 
 def to_coco_results(image_id: Any, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
                     category_ids: Sequence[int]) -> list[dict]:
@@ -81,19 +77,18 @@ class DetectionEvaluator:
         self.image_ids.append(image_id)
         self.results.extend(to_coco_results(image_id, boxes, scores, labels, self.category_ids))
 
-    def _per_class_ap(self) -> tuple[np.ndarray, np.ndarray, str]:
+    def _per_class_ap(self) -> tuple[np.ndarray, np.ndarray]:
         """AP50 and AP per vocabulary class (NaN where the class has no ground truth)."""
         k = len(self.category_ids)
         if not self.results:
-            return np.zeros(k), np.zeros(k), "no detections"
-        with contextlib.redirect_stdout(io.StringIO()) as out:
+            return np.zeros(k), np.zeros(k)
+        with contextlib.redirect_stdout(io.StringIO()):
             dt = self.gt.loadRes(self.results)
             e = COCOeval(self.gt, dt, "bbox")
             e.params.imgIds = sorted(set(self.image_ids))
             e.params.catIds = self.category_ids
             e.evaluate()
             e.accumulate()
-            e.summarize()
         precision = e.eval["precision"]  # [iou, recall, class, area, max dets]
         ap50, ap = np.full(k, np.nan), np.full(k, np.nan)
         for i in range(k):
@@ -101,11 +96,11 @@ class DetectionEvaluator:
             if (p50 > -1).any():
                 ap50[i] = p50[p50 > -1].mean() * 100
                 ap[i] = pall[pall > -1].mean() * 100
-        return ap50, ap, out.getvalue()
+        return ap50, ap
 
     def evaluate(self) -> dict[str, float]:
         """Compute the metrics, write results / metrics json to out_dir, print a table."""
-        ap50, ap, summary = self._per_class_ap()
+        ap50, ap = self._per_class_ap()
         metrics = {"AP50": mean_or_nan(ap50), "AP": mean_or_nan(ap)}
         if self.vocabulary.split is not None:
             for part in ("base", "novel"):
@@ -113,7 +108,6 @@ class DetectionEvaluator:
                 metrics[f"AP50_{part}"] = mean_or_nan(ap50[idx])
                 metrics[f"AP_{part}"] = mean_or_nan(ap[idx])
         metrics["images"] = len(set(self.image_ids))
-        log.debug(summary)
         if self.out_dir is not None:
             atomic_json_dump(self.results, self.out_dir / f"{self.name}_results.json")
             atomic_json_dump({"metrics": metrics,
