@@ -39,7 +39,8 @@ def read_json(path: "str | Path") -> Any:
         raise AnnotationError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
 
 
-def _field(entry: dict, key: str, kind, where: str) -> Any:
+def require_field(entry: dict, key: str, kind, where: str) -> Any:
+    """entry[key], which must exist and be of type `kind`; AnnotationError naming `where` otherwise."""
     if not isinstance(entry, dict) or key not in entry:
         raise AnnotationError(f"{where}: missing field '{key}'")
     value = entry[key]
@@ -71,8 +72,8 @@ def load_coco_images(ann_file: "str | Path", img_dir: "str | Path") -> tuple[lis
     images = []
     for i, entry in enumerate(images_raw):
         where = f"{ann_file}: images[{i}]"
-        images.append(ImageRecord(_field(entry, "id", (int, str), where),
-                                  Path(img_dir) / _field(entry, "file_name", str, where),
+        images.append(ImageRecord(require_field(entry, "id", (int, str), where),
+                                  Path(img_dir) / require_field(entry, "file_name", str, where),
                                   int(entry.get("width", 0) or 0), int(entry.get("height", 0) or 0)))
     known = {r.id for r in images}
     if len(known) != len(images):
@@ -84,10 +85,10 @@ def load_coco_images(ann_file: "str | Path", img_dir: "str | Path") -> tuple[lis
         raise AnnotationError(f"{ann_file}: field 'annotations' must be a list")
     for i, ann in enumerate(anns):
         where = f"{ann_file}: annotations[{i}]"
-        image_id = _field(ann, "image_id", (int, str), where)
+        image_id = require_field(ann, "image_id", (int, str), where)
         if image_id not in known:
             raise AnnotationError(f"{where}: image_id {image_id!r} is not in 'images'")
-        box = xywh_to_xyxy(_field(ann, "bbox", list, where), where)
+        box = xywh_to_xyxy(require_field(ann, "bbox", list, where), where)
         if box[2] <= box[0] or box[3] <= box[1]:
             dropped += 1
             continue
@@ -106,8 +107,8 @@ def load_proposals(path: "str | Path", max_per_image: int = 300, min_score: floa
     per_image: dict[Any, list] = defaultdict(list)
     for i, entry in enumerate(data):
         where = f"{path}: [{i}]"
-        image_id = _field(entry, "image_id", (int, str), where)
-        box = xywh_to_xyxy(_field(entry, "bbox", list, where), where)
+        image_id = require_field(entry, "image_id", (int, str), where)
+        box = xywh_to_xyxy(require_field(entry, "bbox", list, where), where)
         score = float(entry.get("score", 1.0))
         if score >= min_score:
             per_image[image_id].append((score, box))

@@ -249,3 +249,21 @@ def load_vocabulary(spec: "str | Path | Sequence[str] | Vocabulary") -> Vocabula
         # A near-miss of a builtin name is far more likely a typo than a one-class vocabulary.
         raise VocabularyError(_unknown_builtin_message(text) + f" For a one-class vocabulary write '{text},'.")
     return parse_vocabulary(text)
+
+
+def match_categories(vocabulary: Vocabulary, categories: Sequence[dict], source: str) -> list[int]:
+    """The dataset category id of every class: the vocabulary's own ids, which must all be among
+    `categories`, or else its names matched (case-insensitively, '_' as space) to theirs."""
+    if vocabulary.ids is not None:
+        known = {c["id"] for c in categories}
+        unknown = [i for i in vocabulary.ids if i not in known]
+        if unknown:
+            raise VocabularyError(f"vocabulary '{vocabulary.name}' has category ids {unknown[:10]} that are not "
+                                  f"among the categories of {source}")
+        return list(vocabulary.ids)
+    by_name = {c["name"].replace("_", " ").lower(): c["id"] for c in categories}
+    missing = [n for n in vocabulary.names if n.lower() not in by_name]
+    if missing:
+        raise VocabularyError(f"classes {missing[:10]} of vocabulary '{vocabulary.name}' are not categories of "
+                              f"{source}; use the dataset's own class names")
+    return [by_name[n.lower()] for n in vocabulary.names]

@@ -59,7 +59,7 @@ def test_custom_vocabulary_by_name_and_empty_run(tmp_path):
     ev = DetectionEvaluator(gt, "person, cat, dog, car")
     assert ev.category_ids == [7, 8, 9, 10]
     assert ev.evaluate()["AP50"] == 0.0
-    with pytest.raises(ValueError, match=r"classes \['zebra'\] are not categories"):
+    with pytest.raises(ValueError, match=r"classes \['zebra'\] of vocabulary 'custom' are not categories"):
         DetectionEvaluator(gt, "person, zebra")
     with pytest.raises(KeyError, match="image 42"):
         ev.process(42, torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long))

@@ -13,7 +13,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ovclip.io import atomic_json_dump
-from ovclip.vocabulary import Vocabulary, load_vocabulary
+from ovclip.vocabulary import Vocabulary, load_vocabulary, match_categories
 
 def to_coco_results(image_id: Any, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
                     category_ids: Sequence[int]) -> list[dict]:
@@ -49,18 +49,7 @@ class DetectionEvaluator:
         with contextlib.redirect_stdout(io.StringIO()):
             self.gt = COCO(self.ann_file)
         self.vocabulary = load_vocabulary(vocabulary)
-        if self.vocabulary.ids is None:
-            gt_ids = {c["name"].lower(): c["id"] for c in self.gt.loadCats(self.gt.getCatIds())}
-            missing = [n for n in self.vocabulary.names if n.lower() not in gt_ids]
-            if missing:
-                raise ValueError(f"classes {missing} are not categories of {self.ann_file}")
-            self.category_ids = [gt_ids[n.lower()] for n in self.vocabulary.names]
-        else:
-            unknown = set(self.vocabulary.ids) - set(self.gt.getCatIds())
-            if unknown:
-                raise ValueError(f"vocabulary '{self.vocabulary.name}' has category ids {sorted(unknown)} that "
-                                 f"are not in {self.ann_file}")
-            self.category_ids = list(self.vocabulary.ids)
+        self.category_ids = match_categories(self.vocabulary, self.gt.loadCats(self.gt.getCatIds()), self.ann_file)
         self.out_dir = Path(out_dir) if out_dir else None
         self.name = name
         self.reset()

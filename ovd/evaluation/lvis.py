@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ovclip.io import atomic_json_dump
-from ovclip.vocabulary import Vocabulary, load_vocabulary
+from ovclip.vocabulary import Vocabulary, load_vocabulary, match_categories
 
 from .coco import format_table, to_coco_results
 
@@ -34,8 +34,7 @@ class LvisEvaluator:
         with contextlib.redirect_stdout(io.StringIO()):
             self.gt = LVIS(self.ann_file)
         self.vocabulary = load_vocabulary(vocabulary)
-        if self.vocabulary.ids is None:
-            raise ValueError(f"vocabulary '{self.vocabulary.name}' has no category ids; use 'lvis-v1' or 'ov-lvis'")
+        self.category_ids = match_categories(self.vocabulary, list(self.gt.cats.values()), self.ann_file)
         self.out_dir = Path(out_dir) if out_dir else None
         self.reset()
 
@@ -48,7 +47,7 @@ class LvisEvaluator:
         """Add one image's detections: top `max_dets` by score; `masks` are COCO RLEs for iou_type='segm'."""
         order = torch.as_tensor(scores).argsort(descending=True)[: self.max_dets]
         entries = to_coco_results(image_id, torch.as_tensor(boxes)[order], torch.as_tensor(scores)[order],
-                                  torch.as_tensor(labels)[order], self.vocabulary.ids)
+                                  torch.as_tensor(labels)[order], self.category_ids)
         if self.iou_type == "segm":
             if masks is None:
                 raise ValueError("iou_type='segm' needs masks (COCO RLE dicts) for every detection")

@@ -7,14 +7,16 @@ regression is class-agnostic.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
-from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.roi_heads import RoIHeads, maskrcnn_inference, maskrcnn_loss
+from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops import boxes as box_ops
 
 ENSEMBLE_LAMBDA = 2.0 / 3.0
@@ -57,11 +59,11 @@ class ViLDPredictor(nn.Module):
         """Cosine similarity to background + classes, divided by the temperature."""
         return embeddings @ self.classifier().T / self.temperature
 
-    def forward(self, features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """RoI features -> (text-head embeddings, image-head embeddings, class-agnostic box deltas)."""
+    def forward(self, features: Tensor, with_image: bool = True) -> tuple[Tensor, Optional[Tensor], Tensor]:
+        """RoI features -> (text-head embeddings, image-head embeddings or None, class-agnostic box deltas)."""
         features = features.flatten(1)
-        return (F.normalize(self.text_proj(features), dim=-1), F.normalize(self.image_proj(features), dim=-1),
-                self.bbox_pred(features))
+        image = F.normalize(self.image_proj(features), dim=-1) if with_image else None
+        return F.normalize(self.text_proj(features), dim=-1), image, self.bbox_pred(features)
 
 
 def ensemble_scores(text_probs: Tensor, image_probs: Tensor, base_mask: Tensor, lam: float = ENSEMBLE_LAMBDA) -> Tensor:
@@ -72,7 +74,8 @@ def ensemble_scores(text_probs: Tensor, image_probs: Tensor, base_mask: Tensor, 
 
 
 class ViLDRoIHeads(RoIHeads):
-    """RoIHeads with ViLD's losses (text cross-entropy, image L1 distillation) and scoring modes."""
+    """RoIHeads with ViLD's losses (text cross-entropy, image L1 distillation), scoring modes and an
+    optional class-agnostic mask branch."""
 
     def __init__(self, *args, image_loss_weight: float = 0.5, text_loss_weight: float = 1.0,
                  inference_mode: str = "ensemble", **kwargs):
@@ -80,31 +83,58 @@ class ViLDRoIHeads(RoIHeads):
         self.image_loss_weight, self.text_loss_weight = image_loss_weight, text_loss_weight
         self.inference_mode = inference_mode
 
-    def _embed(self, features, boxes, image_shapes):
-        return self.box_predictor(self.box_head(self.box_roi_pool(features, boxes, image_shapes)))
+    def _embed(self, features, boxes, image_shapes, with_image: bool = True):
+        return self.box_predictor(self.box_head(self.box_roi_pool(features, boxes, image_shapes)), with_image)
+
+    def _mask_logits(self, features, boxes, image_shapes) -> Tensor:
+        return self.mask_predictor(self.mask_head(self.mask_roi_pool(features, boxes, image_shapes)))
 
     def forward(self, features, proposals, image_shapes, targets=None):  # noqa: D102 - torchvision's contract
         if self.training:
-            proposals, _, labels, regression_targets = self.select_training_samples(proposals, targets)
-            text_emb, _, deltas = self._embed(features, proposals, image_shapes)
-            labels = torch.cat(labels)
-            loss_text = F.cross_entropy(self.box_predictor.logits(text_emb), labels)
-            pos = torch.where(labels > 0)[0]
-            loss_box = F.smooth_l1_loss(deltas[pos], torch.cat(regression_targets)[pos], beta=1 / 9,
-                                        reduction="sum") / labels.numel()
-            losses = {"loss_text": self.text_loss_weight * loss_text, "loss_box_reg": loss_box}
-            if self.image_loss_weight > 0 and targets and "distill_boxes" in targets[0]:
-                boxes = [t["distill_boxes"] for t in targets]
-                if sum(len(b) for b in boxes):
-                    _, image_emb, _ = self._embed(features, boxes, image_shapes)
-                    teacher = F.normalize(torch.cat([t["distill_embeddings"] for t in targets]).float(), dim=-1)
-                    losses["loss_image"] = self.image_loss_weight * F.l1_loss(image_emb, teacher, reduction="sum") \
-                        / max(1, len(teacher))
-            return [], losses
-        text_emb, image_emb, deltas = self._embed(features, proposals, image_shapes)
-        return self._detect(text_emb, image_emb, deltas, proposals, image_shapes), {}
+            return [], self._losses(features, proposals, image_shapes, targets)
+        text_emb, image_emb, deltas = self._embed(features, proposals, image_shapes,
+                                                  with_image=self.inference_mode != "text")
+        detections = self._detect(text_emb, image_emb, deltas, proposals, image_shapes)
+        if self.has_mask():
+            boxes = [d["boxes"] for d in detections]
+            if sum(len(b) for b in boxes):
+                probs = maskrcnn_inference(self._mask_logits(features, boxes, image_shapes),
+                                           [torch.zeros(len(b), dtype=torch.long, device=b.device) for b in boxes])
+            else:
+                probs = [torch.zeros(0, 1, *self.mask_roi_pool.output_size) for _ in boxes]
+            for d, m in zip(detections, probs):
+                d["masks"] = m
+        return detections, {}
 
-    def class_scores(self, text_emb: Tensor, image_emb: Tensor) -> Tensor:
+    def _losses(self, features, proposals, image_shapes, targets) -> dict[str, Tensor]:
+        proposals, matched_idxs, labels, regression_targets = self.select_training_samples(proposals, targets)
+        text_emb, _, deltas = self._embed(features, proposals, image_shapes, with_image=False)
+        flat_labels = torch.cat(labels)
+        loss_text = F.cross_entropy(self.box_predictor.logits(text_emb), flat_labels)
+        pos = torch.where(flat_labels > 0)[0]
+        loss_box = F.smooth_l1_loss(deltas[pos], torch.cat(regression_targets)[pos], beta=1 / 9,
+                                    reduction="sum") / flat_labels.numel()
+        losses = {"loss_text": self.text_loss_weight * loss_text, "loss_box_reg": loss_box}
+        if self.image_loss_weight > 0:
+            boxes = [t["distill_boxes"] for t in targets] if "distill_boxes" in targets[0] else []
+            if sum(len(b) for b in boxes):
+                _, image_emb, _ = self._embed(features, boxes, image_shapes)
+                teacher = F.normalize(torch.cat([t["distill_embeddings"] for t in targets]).float(), dim=-1)
+                losses["loss_image"] = self.image_loss_weight * F.l1_loss(image_emb, teacher, reduction="sum") \
+                    / max(1, len(teacher))
+            else:  # keeps every parameter in the graph (as DDP wants) when the batch has no regions
+                losses["loss_image"] = self.box_predictor.image_proj.weight.sum() * 0.0
+        if self.has_mask():
+            if targets is None or any("masks" not in t for t in targets):
+                raise ValueError("the mask head needs 'masks' in every target (dataset with_masks=True)")
+            pos_props = [p[lab > 0] for p, lab in zip(proposals, labels)]
+            pos_idxs = [m[lab > 0] for m, lab in zip(matched_idxs, labels)]
+            logits = self._mask_logits(features, pos_props, image_shapes)
+            losses["loss_mask"] = maskrcnn_loss(logits, pos_props, [t["masks"] for t in targets],
+                                                [torch.zeros_like(t["labels"]) for t in targets], pos_idxs)
+        return losses
+
+    def class_scores(self, text_emb: Tensor, image_emb: Optional[Tensor]) -> Tensor:
         """(N, C) class scores by the configured mode: 'text', 'image' or 'ensemble'."""
         p = self.box_predictor
         text = F.softmax(p.logits(text_emb), dim=-1)[:, 1:]
@@ -133,24 +163,41 @@ class ViLDRoIHeads(RoIHeads):
         return results
 
 
+RegionTeacher = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
 class ViLD(FasterRCNN):
     """Faster R-CNN whose classifier is a vocabulary of text embeddings. Labels in targets and in
-    detections are positions in the current vocabulary (0-based)."""
+    detections are positions in the current vocabulary (0-based).
+
+    Distillation targets come either with the targets (`distill_boxes` in image pixels and
+    `distill_embeddings`, read from a feature store) or, when a `region_teacher` is set, are computed
+    online: the teacher embeds this step's top `num_distill_regions` RPN proposals of every image.
+    """
 
     def __init__(self, backbone: nn.Module, text_embeddings: Tensor, temperature: float = 0.01,
                  separate_heads: bool = True, image_loss_weight: float = 0.5, text_loss_weight: float = 1.0,
-                 inference_mode: str = "ensemble", base_mask: Optional[Tensor] = None, **kwargs):
+                 inference_mode: str = "ensemble", base_mask: Optional[Tensor] = None, with_mask: bool = False,
+                 region_teacher: Optional[RegionTeacher] = None, num_distill_regions: int = 300, **kwargs):
         super().__init__(backbone, num_classes=None, box_predictor=nn.Identity(), **kwargs)
         old = self.roi_heads
         predictor = ViLDPredictor(old.box_head.fc7.out_features, text_embeddings, temperature, separate_heads,
                                   base_mask)
+        mask_parts = {}
+        if with_mask:  # class-agnostic Mask R-CNN branch: one mask channel for any class
+            channels = backbone.out_channels
+            mask_parts = dict(mask_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], 14, 2),
+                              mask_head=MaskRCNNHeads(channels, [256] * 4, 1),
+                              mask_predictor=MaskRCNNPredictor(256, 256, 1))
         # Same sampling, matching and box coding as the heads FasterRCNN built from **kwargs.
         self.roi_heads = ViLDRoIHeads(
             old.box_roi_pool, old.box_head, predictor, old.proposal_matcher.high_threshold,
             old.proposal_matcher.low_threshold, old.fg_bg_sampler.batch_size_per_image,
             old.fg_bg_sampler.positive_fraction, old.box_coder.weights, old.score_thresh, old.nms_thresh,
-            old.detections_per_img, image_loss_weight=image_loss_weight, text_loss_weight=text_loss_weight,
-            inference_mode=inference_mode)
+            old.detections_per_img, **mask_parts, image_loss_weight=image_loss_weight,
+            text_loss_weight=text_loss_weight, inference_mode=inference_mode)
+        self.region_teacher = region_teacher
+        self.num_distill_regions = num_distill_regions
 
     @property
     def predictor(self) -> ViLDPredictor:
@@ -160,6 +207,16 @@ class ViLD(FasterRCNN):
     def set_vocabulary(self, text_embeddings: Tensor, base_mask: Optional[Tensor] = None) -> None:
         """Detect another list of classes from now on (one text-encoder pass, no retraining)."""
         self.predictor.set_vocabulary(text_embeddings, base_mask)
+
+    def _online_distill_targets(self, images, proposals, targets_t, original_sizes, image_sizes) -> None:
+        """Give each target the teacher's embeddings of this step's top proposals (in resized pixels)."""
+        for img, props, t, (h0, w0), (h1, w1) in zip(images, proposals, targets_t, original_sizes, image_sizes):
+            boxes = props[: self.num_distill_regions].detach()
+            scale = torch.tensor([w1 / w0, h1 / h0, w1 / w0, h1 / h0], device=boxes.device)
+            embeddings, valid = self.region_teacher(img, boxes / scale)
+            valid = valid.to(boxes.device)
+            t["distill_boxes"] = boxes[valid]
+            t["distill_embeddings"] = embeddings.to(boxes.device)[valid]
 
     def forward(self, images, targets=None):  # noqa: D102 - torchvision's contract
         original_sizes = [tuple(img.shape[-2:]) for img in images]
@@ -173,6 +230,9 @@ class ViLD(FasterRCNN):
                 t["labels"] = t["labels"] + 1
         features = self.backbone(images_t.tensors)
         proposals, proposal_losses = self.rpn(images_t, features, targets_t)
+        if self.training and self.region_teacher is not None and targets_t is not None \
+                and "distill_boxes" not in targets_t[0]:
+            self._online_distill_targets(images, proposals, targets_t, original_sizes, images_t.image_sizes)
         detections, detector_losses = self.roi_heads(features, proposals, images_t.image_sizes, targets_t)
         if self.training:
             return {**proposal_losses, **detector_losses}

@@ -1,0 +1,12 @@
+# 12 epochs, SGD 0.02 at batch 16 (scaled by auto_scale_lr), steps at epochs 8 and 11.
+# Gradients are clipped: cosine logits at temperature 0.01 give large early gradients.
+train_cfg = dict(type="EpochBasedTrainLoop", max_epochs=12, val_interval=12)
+val_cfg = dict(type="ValLoop")
+test_cfg = dict(type="TestLoop")
+optim_wrapper = dict(type="OptimWrapper", optimizer=dict(type="SGD", lr=0.02, momentum=0.9, weight_decay=1e-4),
+                     clip_grad=dict(max_norm=10.0, norm_type=2))
+param_scheduler = [
+    dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=500),
+    dict(type="MultiStepLR", begin=0, end=12, by_epoch=True, milestones=[8, 11], gamma=0.1),
+]
+auto_scale_lr = dict(enable=False, base_batch_size=16)

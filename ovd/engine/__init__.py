@@ -1,0 +1,6 @@
+"""Training / testing with mmengine, and checkpoints that load with weights_only=True."""
+from .checkpoint import CheckpointError, PlainCheckpointHook, load_checkpoint_file, model_state_dict
+from .runner import load_config, test, train
+
+__all__ = ["CheckpointError", "PlainCheckpointHook", "load_checkpoint_file", "model_state_dict", "load_config",
+           "test", "train"]

@@ -1,0 +1,108 @@
+"""Training and testing from config files with mmengine's Runner (what tools/train.py and test.py call)."""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from ovclip.io import atomic_json_dump
+from ovclip.precompute import ConfigError
+
+# The top-level keys mmengine's Runner.from_cfg reads, plus mmengine's own config bookkeeping.
+RUNNER_KEYS = (
+    "model", "work_dir", "train_dataloader", "val_dataloader", "test_dataloader", "train_cfg", "val_cfg",
+    "test_cfg", "auto_scale_lr", "optim_wrapper", "param_scheduler", "val_evaluator", "test_evaluator",
+    "default_hooks", "custom_hooks", "data_preprocessor", "load_from", "resume", "launcher", "env_cfg",
+    "log_processor", "log_level", "visualizer", "default_scope", "randomness", "experiment_name",
+    "model_wrapper_cfg", "task",
+)
+SAFE_CHECKPOINT_HOOK = "PlainCheckpointHook"
+
+
+def check_config_keys(cfg: Config) -> None:
+    """Reject top-level keys that look like misspelt Runner keys ('train_dataloder'): mmengine would
+    silently ignore them. Other helper variables (data_root, vocabulary, ...) are allowed."""
+    for key in cfg.keys():
+        if key in RUNNER_KEYS or key.startswith("_"):
+            continue
+        close = difflib.get_close_matches(key, RUNNER_KEYS, n=1, cutoff=0.85)
+        if close:
+            raise ConfigError(f"unknown config key '{key}': did you mean '{close[0]}'?")
+
+
+def load_config(config: "str | Path", cfg_options: Optional[dict] = None, work_dir: Optional[str] = None) -> Config:
+    """Read a config (with its `_base_` files), apply overrides and fill in the work dir and the
+    checkpoint hook that keeps resume weights_only-safe."""
+    path = Path(config)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    cfg = Config.fromfile(str(path))
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    check_config_keys(cfg)
+    cfg.work_dir = work_dir or cfg.get("work_dir") or str(Path("work_dirs") / path.stem)
+    cfg.setdefault("default_scope", "ovd")
+    hooks = list(cfg.get("custom_hooks") or [])
+    if not any(h.get("type") == SAFE_CHECKPOINT_HOOK for h in hooks):
+        hooks.append(dict(type=SAFE_CHECKPOINT_HOOK))
+    cfg.custom_hooks = hooks
+    return cfg
+
+
+def _set_launcher(cfg: Config, launcher: str) -> None:
+    cfg.launcher = launcher
+    if launcher != "none" and not torch.cuda.is_available():
+        # NCCL needs GPUs; on CPU-only machines torchrun runs use gloo.
+        env = cfg.get("env_cfg") or {}
+        env.setdefault("dist_cfg", {})["backend"] = "gloo"
+        cfg.env_cfg = env
+
+
+def train(config: "str | Path", work_dir: Optional[str] = None, resume: "bool | str" = False,
+          cfg_options: Optional[dict] = None, launcher: str = "none") -> Runner:
+    """Train from a config; `resume=True` continues from the work dir's latest checkpoint (iteration,
+    optimizer, schedulers, logs), `resume=PATH` from that checkpoint."""
+    cfg = load_config(config, cfg_options, work_dir)
+    _set_launcher(cfg, launcher)
+    if resume:
+        cfg.resume = True
+        cfg.load_from = resume if isinstance(resume, str) else None
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    return runner
+
+
+def test(config: "str | Path", checkpoint: str, vocabulary: "str | Sequence[str] | None" = None,
+         out: Optional[str] = None, work_dir: Optional[str] = None, cfg_options: Optional[dict] = None,
+         launcher: str = "none") -> dict[str, Any]:
+    """Evaluate a checkpoint on the config's test set, optionally with another vocabulary; writes
+    `metrics.json` to the work dir and, with `out`, the detections as COCO results json."""
+    cfg = load_config(config, cfg_options, work_dir)
+    _set_launcher(cfg, launcher)
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+    cfg.load_from = checkpoint
+    evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
+    for ev in evaluators:
+        ev.setdefault("out_dir", cfg.work_dir)
+        if out:
+            ev["results_file"] = out
+    if vocabulary is not None:
+        cfg.model.vocabulary = vocabulary
+        cfg.test_dataloader.dataset.vocabulary = vocabulary
+        cfg.test_dataloader.dataset.train_classes = "all"
+        for ev in evaluators:
+            ev["vocabulary"] = vocabulary
+    runner = Runner.from_cfg(cfg)
+    metrics = runner.test()
+    if int(os.environ.get("RANK", 0)) == 0:
+        atomic_json_dump({"config": str(config), "checkpoint": str(checkpoint), "metrics": metrics},
+                         Path(cfg.work_dir) / "metrics.json", indent=1)
+        print(json.dumps(metrics, indent=1))
+    return metrics

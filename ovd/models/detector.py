@@ -1,0 +1,117 @@
+"""The mmengine face of ViLD: built from a config, trained by mmengine's Runner, vocabulary swappable."""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+from mmengine.model import BaseModel
+from torch import Tensor
+
+from ovclip.io import to_unit_float
+from ovclip.regions import region_embeddings
+from ovclip.teacher import Teacher, load_teacher
+from ovclip.text import text_embeddings
+from ovclip.vocabulary import Vocabulary, load_vocabulary
+
+from ..registry import MODELS
+from .vild import build_vild
+
+TARGET_KEYS = ("boxes", "labels", "masks", "distill_boxes", "distill_embeddings")
+DISTILL_DEFAULTS = {"source": "store", "num_regions": 300, "scales": (1.0, 1.5), "batch_size": 64}
+
+
+class DistillConfigError(ValueError):
+    """The distillation settings do not fit the data."""
+
+
+def move_teacher(teacher: Teacher, device: "torch.device | str") -> Teacher:
+    """Put the teacher on `device` (in place) and return it."""
+    device = torch.device(device)
+    if teacher.device != device:
+        teacher.model.to(device)
+        teacher.device = device
+    return teacher
+
+
+@MODELS.register_module()
+class ViLDDetector(BaseModel):
+    """ViLD (text classifier + region-embedding distillation + ensemble) as an mmengine model.
+
+    `distill.source` says where the teacher's region embeddings come from: "store" (the dataset's
+    feature store, made by tools/precompute.py), "online" (the teacher embeds each step's top
+    `num_regions` RPN proposals) or "none" (ViLD-text). The teacher is kept outside the module tree:
+    it is never trained, saved in checkpoints or wrapped by DDP.
+    """
+
+    def __init__(self, teacher: "str | dict", vocabulary: "str | Sequence[str] | Vocabulary", templates: str = "vild",
+                 backbone: str = "resnet50", backbone_weights: Optional[str] = None, trainable_layers: int = 3,
+                 temperature: float = 0.01, separate_heads: bool = True, text_loss_weight: float = 1.0,
+                 image_loss_weight: float = 0.5, inference_mode: str = "ensemble", with_mask: bool = False,
+                 distill: Optional[dict] = None, detector: Optional[dict] = None,
+                 teacher_precision: str = "fp32", data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        unknown = set(distill or {}) - set(DISTILL_DEFAULTS)
+        if unknown:
+            raise DistillConfigError(f"unknown key(s) {sorted(unknown)} in model.distill; allowed: "
+                                     f"{sorted(DISTILL_DEFAULTS)}")
+        self.distill = {**DISTILL_DEFAULTS, **(distill or {})}
+        if self.distill["source"] not in ("store", "online", "none"):
+            raise DistillConfigError(f"model.distill.source must be 'store', 'online' or 'none', "
+                                     f"not '{self.distill['source']}'")
+        self.templates = templates
+        self.teacher = load_teacher(teacher, device="cpu", precision=teacher_precision)
+        self.vocabulary = load_vocabulary(vocabulary)
+        online = self.distill["source"] == "online" and image_loss_weight > 0
+        self.detector = build_vild(
+            self._text_embeddings(self.vocabulary), backbone=backbone, backbone_weights=backbone_weights,
+            trainable_layers=trainable_layers, temperature=temperature, separate_heads=separate_heads,
+            text_loss_weight=text_loss_weight,
+            image_loss_weight=image_loss_weight if self.distill["source"] != "none" else 0.0,
+            inference_mode=inference_mode, base_mask=self._base_mask(self.vocabulary), with_mask=with_mask,
+            region_teacher=self._region_teacher if online else None,
+            num_distill_regions=int(self.distill["num_regions"]), **(detector or {}))
+
+    @staticmethod
+    def _base_mask(vocabulary: Vocabulary) -> Optional[Tensor]:
+        if vocabulary.split is None:
+            return None
+        return torch.tensor([s == "base" for s in vocabulary.split])
+
+    def _text_embeddings(self, vocabulary: Vocabulary) -> Tensor:
+        return text_embeddings(self.teacher, vocabulary, self.templates)
+
+    def _region_teacher(self, image: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
+        teacher = move_teacher(self.teacher, image.device)
+        r = region_embeddings(teacher, image, boxes, self.distill["scales"], self.distill["batch_size"])
+        return r.embeddings, r.valid
+
+    def set_vocabulary(self, vocabulary: "str | Sequence[str] | Vocabulary") -> Vocabulary:
+        """Detect these classes from now on: one text-encoder pass (cached), no weight changes."""
+        vocab = load_vocabulary(vocabulary)
+        self.detector.set_vocabulary(self._text_embeddings(vocab), self._base_mask(vocab))
+        self.vocabulary = vocab
+        return vocab
+
+    def forward(self, inputs: Sequence[Tensor], data_samples: Optional[Sequence[dict]] = None,
+                mode: str = "tensor") -> Any:
+        """mode 'loss' -> dict of losses; 'predict' -> one dict of detections per image (with its
+        image_id); 'tensor' -> torchvision's raw detections."""
+        images = [to_unit_float(x) for x in inputs]
+        if mode == "loss":
+            if data_samples is None:
+                raise ValueError("mode='loss' needs data_samples with boxes and labels")
+            targets = [{k: ds[k] for k in TARGET_KEYS if k in ds} for ds in data_samples]
+            if self.distill["source"] == "store" and self.detector.roi_heads.image_loss_weight > 0 \
+                    and any("distill_boxes" not in t for t in targets):
+                raise DistillConfigError(
+                    "model.distill.source='store' but the training data has no distillation regions: give the "
+                    "dataset a feature_store (tools/precompute.py), or set model.distill.source='online' or 'none'")
+            return self.detector(images, targets)
+        detections = self.detector(images)
+        if mode == "tensor":
+            return detections
+        if mode != "predict":
+            raise ValueError(f"mode must be 'loss', 'predict' or 'tensor', not '{mode}'")
+        samples = data_samples or [{} for _ in images]
+        return [{"image_id": ds.get("image_id", i), **det} for i, (ds, det) in enumerate(zip(samples, detections))]
