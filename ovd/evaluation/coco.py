@@ -72,7 +72,7 @@ class DetectionEvaluator:
         if not self.results:
             return np.zeros(k), np.zeros(k)
         with contextlib.redirect_stdout(io.StringIO()):
-            dt = self.gt.loadRes(self.results)
+            dt = self.gt.loadRes([dict(r) for r in self.results])  # loadRes adds fields in place
             e = COCOeval(self.gt, dt, "bbox")
             e.params.imgIds = sorted(set(self.image_ids))
             e.params.catIds = self.category_ids

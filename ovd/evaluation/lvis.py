@@ -63,7 +63,7 @@ class LvisEvaluator:
             metrics = {k: 0.0 for k in keys}
         else:
             with contextlib.redirect_stdout(io.StringIO()):
-                dt = LVISResults(self.gt, self.results, max_dets=self.max_dets)
+                dt = LVISResults(self.gt, [dict(r) for r in self.results], max_dets=self.max_dets)
                 e = LVISEval(self.gt, dt, self.iou_type)
                 e.run()
             metrics = {k: float(e.results[k]) * 100 for k in keys}

@@ -1,0 +1,87 @@
+"""The Python API: `Detector.from_config(CONFIG, CHECKPOINT).predict(image, vocabulary)`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+from mmengine.registry import DefaultScope
+
+from ovclip.io import as_image_tensor
+from ovclip.vocabulary import Vocabulary, load_vocabulary
+
+from .engine.checkpoint import model_state_dict
+from .engine.runner import load_config
+from .registry import MODELS
+
+
+@dataclass
+class Detections:
+    """Detections of one image: xyxy pixel boxes, scores, vocabulary positions and their class names."""
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    labels: torch.Tensor
+    names: list[str]
+    masks: Optional[torch.Tensor] = None  # (N, H, W) probabilities, with a mask head
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def to_list(self) -> list[dict]:
+        """JSON-ready entries: {'box': [x0, y0, x1, y1], 'score', 'label', 'name'}."""
+        return [{"box": [round(v, 2) for v in b], "score": round(s, 4), "label": lab, "name": n}
+                for b, s, lab, n in zip(self.boxes.tolist(), self.scores.tolist(), self.labels.tolist(), self.names)]
+
+
+class Detector:
+    """A trained open-vocabulary detector that finds any classes named in text."""
+
+    def __init__(self, model: torch.nn.Module, device: str = "cpu"):
+        self.model = model.to(device).eval()
+        self.device = device
+
+    @classmethod
+    def from_config(cls, config: "str | Path", checkpoint: "str | Path | None" = None, device: str = "cpu",
+                    cfg_options: Optional[dict] = None) -> "Detector":
+        """Build the config's model and load a checkpoint's weights (weights_only); no checkpoint gives
+        an untrained detector."""
+        cfg = load_config(config, cfg_options)
+        with DefaultScope.overwrite_default_scope("ovd"):
+            model = MODELS.build(cfg.model)
+        if checkpoint is not None:
+            state = model_state_dict(checkpoint)
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            if unexpected or missing:
+                raise RuntimeError(f"checkpoint {checkpoint} does not fit config {config}: "
+                                   f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+        return cls(model, device)
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        """The classes currently detected."""
+        return self.model.vocabulary
+
+    def set_vocabulary(self, vocabulary: "str | Sequence[str] | Vocabulary") -> Vocabulary:
+        """Detect these classes from now on ('cat, dog, sofa|couch', a list, a builtin name or a file)."""
+        vocab = load_vocabulary(vocabulary)
+        if vocab != self.model.vocabulary:
+            self.model.set_vocabulary(vocab)
+        return vocab
+
+    @torch.inference_mode()
+    def predict(self, image: Any, vocabulary: "str | Sequence[str] | Vocabulary | None" = None,
+                score_thr: float = 0.0) -> Detections:
+        """Detect in one image (path, PIL image, HxWx3 array or 3xHxW tensor), optionally with another
+        vocabulary, keeping detections scoring at least `score_thr`."""
+        if vocabulary is not None:
+            self.set_vocabulary(vocabulary)
+        tensor = as_image_tensor(image).to(self.device)
+        det = self.model([tensor], mode="predict")[0]
+        keep = det["scores"] >= score_thr
+        labels = det["labels"][keep].cpu()
+        names = self.model.vocabulary.names
+        masks = det["masks"][keep][:, 0].cpu() if "masks" in det else None
+        return Detections(det["boxes"][keep].cpu(), det["scores"][keep].cpu(), labels,
+                          [names[i] for i in labels.tolist()], masks)

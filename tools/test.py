@@ -1,0 +1,32 @@
+"""Evaluate a checkpoint on the config's test set: prints the metrics table and writes metrics.json.
+
+    python tools/test.py CONFIG CHECKPOINT [--vocab "cat, dog" | ov-coco | FILE] [--out results.json]
+"""
+import argparse
+import sys
+
+from mmengine.config import DictAction
+
+from ovd.engine import test
+
+
+def main(argv=None) -> int:
+    """Parse arguments and evaluate."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="config file (see configs/)")
+    p.add_argument("checkpoint", help="checkpoint file (.pth)")
+    p.add_argument("--vocab", help="evaluate with this vocabulary instead of the config's (names must be "
+                                   "categories of the test annotations)")
+    p.add_argument("--out", help="also write the detections as a COCO results json here")
+    p.add_argument("--work-dir", help="where metrics.json and logs go (default: work_dirs/CONFIG_NAME)")
+    p.add_argument("--cfg-options", nargs="+", action=DictAction, default={}, help="override config keys: key=value")
+    p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
+    p.add_argument("--local-rank", "--local_rank", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    test(args.config, args.checkpoint, vocabulary=args.vocab, out=args.out, work_dir=args.work_dir,
+         cfg_options=args.cfg_options, launcher=args.launcher)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
