@@ -89,3 +89,35 @@ def test_lvis_metric_runs_on_numpy2(tmp_path):
     assert m["APr"] == pytest.approx(0) and m["APf"] == pytest.approx(100)
     assert not math.isnan(m["AP"]) and (tmp_path / "out" / "lvis_bbox_metrics.json").is_file()
     assert len(builtin_vocabulary("ov-lvis").novel) == 337
+
+
+def test_lvis_mask_metric_through_mmengine_interface(tmp_path):
+    from ovd.evaluation import LvisMetric
+    cats = [{"id": 1, "name": "person", "frequency": "f", "synonyms": ["person"], "image_count": 2},
+            {"id": 2, "name": "cat", "frequency": "r", "synonyms": ["cat"], "image_count": 2},
+            {"id": 3, "name": "dog", "frequency": "c", "synonyms": ["dog"], "image_count": 1},
+            {"id": 4, "name": "car", "frequency": "f", "synonyms": ["car"], "image_count": 1}]
+    path = coco_gt(tmp_path, cats)
+    data = json.loads(path.read_text())
+    for im in data["images"]:
+        im.update(neg_category_ids=[], not_exhaustive_category_ids=[])
+    for a in data["annotations"]:
+        x, y, w, h = a["bbox"]
+        a["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+    path.write_text(json.dumps(data))
+    vocab = Vocabulary((("person",), ("cat",), ("dog",), ("car",)), ids=(1, 2, 3, 4), frequency=("f", "r", "c", "f"))
+    metric = LvisMetric(str(path), vocab, iou_type="segm", results_file=str(tmp_path / "res.json"))
+    for im in (1, 2, 3):
+        rows = [(n, b) for i, n, b in GT if i == im]
+        masks = torch.zeros(len(rows), 1, 100, 100)
+        for k, (_, b) in enumerate(rows):
+            masks[k, 0, b[1]:b[3], b[0]:b[2]] = 0.9
+        metric.process({}, [{"image_id": im, "boxes": torch.tensor([b for _, b in rows], dtype=torch.float32),
+                             "scores": torch.ones(len(rows)), "masks": masks,
+                             "labels": torch.tensor([vocab.index(n) for n, _ in rows])}])
+    m = metric.compute_metrics(metric.results)
+    assert m["APr"] > 90 and m["APf"] > 90
+    saved = json.loads((tmp_path / "res.json").read_text())
+    assert len(saved) == len(GT) and "counts" in saved[0]["segmentation"]
+    with pytest.raises(ValueError, match=r"category ids \[9\]"):
+        LvisEvaluator(path, Vocabulary((("person",),), ids=(9,)))

@@ -87,3 +87,47 @@ def test_inference_modes_and_ensemble_weights():
     heads.inference_mode = "both"
     with pytest.raises(ValueError, match="inference_mode"):
         model([torch.rand(3, 96, 128)])
+
+
+def test_mask_head_variant_trains_and_predicts_class_agnostic_masks():
+    model = tiny_vild(with_mask=True)
+    images, targets = synthetic_batch()
+    for img, t in zip(images, targets):
+        m = torch.zeros(1, *img.shape[-2:], dtype=torch.uint8)
+        x0, y0, x1, y1 = t["boxes"][0].long().tolist()
+        m[0, y0:y1, x0:x1] = 1
+        t["masks"] = m
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9)
+    first = None
+    for _ in range(8):
+        losses = model(images, targets)
+        if first is None:
+            first = losses["loss_mask"].item()
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+    assert "loss_mask" in losses and losses["loss_mask"].item() < first
+    assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 1
+    model.eval()
+    model.roi_heads.score_thresh = 0.0
+    out = model([images[0]])[0]
+    assert len(out["boxes"]) > 0 and out["masks"].shape == (len(out["boxes"]), 1, 96, 128)
+    assert 0 <= out["masks"].min() and out["masks"].max() <= 1
+    del targets[0]["masks"]
+    model.train()
+    with pytest.raises(ValueError, match="needs 'masks'"):
+        model(images, targets)
+
+
+def test_text_mode_skips_the_image_head():
+    model = tiny_vild().eval()
+    model.roi_heads.inference_mode = "text"
+    calls = []
+    model.predictor.image_proj.register_forward_hook(lambda *a: calls.append(1))
+    model([torch.rand(3, 96, 128)])
+    assert not calls
+    model.roi_heads.inference_mode = "ensemble"
+    model([torch.rand(3, 96, 128)])
+    assert calls

@@ -9,6 +9,7 @@ after loading; mmengine's loader for local files is replaced by a weights_only o
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ def load_checkpoint_file(path: "str | os.PathLike", map_location: Any = "cpu") -
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except RuntimeError as e:
+    except (RuntimeError, pickle.UnpicklingError) as e:
         text = str(e)
         if "weights_only" in text or "Unsupported global" in text:
             raise CheckpointError(

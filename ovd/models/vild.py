@@ -107,6 +107,8 @@ class ViLDRoIHeads(RoIHeads):
         return detections, {}
 
     def _losses(self, features, proposals, image_shapes, targets) -> dict[str, Tensor]:
+        if self.has_mask() and (targets is None or any("masks" not in t for t in targets)):
+            raise ValueError("the mask head needs 'masks' in every target (dataset with_masks=True)")
         proposals, matched_idxs, labels, regression_targets = self.select_training_samples(proposals, targets)
         text_emb, _, deltas = self._embed(features, proposals, image_shapes, with_image=False)
         flat_labels = torch.cat(labels)
@@ -125,8 +127,6 @@ class ViLDRoIHeads(RoIHeads):
             else:  # keeps every parameter in the graph (as DDP wants) when the batch has no regions
                 losses["loss_image"] = self.box_predictor.image_proj.weight.sum() * 0.0
         if self.has_mask():
-            if targets is None or any("masks" not in t for t in targets):
-                raise ValueError("the mask head needs 'masks' in every target (dataset with_masks=True)")
             pos_props = [p[lab > 0] for p, lab in zip(proposals, labels)]
             pos_idxs = [m[lab > 0] for m, lab in zip(matched_idxs, labels)]
             logits = self._mask_logits(features, pos_props, image_shapes)

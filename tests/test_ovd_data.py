@@ -1,0 +1,170 @@
+"""COCO-format detection datasets: parsing, OV filtering, pipelines, feature-store targets, bad input."""
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ovclip.coco import AnnotationError
+from ovclip.io import ImageReadError
+from ovclip.store import StoreWriter
+from ovclip.vocabulary import VocabularyError
+from ovd.data import CocoDetection, PipelineError, detection_collate, load_detection_annotations
+
+CATS = [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"}, {"id": 5, "name": "traffic_light"}]
+
+
+def write_dataset(root, annotations=None, images=3, categories=CATS, size=(40, 60)):
+    """`images` solid-colour PNGs and a COCO json; returns (ann_file, img_dir)."""
+    img_dir = root / "img"
+    img_dir.mkdir(exist_ok=True)
+    entries = []
+    for i in range(images):
+        Image.new("RGB", (size[1], size[0]), (40 * i, 80, 120)).save(img_dir / f"{i}.png")
+        entries.append({"id": i + 1, "file_name": f"{i}.png", "width": size[1], "height": size[0]})
+    if annotations is None:
+        annotations = [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 3, 10, 12], "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 2, "bbox": [20, 5, 15, 15], "iscrowd": 0},
+            {"id": 3, "image_id": 2, "category_id": 5, "bbox": [1, 1, 30, 20], "iscrowd": 0},
+            {"id": 4, "image_id": 3, "category_id": 1, "bbox": [5, 5, 10, 10], "iscrowd": 0},
+        ]
+    ann_file = root / "ann.json"
+    ann_file.write_text(json.dumps({"images": entries, "annotations": annotations, "categories": categories}))
+    return ann_file, img_dir
+
+
+def split_vocab(root):
+    path = root / "vocab.json"
+    path.write_text(json.dumps([{"name": "circle", "id": 1, "split": "base"},
+                                {"name": "square", "id": 2, "split": "novel"},
+                                {"name": "traffic light", "id": 5, "split": "base"}]))
+    return str(path)
+
+
+def test_loads_boxes_labels_and_vocabulary_from_the_file(tmp_path):
+    ann, img = write_dataset(tmp_path)
+    ds = CocoDetection(ann, img)
+    assert ds.vocabulary.names == ["circle", "square", "traffic light"] and ds.vocabulary.ids == (1, 2, 5)
+    s = ds[0]
+    assert s["inputs"].dtype == torch.uint8 and s["inputs"].shape == (3, 40, 60)
+    assert torch.equal(s["data_samples"]["boxes"], torch.tensor([[2.0, 3, 12, 15], [20, 5, 35, 20]]))
+    assert s["data_samples"]["labels"].tolist() == [0, 1] and s["data_samples"]["image_id"] == 1
+    batch = detection_collate([ds[0], ds[1]])
+    assert len(batch["inputs"]) == 2 and batch["data_samples"][1]["labels"].tolist() == [2]
+
+
+def test_base_only_training_drops_novel_annotations_but_keeps_their_images(tmp_path):
+    ann, img = write_dataset(tmp_path)
+    ds = CocoDetection(ann, img, vocabulary=split_vocab(tmp_path), train_classes="base")
+    assert ds.stats["excluded_class"] == 1 and len(ds) == 3
+    assert ds[0]["data_samples"]["labels"].tolist() == [0]  # the square (novel) is unannotated
+    only_square = [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [2, 3, 10, 12]}]
+    ann2, _ = write_dataset(tmp_path, only_square, images=2)
+    with pytest.raises(AnnotationError, match="no images left"):
+        CocoDetection(ann2, img, vocabulary=split_vocab(tmp_path), train_classes="base", filter_empty=True)
+    with pytest.raises(VocabularyError, match="base/novel split"):
+        CocoDetection(ann, img, train_classes="base")
+
+
+def test_vocabulary_by_name_and_unknown_names(tmp_path):
+    ann, img = write_dataset(tmp_path)
+    ds = CocoDetection(ann, img, vocabulary="traffic light, circle")
+    assert ds.vocabulary.ids == (5, 1) and ds.stats["excluded_class"] == 1
+    with pytest.raises(VocabularyError, match=r"\['zebra'\].*not categories"):
+        CocoDetection(ann, img, vocabulary="circle, zebra")
+    with pytest.raises(VocabularyError, match=r"ov-coco. has category ids \[3, 4, 6, "):
+        CocoDetection(ann, img, vocabulary="ov-coco")
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.pop("categories"), "missing or malformed field 'categories'"),
+    (lambda d: d["annotations"][1].pop("bbox"), r"annotations\[1\]: missing field 'bbox'"),
+    (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), r"annotations\[0\]: 'bbox' must be four numbers"),
+    (lambda d: d["annotations"][2].update(category_id=99), r"annotations\[2\]: category_id 99 is not in 'categories'"),
+    (lambda d: d["annotations"][0].update(image_id=77), r"annotations\[0\]: image_id 77 is not in 'images'"),
+    (lambda d: d["images"][0].pop("file_name"), r"images\[0\]: missing field 'file_name'"),
+    (lambda d: d["categories"][0].update(id="one"), r"categories\[0\]: field 'id' must be int"),
+])
+def test_malformed_annotation_files_name_the_field(tmp_path, mutate, message):
+    ann, img = write_dataset(tmp_path)
+    data = json.loads(ann.read_text())
+    mutate(data)
+    ann.write_text(json.dumps(data))
+    with pytest.raises(AnnotationError, match=message):
+        CocoDetection(ann, img)
+
+
+def test_invalid_json_names_file_and_line(tmp_path):
+    ann, img = write_dataset(tmp_path)
+    ann.write_text('{"images": [\n  {"id": 1,}\n]}')
+    with pytest.raises(AnnotationError, match=r"ann.json is not valid JSON \(line 2"):
+        CocoDetection(ann, img)
+
+
+def test_degenerate_and_crowd_boxes_are_dropped_with_a_count(tmp_path, caplog):
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 3, 10, 12]},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [5, 5, 0, 10]},
+            {"id": 3, "image_id": 1, "category_id": 1, "bbox": [5, 5, 10, -3]},
+            {"id": 4, "image_id": 2, "category_id": 2, "bbox": [5, 5, 0.5, 8]},
+            {"id": 5, "image_id": 2, "category_id": 2, "bbox": [1, 1, 9, 9], "iscrowd": 1}]
+    ann, img = write_dataset(tmp_path, anns)
+    with caplog.at_level(logging.WARNING):
+        ds = CocoDetection(ann, img)
+    assert ds.stats["degenerate"] == 3 and ds.stats["crowd"] == 1 and ds.stats["annotations_kept"] == 1
+    assert "dropped 3 empty or degenerate boxes" in caplog.text
+    assert len(ds[1]["data_samples"]["boxes"]) == 0
+
+
+def test_missing_and_corrupt_images_skip_with_count_or_fail_with_path(tmp_path, caplog):
+    ann, img = write_dataset(tmp_path)
+    (img / "0.png").unlink()
+    (img / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    ds = CocoDetection(ann, img, on_bad_image="skip")
+    with caplog.at_level(logging.WARNING):
+        sample = ds[0]
+    assert sample["data_samples"]["image_id"] == 3 and ds.bad_images == 2
+    assert "0.png" in caplog.text and "1.png" in caplog.text and "(2 so far" in caplog.text
+    strict = CocoDetection(ann, img, on_bad_image="error")
+    with pytest.raises(ImageReadError, match=r"image file not found: .*0\.png"):
+        strict[0]
+    with pytest.raises(ImageReadError, match=r"cannot decode image .*1\.png"):
+        strict[1]
+
+
+def test_pipeline_moves_boxes_and_distillation_regions_together(tmp_path):
+    ann, img = write_dataset(tmp_path)
+    store = tmp_path / "store"
+    with StoreWriter(store, {"embed_dim": 4}) as w:
+        w.add(1, torch.tensor([[0.0, 0, 10, 10], [30, 5, 50, 25]]), torch.eye(4)[:2])
+    ds = CocoDetection(ann, img, feature_store=str(store), pipeline=[dict(type="RandomHorizontalFlip", p=1.0)])
+    s = ds[0]["data_samples"]
+    assert torch.equal(s["boxes"][0], torch.tensor([48.0, 3, 58, 15]))  # x -> 60 - x
+    assert torch.equal(s["distill_boxes"], torch.tensor([[50.0, 0, 60, 10], [10, 5, 30, 25]]))
+    assert torch.equal(s["distill_embeddings"], torch.eye(4)[:2])
+    other = ds[1]["data_samples"]  # image 2 is not in the store: no regions, right width
+    assert other["distill_boxes"].shape == (0, 4) and other["distill_embeddings"].shape == (0, 4)
+    assert ds.stats["images_not_in_store"] == 1
+    with pytest.raises(PipelineError, match=r"'RandomHorizontalFlips' is not a torchvision.transforms.v2 .*"
+                                            r"RandomHorizontalFlip"):
+        CocoDetection(ann, img, pipeline=[dict(type="RandomHorizontalFlips")])
+    with pytest.raises(PipelineError, match=r"pipeline\[0\] \(RandomHorizontalFlip\)"):
+        CocoDetection(ann, img, pipeline=[dict(type="RandomHorizontalFlip", prob=0.5)])
+
+
+def test_masks_from_polygons_and_lvis_image_urls(tmp_path):
+    ann, img = write_dataset(tmp_path, [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 10],
+                                         "segmentation": [[10, 10, 30, 10, 30, 20, 10, 20]]}])
+    data = json.loads(ann.read_text())
+    for entry in data["images"]:  # LVIS v1 names images by their COCO url
+        entry["coco_url"] = f"http://images.cocodataset.org/img/{entry.pop('file_name')}"
+    ann.write_text(json.dumps(data))
+    ds = CocoDetection(ann, tmp_path, with_masks=True)
+    s = ds[0]["data_samples"]
+    mask = s["masks"][0]
+    assert s["masks"].shape == (1, 40, 60) and mask.dtype == torch.uint8
+    ys, xs = np.nonzero(mask.numpy())
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (10, 29, 10, 19)
+    assert ds[1]["data_samples"]["masks"].shape == (0, 40, 60)
