@@ -103,7 +103,8 @@ def load_proposals(path: "str | Path", max_per_image: int = 300, min_score: floa
     `max_per_image` xyxy boxes per image by score."""
     data = read_json(path)
     if not isinstance(data, list):
-        raise AnnotationError(f"{path}: expected a list of {{'image_id', 'bbox', 'score'}} entries (COCO results format)")
+        raise AnnotationError(f"{path}: expected a list of {{'image_id', 'bbox', 'score'}} entries "
+                              f"(COCO results format)")
     per_image: dict[Any, list] = defaultdict(list)
     for i, entry in enumerate(data):
         where = f"{path}: [{i}]"

@@ -11,7 +11,7 @@ from ovclip.coco import AnnotationError
 from ovclip.io import ImageReadError
 from ovclip.store import StoreWriter
 from ovclip.vocabulary import VocabularyError
-from ovd.data import CocoDetection, PipelineError, detection_collate, load_detection_annotations
+from ovd.data import CocoDetection, PipelineError, detection_collate
 
 CATS = [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"}, {"id": 5, "name": "traffic_light"}]
 

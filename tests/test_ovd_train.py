@@ -93,7 +93,8 @@ def test_resume_after_kill_continues_from_the_saved_iteration_and_optimizer_stat
     work = tmp_path / "killed"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "tools/train.py", CONFIG, "--work-dir", str(work), "--cfg-options",
-           "train_cfg.max_iters=200", "default_hooks.checkpoint.interval=4", "default_hooks.checkpoint.max_keep_ckpts=5",
+           "train_cfg.max_iters=200", "default_hooks.checkpoint.interval=4",
+           "default_hooks.checkpoint.max_keep_ckpts=5",
            "log_level=WARNING"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = work / "last_checkpoint"

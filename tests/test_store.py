@@ -55,7 +55,8 @@ def test_reopened_writer_skips_done_images_and_continues_numbering(tmp_path):
     assert 1 in w2 and 2 not in w2
     w2.add(2, *_regions(1, 2))
     w2.close()
-    assert [p.name for p in FeatureStore.shard_files(tmp_path)] == ["r000-000000.safetensors", "r000-000001.safetensors"]
+    names = [p.name for p in FeatureStore.shard_files(tmp_path)]
+    assert names == ["r000-000000.safetensors", "r000-000001.safetensors"]
     assert len(FeatureStore(tmp_path)) == 2
 
 
