@@ -168,3 +168,17 @@ def test_masks_from_polygons_and_lvis_image_urls(tmp_path):
     ys, xs = np.nonzero(mask.numpy())
     assert (xs.min(), xs.max(), ys.min(), ys.max()) == (10, 29, 10, 19)
     assert ds[1]["data_samples"]["masks"].shape == (0, 40, 60)
+
+
+def test_real_coco_sample_as_ov_coco_training_data():
+    from .conftest import shared_data
+    root = shared_data("coco_tiny")
+    ann, img = f"{root}/annotations/instances_val2017.json", f"{root}/val2017"
+    full = CocoDetection(ann, img, vocabulary="ov-coco")
+    base = CocoDetection(ann, img, vocabulary="ov-coco", train_classes="base", filter_empty=True)
+    assert base.stats["annotations_kept"] < full.stats["annotations_kept"] and len(base) <= len(full)
+    novel = set(base.vocabulary.novel)
+    labels = torch.cat([base[i]["data_samples"]["labels"] for i in range(3)])
+    assert len(labels) and not set(labels.tolist()) & novel
+    sample = base[0]
+    assert sample["inputs"].shape[0] == 3 and sample["data_samples"]["boxes"].shape[1] == 4

@@ -208,3 +208,15 @@ def test_paper_configs_resolve_to_the_paper_settings_and_build(name, with_mask, 
     assert det.model.detector.roi_heads.has_mask() == with_mask
     assert len(det.vocabulary) == (65 if vocab == "ov-coco" else 1203)
     assert int(det.model.detector.predictor.base_mask.sum()) == (48 if vocab == "ov-coco" else 866)
+
+
+def test_torchrun_ddp_training_on_cpu(tmp_path):
+    work = tmp_path / "ddp"
+    r = subprocess.run(["torchrun", "--nproc_per_node", "2", "tools/train.py", CONFIG, "--launcher", "pytorch",
+                        "--work-dir", str(work), "--cfg-options", "train_cfg.max_iters=2", "train_cfg.val_interval=2",
+                        "default_hooks.checkpoint.interval=2"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    log = next(work.glob("*/*.log")).read_text()
+    assert "Distributed training: True" in log and "GPU number: 2" in log and "Iter(train) [2/2]" in log
+    ckpt = load_checkpoint_file(work / "iter_2.pth")
+    assert not any(k.startswith("module.") for k in ckpt["state_dict"])  # saved unwrapped, loads anywhere

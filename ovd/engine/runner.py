@@ -57,11 +57,28 @@ def load_config(config: "str | Path", cfg_options: Optional[dict] = None, work_d
 
 def _set_launcher(cfg: Config, launcher: str) -> None:
     cfg.launcher = launcher
-    if launcher != "none" and not torch.cuda.is_available():
-        # NCCL needs GPUs; on CPU-only machines torchrun runs use gloo.
-        env = cfg.get("env_cfg") or {}
-        env.setdefault("dist_cfg", {})["backend"] = "gloo"
-        cfg.env_cfg = env
+    if launcher == "none" or torch.cuda.is_available():
+        return
+    # CPU-only machines: mmengine's launcher insists on a GPU (torch.cuda.set_device), so the process
+    # group is started here with gloo, and DDP wraps the CPU model without device ids.
+    if launcher != "pytorch":
+        raise ConfigError(f"launcher '{launcher}' needs GPUs; on a CPU-only machine use torchrun with "
+                          f"--launcher pytorch")
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    wrapper = dict(cfg.get("model_wrapper_cfg") or {})
+    wrapper.setdefault("type", "MMDistributedDataParallel")
+    wrapper["device_ids"] = None
+    cfg.model_wrapper_cfg = wrapper
+
+
+def _close_process_group() -> None:
+    """Tear down the process group so that no rank aborts at exit while others still talk."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def train(config: "str | Path", work_dir: Optional[str] = None, resume: "bool | str" = False,
@@ -74,7 +91,10 @@ def train(config: "str | Path", work_dir: Optional[str] = None, resume: "bool | 
         cfg.resume = True
         cfg.load_from = resume if isinstance(resume, str) else None
     runner = Runner.from_cfg(cfg)
-    runner.train()
+    try:
+        runner.train()
+    finally:
+        _close_process_group()
     return runner
 
 
@@ -100,7 +120,10 @@ def test(config: "str | Path", checkpoint: str, vocabulary: "str | Sequence[str]
         for ev in evaluators:
             ev["vocabulary"] = vocabulary
     runner = Runner.from_cfg(cfg)
-    metrics = runner.test()
+    try:
+        metrics = runner.test()
+    finally:
+        _close_process_group()
     if int(os.environ.get("RANK", 0)) == 0:
         atomic_json_dump({"config": str(config), "checkpoint": str(checkpoint), "metrics": metrics},
                          Path(cfg.work_dir) / "metrics.json", indent=1)
