@@ -65,7 +65,8 @@ def test_custom_vocabulary_by_name_and_empty_run(tmp_path):
         ev.process(42, torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long))
 
 
-def test_lvis_metric_runs_on_numpy2(tmp_path):
+def lvis_gt(tmp_path):
+    """The GT as an LVIS file (frequencies, box-shaped polygons) and its vocabulary."""
     cats = [{"id": 1, "name": "person", "frequency": "f", "synonyms": ["person"], "image_count": 2},
             {"id": 2, "name": "cat", "frequency": "r", "synonyms": ["cat"], "image_count": 2},
             {"id": 3, "name": "dog", "frequency": "c", "synonyms": ["dog"], "image_count": 1},
@@ -79,6 +80,11 @@ def test_lvis_metric_runs_on_numpy2(tmp_path):
         a["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
     path.write_text(json.dumps(data))
     vocab = Vocabulary((("person",), ("cat",), ("dog",), ("car",)), ids=(1, 2, 3, 4), frequency=("f", "r", "c", "f"))
+    return path, vocab
+
+
+def test_lvis_metric_runs_on_numpy2(tmp_path):
+    path, vocab = lvis_gt(tmp_path)
     ev = LvisEvaluator(path, vocab, out_dir=tmp_path / "out")
     feed(ev, vocab)
     m = ev.evaluate()
@@ -93,19 +99,7 @@ def test_lvis_metric_runs_on_numpy2(tmp_path):
 
 def test_lvis_mask_metric_through_mmengine_interface(tmp_path):
     from ovd.evaluation import LvisMetric
-    cats = [{"id": 1, "name": "person", "frequency": "f", "synonyms": ["person"], "image_count": 2},
-            {"id": 2, "name": "cat", "frequency": "r", "synonyms": ["cat"], "image_count": 2},
-            {"id": 3, "name": "dog", "frequency": "c", "synonyms": ["dog"], "image_count": 1},
-            {"id": 4, "name": "car", "frequency": "f", "synonyms": ["car"], "image_count": 1}]
-    path = coco_gt(tmp_path, cats)
-    data = json.loads(path.read_text())
-    for im in data["images"]:
-        im.update(neg_category_ids=[], not_exhaustive_category_ids=[])
-    for a in data["annotations"]:
-        x, y, w, h = a["bbox"]
-        a["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
-    path.write_text(json.dumps(data))
-    vocab = Vocabulary((("person",), ("cat",), ("dog",), ("car",)), ids=(1, 2, 3, 4), frequency=("f", "r", "c", "f"))
+    path, vocab = lvis_gt(tmp_path)
     metric = LvisMetric(str(path), vocab, iou_type="segm", results_file=str(tmp_path / "res.json"))
     for im in (1, 2, 3):
         rows = [(n, b) for i, n, b in GT if i == im]

@@ -220,3 +220,28 @@ def test_torchrun_ddp_training_on_cpu(tmp_path):
     assert "Distributed training: True" in log and "GPU number: 2" in log and "Iter(train) [2/2]" in log
     ckpt = load_checkpoint_file(work / "iter_2.pth")
     assert not any(k.startswith("module.") for k in ckpt["state_dict"])  # saved unwrapped, loads anywhere
+
+
+def test_rpn_proposals_dump_resumes_and_feeds_the_region_store(trained, tmp_path):
+    from ovclip.coco import load_proposals
+    from ovclip.precompute import run_precompute
+    from ovclip.store import FeatureStore
+    from ovd.proposals import dump_proposals
+    _, work_dir = trained
+    out = tmp_path / "proposals.json"
+    cfg = runner_for(tmp_path, "cfg")
+    cfg.dump(str(tmp_path / "cfg.py"))  # the same config with absolute data paths
+    partial = Path(f"{out}.partial.jsonl")
+    partial.write_text(json.dumps({"image_id": 2, "proposals": [[1, 2, 30, 40, 0.9]]}) + '\n{"image_id": 3, "pro')
+    stats = dump_proposals(str(tmp_path / "cfg.py"), str(work_dir / "iter_20.pth"), str(out), max_per_image=20,
+                           progress=False)
+    assert stats["resumed"] == 1 and stats["images"] == 3 and not partial.exists()
+    props = load_proposals(out, max_per_image=20)
+    assert set(props) == {1, 2, 3, 4} and len(props[1]) == 20 and props[2].tolist() == [[1, 2, 31, 42]]
+    assert (props[1][:, 2:] <= 128).all() and (props[1][:, :2] >= 0).all()
+    run_precompute({"teacher": {"spec": "tiny-vit"},
+                    "dataset": {"ann_file": str(ROOT / "examples/shapes/annotations.json"),
+                                "img_dir": str(ROOT / "examples/shapes/images"), "proposals": str(out)}},
+                   str(tmp_path / "store"), progress=False)
+    boxes, emb = FeatureStore(tmp_path / "store")[1]
+    assert len(boxes) == 20 and emb.shape[0] == 20

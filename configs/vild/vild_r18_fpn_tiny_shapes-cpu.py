@@ -25,7 +25,7 @@ val_dataloader = dict(
     sampler=dict(type="DefaultSampler", shuffle=False),
     collate_fn=dict(type="ovd.detection_collate"),
     dataset=dict(type="CocoDetection", ann_file=data_root + "annotations.json", img_dir=data_root + "images",
-                 vocabulary=vocabulary, test_mode=True))
+                 vocabulary=vocabulary))
 test_dataloader = val_dataloader
 val_evaluator = dict(type="DetectionMetric", ann_file=data_root + "annotations.json", vocabulary=vocabulary,
                      name="shapes")

@@ -165,8 +165,7 @@ class CocoDetection(Dataset):
     def __init__(self, ann_file: str, img_dir: str, vocabulary: "Vocabulary | str | Sequence[str] | None" = None,
                  train_classes: str = "all", pipeline: Optional[Sequence[Mapping]] = None,
                  with_masks: bool = False, filter_empty: bool = False, feature_store: Optional[str] = None,
-                 max_distill_regions: int = 300, on_bad_image: str = "skip", max_images: Optional[int] = None,
-                 test_mode: bool = False):
+                 max_distill_regions: int = 300, on_bad_image: str = "skip", max_images: Optional[int] = None):
         if on_bad_image not in ("skip", "error"):
             raise ValueError(f"on_bad_image must be 'skip' or 'error', not '{on_bad_image}'")
         self.ann_file, self.img_dir = str(ann_file), str(img_dir)
@@ -180,7 +179,7 @@ class CocoDetection(Dataset):
             raise AnnotationError(f"{ann_file}: no images left to use (filter_empty={filter_empty}, "
                                   f"train_classes='{train_classes}')")
         self.pipeline = build_pipeline(pipeline)
-        self.with_masks, self.on_bad_image, self.test_mode = with_masks, on_bad_image, test_mode
+        self.with_masks, self.on_bad_image = with_masks, on_bad_image
         self.store = FeatureStore(feature_store) if feature_store else None
         self.max_distill_regions = max_distill_regions
         self.bad_images = 0

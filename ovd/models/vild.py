@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.rpn import concat_box_prediction_layers
 from torchvision.models.detection.roi_heads import RoIHeads, maskrcnn_inference, maskrcnn_loss
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops import boxes as box_ops
@@ -217,6 +218,25 @@ class ViLD(FasterRCNN):
             valid = valid.to(boxes.device)
             t["distill_boxes"] = boxes[valid]
             t["distill_embeddings"] = embeddings.to(boxes.device)[valid]
+
+    @torch.no_grad()
+    def proposals(self, images: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+        """Class-agnostic RPN proposals with objectness probabilities, in each image's own pixels
+        (the post-NMS top `rpn.post_nms_top_n()`), e.g. as boxes for the teacher's region store."""
+        original_sizes = [tuple(img.shape[-2:]) for img in images]
+        images_t, _ = self.transform(images)
+        features = list(self.backbone(images_t.tensors).values())
+        objectness, deltas = self.rpn.head(features)
+        anchors = self.rpn.anchor_generator(images_t, features)
+        per_level = [o[0].numel() for o in objectness]
+        objectness, deltas = concat_box_prediction_layers(objectness, deltas)
+        decoded = self.rpn.box_coder.decode(deltas, anchors).view(len(anchors), -1, 4)
+        boxes, scores = self.rpn.filter_proposals(decoded, objectness, images_t.image_sizes, per_level)
+        out = []
+        for b, s, (h0, w0), (h1, w1) in zip(boxes, scores, original_sizes, images_t.image_sizes):
+            scale = torch.tensor([w0 / w1, h0 / h1, w0 / w1, h0 / h1], device=b.device)
+            out.append((b * scale, s))
+        return out
 
     def forward(self, images, targets=None):  # noqa: D102 - torchvision's contract
         original_sizes = [tuple(img.shape[-2:]) for img in images]

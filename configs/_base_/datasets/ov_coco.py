@@ -15,7 +15,7 @@ val_dataloader = dict(
     sampler=dict(type="DefaultSampler", shuffle=False),
     collate_fn=dict(type="ovd.detection_collate"),
     dataset=dict(type="CocoDetection", ann_file=data_root + "annotations/instances_val2017.json",
-                 img_dir=data_root + "val2017", vocabulary="ov-coco", on_bad_image="error", test_mode=True))
+                 img_dir=data_root + "val2017", vocabulary="ov-coco", on_bad_image="error"))
 test_dataloader = val_dataloader
 val_evaluator = dict(type="DetectionMetric", ann_file=data_root + "annotations/instances_val2017.json",
                      vocabulary="ov-coco", name="ov-coco")

@@ -15,7 +15,7 @@ val_dataloader = dict(
     sampler=dict(type="DefaultSampler", shuffle=False),
     collate_fn=dict(type="ovd.detection_collate"),
     dataset=dict(type="CocoDetection", ann_file="data/lvis/lvis_v1_val.json", img_dir=data_root,
-                 vocabulary="ov-lvis", on_bad_image="error", test_mode=True))
+                 vocabulary="ov-lvis", on_bad_image="error"))
 test_dataloader = val_dataloader
 val_evaluator = [
     dict(type="LvisMetric", ann_file="data/lvis/lvis_v1_val.json", vocabulary="ov-lvis", iou_type="bbox"),

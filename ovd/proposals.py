@@ -1,0 +1,73 @@
+"""Class-agnostic RPN proposals of a trained detector, for the teacher's region store (ViLD's recipe:
+an RPN trained on base classes proposes the regions whose CLIP embeddings are distilled)."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+from tqdm import tqdm
+
+from ovclip.io import ImageReadError, atomic_json_dump, read_image, to_unit_float
+
+from .api import Detector
+from .data.coco import load_detection_annotations
+from .engine.runner import load_config
+
+log = logging.getLogger(__name__)
+
+
+def _done_entries(partial: Path) -> dict:
+    """image id (as its JSON text) -> entries already written; a torn last line is ignored."""
+    done: dict = {}
+    if partial.is_file():
+        for line in partial.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the line being written when the job was killed
+            done[json.dumps(row["image_id"])] = row["proposals"]
+    return done
+
+
+def dump_proposals(config: str, checkpoint: str, out: str, split: str = "train", max_per_image: int = 300,
+                   device: str = "cpu", progress: bool = True, max_images: Optional[int] = None) -> dict:
+    """Write the proposals of every image of the config's `split` dataset as COCO results json
+    ([{image_id, bbox: [x, y, w, h], score}]). Progress goes to `out + '.partial.jsonl'`, one image per
+    line, so a killed job resumes where it stopped; unreadable images are skipped and counted."""
+    cfg = load_config(config)
+    ds_cfg = cfg[f"{split}_dataloader"].dataset
+    records, _, _ = load_detection_annotations(ds_cfg.ann_file, ds_cfg.img_dir, None)
+    records = records[:max_images] if max_images else records
+    detector = Detector.from_config(config, checkpoint, device=device)
+    partial = Path(f"{out}.partial.jsonl")
+    done = _done_entries(partial)
+    stats = {"images": 0, "resumed": 0, "bad_images": 0, "proposals": 0}
+    with open(partial, "a", encoding="utf-8") as f:
+        for rec in tqdm(records, desc="proposals", disable=not progress, unit="img"):
+            if json.dumps(rec.id) in done:
+                stats["resumed"] += 1
+                continue
+            try:
+                image = to_unit_float(read_image(rec.path)).to(device)
+            except ImageReadError as e:
+                stats["bad_images"] += 1
+                log.warning("skipping image %s: %s", rec.id, e)
+                continue
+            boxes, scores = detector.model.detector.proposals([image])[0]
+            boxes, scores = boxes[:max_per_image].cpu(), scores[:max_per_image].cpu()
+            rows = [[round(v, 2) for v in (x0, y0, x1 - x0, y1 - y0)] + [round(s, 5)]
+                    for (x0, y0, x1, y1), s in zip(boxes.tolist(), scores.tolist())]
+            f.write(json.dumps({"image_id": rec.id, "proposals": rows}) + "\n")
+            f.flush()
+            done[json.dumps(rec.id)] = rows
+            stats["images"] += 1
+    entries = [{"image_id": json.loads(k), "bbox": r[:4], "score": r[4]} for k, rows in done.items() for r in rows]
+    stats["proposals"] = len(entries)
+    atomic_json_dump(entries, out)
+    partial.unlink()
+    return stats
+
+
+__all__ = ["dump_proposals"]
