@@ -23,7 +23,7 @@ OV_COCO_NOVEL = (
     "skateboard", "cup", "knife", "cake", "couch", "keyboard", "sink", "scissors",
 )
 
-BUILTIN_VOCABULARIES = ("coco", "ov-coco", "lvis-v1", "ov-lvis", "ade20k-150")
+BUILTIN_VOCABULARIES = ("coco", "ov-coco", "lvis-v1", "ov-lvis", "ade20k-150", "synthetic-shapes")
 
 
 class VocabularyError(ValueError):
@@ -161,6 +161,11 @@ def builtin_vocabulary(name: str) -> Vocabulary:
         cats = _package_json("ade20k_150.json")
         return Vocabulary(tuple((c["name"],) for c in cats), tuple(c["id"] for c in cats),
                           name="ade20k-150")
+    if name == "synthetic-shapes":
+        from .synthetic import vocabulary_entries  # the CPU benchmark's world: 8 base, 4 novel shapes
+        entries = vocabulary_entries()
+        return Vocabulary(tuple((e["name"],) for e in entries), tuple(e["id"] for e in entries),
+                          tuple(e["split"] for e in entries), name=name)
     raise VocabularyError(_unknown_builtin_message(name))
 
 

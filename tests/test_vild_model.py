@@ -131,3 +131,23 @@ def test_text_mode_skips_the_image_head():
     model.roi_heads.inference_mode = "ensemble"
     model([torch.rand(3, 96, 128)])
     assert calls
+
+
+def test_small_mobilenet_student_trains_and_stays_small():
+    torch.manual_seed(0)
+    text = F.normalize(torch.randn(5, 32), dim=-1)
+    model = build_vild(text, backbone="mobilenet_v3_small", backbone_norm="gn", fpn_channels=64, fpn_levels=3,
+                       anchor_sizes=(16, 32, 64, 128), box_head_dim=128, min_size=96, max_size=128,
+                       box_batch_size_per_image=32)
+    assert sum(p.numel() for p in model.parameters()) < 2_500_000
+    images, targets = synthetic_batch()
+    losses = model(images, targets)
+    assert {"loss_text", "loss_image", "loss_objectness"} <= set(losses)
+    sum(losses.values()).backward()
+    model.eval()
+    model.roi_heads.score_thresh = 0.0
+    assert len(model([images[0]])[0]["boxes"]) > 0
+    with pytest.raises(ValueError, match="anchor_sizes needs 4 sizes"):
+        build_vild(text, backbone="mobilenet_v3_small", fpn_channels=64, fpn_levels=3, anchor_sizes=(16, 32))
+    with pytest.raises(ValueError, match="backbone_norm must be one of"):
+        build_vild(text, backbone="resnet18", backbone_norm="layer")

@@ -90,4 +90,6 @@ def test_roundtrip_and_subset():
     assert Vocabulary.from_dict(v.to_dict()) == v
     novel = v.subset(v.novel, "novel")
     assert len(novel) == 17 and novel.split == ("novel",) * 17
-    assert set(BUILTIN_VOCABULARIES) == {"coco", "ov-coco", "lvis-v1", "ov-lvis", "ade20k-150"}
+    assert set(BUILTIN_VOCABULARIES) == {"coco", "ov-coco", "lvis-v1", "ov-lvis", "ade20k-150", "synthetic-shapes"}
+    shapes = builtin_vocabulary("synthetic-shapes")
+    assert len(shapes.base) == 8 and [shapes.names[i] for i in shapes.novel] == ["star", "heart", "hexagon", "crescent"]

@@ -45,6 +45,8 @@ class ViLDDetector(BaseModel):
 
     def __init__(self, teacher: "str | dict", vocabulary: "str | Sequence[str] | Vocabulary", templates: str = "vild",
                  backbone: str = "resnet50", backbone_weights: Optional[str] = None, trainable_layers: int = 3,
+                 backbone_norm: str = "frozen_bn", box_head_dim: int = 1024, fpn_channels: int = 256,
+                 anchor_sizes: Optional[Sequence[int]] = None, fpn_levels: int = 2,
                  temperature: float = 0.01, separate_heads: bool = True, text_loss_weight: float = 1.0,
                  image_loss_weight: float = 0.5, inference_mode: str = "ensemble", with_mask: bool = False,
                  distill: Optional[dict] = None, detector: Optional[dict] = None,
@@ -65,7 +67,9 @@ class ViLDDetector(BaseModel):
         online = self.distill["source"] == "online" and image_loss_weight > 0
         self.detector = build_vild(
             self._text_embeddings(self.vocabulary), backbone=backbone, backbone_weights=backbone_weights,
-            trainable_layers=trainable_layers, temperature=temperature, separate_heads=separate_heads,
+            trainable_layers=trainable_layers, backbone_norm=backbone_norm, box_head_dim=box_head_dim,
+            fpn_channels=fpn_channels, anchor_sizes=anchor_sizes, fpn_levels=fpn_levels,
+            temperature=temperature, separate_heads=separate_heads,
             text_loss_weight=text_loss_weight,
             image_loss_weight=image_loss_weight if self.distill["source"] != "none" else 0.0,
             inference_mode=inference_mode, base_mask=self._base_mask(self.vocabulary), with_mask=with_mask,

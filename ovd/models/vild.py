@@ -7,17 +7,22 @@ regression is class-agnostic.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+import math
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.models import mobilenet_v3_large, mobilenet_v3_small
 from torchvision.models.detection import FasterRCNN
-from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN, resnet_fpn_backbone
+from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.rpn import concat_box_prediction_layers
 from torchvision.models.detection.roi_heads import RoIHeads, maskrcnn_inference, maskrcnn_loss
 from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops import boxes as box_ops
 
 ENSEMBLE_LAMBDA = 2.0 / 3.0
@@ -179,7 +184,8 @@ class ViLD(FasterRCNN):
     def __init__(self, backbone: nn.Module, text_embeddings: Tensor, temperature: float = 0.01,
                  separate_heads: bool = True, image_loss_weight: float = 0.5, text_loss_weight: float = 1.0,
                  inference_mode: str = "ensemble", base_mask: Optional[Tensor] = None, with_mask: bool = False,
-                 region_teacher: Optional[RegionTeacher] = None, num_distill_regions: int = 300, **kwargs):
+                 region_teacher: Optional[RegionTeacher] = None, num_distill_regions: int = 300,
+                 mask_featmaps: Sequence[str] = ("0", "1", "2", "3"), **kwargs):
         super().__init__(backbone, num_classes=None, box_predictor=nn.Identity(), **kwargs)
         old = self.roi_heads
         predictor = ViLDPredictor(old.box_head.fc7.out_features, text_embeddings, temperature, separate_heads,
@@ -187,7 +193,7 @@ class ViLD(FasterRCNN):
         mask_parts = {}
         if with_mask:  # class-agnostic Mask R-CNN branch: one mask channel for any class
             channels = backbone.out_channels
-            mask_parts = dict(mask_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], 14, 2),
+            mask_parts = dict(mask_roi_pool=MultiScaleRoIAlign(list(mask_featmaps), 14, 2),
                               mask_head=MaskRCNNHeads(channels, [256] * 4, 1),
                               mask_predictor=MaskRCNNPredictor(256, 256, 1))
         # Same sampling, matching and box coding as the heads FasterRCNN built from **kwargs.
@@ -259,8 +265,58 @@ class ViLD(FasterRCNN):
         return self.transform.postprocess(detections, images_t.image_sizes, original_sizes)
 
 
+# GroupNorm with up to 32 groups that divide the channels, for small batches trained from scratch.
+NORM_LAYERS = {"frozen_bn": None, "bn": nn.BatchNorm2d,
+               "gn": lambda channels: nn.GroupNorm(math.gcd(channels, 32), channels)}
+
+
+def mobilenet_fpn(name: str = "mobilenet_v3_small", weights: Optional[str] = None, fpn_channels: int = 64,
+                  norm_layer=None, levels: int = 2) -> BackboneWithFPN:
+    """A small MobileNetV3 + FPN backbone (the last `levels` stages, strides 8 / 16 / 32, and a max-pool
+    level) of any FPN width: a detector of a few MB, as the CPU benchmark's student."""
+    builder = {"mobilenet_v3_small": mobilenet_v3_small, "mobilenet_v3_large": mobilenet_v3_large}.get(name)
+    if builder is None:
+        raise ValueError(f"unknown MobileNet backbone '{name}'; use mobilenet_v3_small or mobilenet_v3_large")
+    features = builder(weights=weights, **({"norm_layer": norm_layer} if norm_layer else {})).features
+    stages = [i for i, block in enumerate(features) if getattr(block, "_is_cn", False)] + [len(features) - 1]
+    if not 1 <= levels <= len(stages):
+        raise ValueError(f"{name} has {len(stages)} feature stages; levels must be 1..{len(stages)}")
+    picked = stages[-levels:]
+    channels = [features[i].out_channels for i in picked]
+    return BackboneWithFPN(features, {str(i): str(k) for k, i in enumerate(picked)}, channels, fpn_channels,
+                           extra_blocks=LastLevelMaxPool())
+
+
 def build_vild(text_embeddings: Tensor, backbone: str = "resnet50", trainable_layers: int = 3,
-               backbone_weights: Optional[str] = None, **kwargs) -> ViLD:
-    """ViLD with a torchvision ResNet-FPN backbone (weights only if named, e.g. 'IMAGENET1K_V1')."""
-    body = resnet_fpn_backbone(backbone_name=backbone, weights=backbone_weights, trainable_layers=trainable_layers)
-    return ViLD(body, text_embeddings, **kwargs)
+               backbone_weights: Optional[str] = None, backbone_norm: str = "frozen_bn", box_head_dim: int = 1024,
+               fpn_channels: int = 256, anchor_sizes: Optional[Sequence[int]] = None, fpn_levels: int = 2,
+               **kwargs) -> ViLD:
+    """ViLD with a torchvision ResNet-FPN or MobileNetV3-FPN backbone (weights only if named, e.g.
+    'IMAGENET1K_V1').
+
+    `backbone_norm`: 'frozen_bn' (torchvision's default, for pretrained backbones), or 'bn' / 'gn' to
+    train a backbone from scratch. `box_head_dim`: width of the two-layer box head (1024 in the paper).
+    `anchor_sizes`: one anchor size per feature level (torchvision's defaults if not given).
+    """
+    if backbone_norm not in NORM_LAYERS:
+        raise ValueError(f"backbone_norm must be one of {sorted(NORM_LAYERS)}, not '{backbone_norm}'")
+    norm = NORM_LAYERS[backbone_norm]
+    if backbone.startswith("mobilenet"):
+        body = mobilenet_fpn(backbone, backbone_weights, fpn_channels, norm, fpn_levels)
+    else:
+        if fpn_channels != 256:
+            raise ValueError("torchvision's ResNet-FPN has 256 channels; fpn_channels applies to MobileNet backbones")
+        body = resnet_fpn_backbone(backbone_name=backbone, weights=backbone_weights,
+                                   trainable_layers=trainable_layers, **({"norm_layer": norm} if norm else {}))
+    levels = body.body.return_layers.values() if hasattr(body.body, "return_layers") else None
+    featmaps = sorted(levels) if levels else ["0", "1", "2", "3"]
+    if backbone.startswith("mobilenet") or anchor_sizes is not None:
+        sizes = tuple(anchor_sizes) if anchor_sizes is not None else (32, 64, 128)[: len(featmaps) + 1]
+        if len(sizes) != len(featmaps) + 1:
+            raise ValueError(f"anchor_sizes needs {len(featmaps) + 1} sizes (one per feature level), got {sizes}")
+        kwargs.setdefault("rpn_anchor_generator",
+                          AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * len(sizes)))
+        kwargs.setdefault("box_roi_pool", MultiScaleRoIAlign(featmaps, 7, 2))
+    if box_head_dim != 1024 or body.out_channels != 256:
+        kwargs["box_head"] = TwoMLPHead(body.out_channels * 7 * 7, box_head_dim)
+    return ViLD(body, text_embeddings, mask_featmaps=featmaps, **kwargs)

@@ -1,0 +1,45 @@
+# ViLD on the synthetic shapes world (ovclip.synthetic): 8 base shapes annotated for training, 4 novel
+# ones in the images but unannotated; the teacher is the tiny CLIP trained on the world's captions
+# (model_zoo/synthetic). A MobileNetV3-small FPN (64 channels) trained from scratch with GroupNorm at
+# 128 pixels (upsampled to 256 inside the model): a detector of a few MB, minutes on a CPU.
+# tools/bench_ov.py fills in the world's paths; by hand:
+#   python -c "from ovclip.synthetic import make_world; make_world('work_dirs/world')"
+_base_ = [
+    "../_base_/models/vild_r50_fpn.py",
+    "../_base_/default_runtime.py",
+]
+data_root = "work_dirs/world/"
+vocabulary = "synthetic-shapes"  # builtin: the world's 12 shapes, 8 base / 4 novel
+teacher = dict(_delete_=True, config="model_zoo/synthetic/teacher.json",
+               pretrained="model_zoo/synthetic/teacher.safetensors")
+model = dict(
+    teacher=teacher, vocabulary=vocabulary, templates="single", backbone="mobilenet_v3_small",
+    backbone_weights=None, backbone_norm="gn", fpn_channels=64, fpn_levels=3, anchor_sizes=(16, 32, 64, 128),
+    box_head_dim=256,
+    temperature=0.05,
+    distill=dict(source="online", num_regions=32, batch_size=128),
+    detector=dict(min_size=256, max_size=256, rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=150,
+                  rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100, rpn_batch_size_per_image=128,
+                  box_batch_size_per_image=128, box_detections_per_img=50, box_score_thresh=0.001))
+train_dataloader = dict(
+    batch_size=4, num_workers=0,
+    sampler=dict(type="InfiniteSampler", shuffle=True),
+    collate_fn=dict(type="ovd.detection_collate"),
+    dataset=dict(type="CocoDetection", ann_file=data_root + "train_base.json", img_dir=data_root + "train/images",
+                 vocabulary=vocabulary, train_classes="base", pipeline=[dict(type="RandomHorizontalFlip", p=0.5)]))
+test_dataloader = dict(
+    batch_size=4, num_workers=0, drop_last=False,
+    sampler=dict(type="DefaultSampler", shuffle=False),
+    collate_fn=dict(type="ovd.detection_collate"),
+    dataset=dict(type="CocoDetection", ann_file=data_root + "val.json", img_dir=data_root + "val/images",
+                 vocabulary=vocabulary))
+test_evaluator = dict(type="DetectionMetric", ann_file=data_root + "val.json", vocabulary=vocabulary,
+                      name="synthetic")
+train_cfg = dict(type="IterBasedTrainLoop", max_iters=500)
+test_cfg = dict(type="TestLoop")
+optim_wrapper = dict(type="OptimWrapper", optimizer=dict(type="AdamW", lr=1e-3, weight_decay=1e-4),
+                     clip_grad=dict(max_norm=10.0, norm_type=2))
+param_scheduler = [dict(type="LinearLR", start_factor=0.01, by_epoch=False, begin=0, end=50),
+                   dict(type="CosineAnnealingLR", by_epoch=False, begin=50, T_max=450, eta_min=1e-5)]
+default_hooks = dict(logger=dict(interval=50), checkpoint=dict(by_epoch=False, interval=500, max_keep_ckpts=1))
+log_processor = dict(by_epoch=False, window_size=50)

@@ -1,0 +1,139 @@
+"""The open-vocabulary transfer benchmark, detection rows: students trained on the synthetic world's
+base classes, evaluated on base and novel classes (AP50), against the teacher alone and an oracle."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from mmengine.runner import Runner
+from torchvision.ops import batched_nms
+
+from ovclip.io import read_image, to_unit_float
+from ovclip.regions import region_embeddings
+from ovclip.teacher import Teacher
+from ovclip.text import text_embeddings
+from ovclip.vocabulary import load_vocabulary
+
+from .data.coco import load_detection_annotations
+from .engine.runner import load_config
+from .evaluation.coco import DetectionEvaluator
+
+log = logging.getLogger(__name__)
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "vild" / "vild_mnv3_fpn_synthetic-cpu.py"
+
+# name, config options, which training annotations ("base" or "all").
+STUDENTS: list[tuple[str, dict[str, Any], str]] = [
+    ("ViLD-text", {"model.distill.source": "none", "model.inference_mode": "text"}, "base"),
+    ("ViLD", {"model.separate_heads": False, "model.inference_mode": "text"}, "base"),
+    ("ViLD-ensemble", {"model.inference_mode": "ensemble"}, "base"),
+    ("oracle (novel boxes too)", {"model.distill.source": "none", "model.inference_mode": "text"}, "all"),
+]
+
+
+@dataclass
+class BenchRow:
+    """One line of the benchmark table."""
+
+    task: str
+    name: str
+    novel: float
+    base: float
+    seconds: float
+    note: str = ""
+
+
+def world_options(world: dict[str, str], teacher_spec: dict, annotations: str) -> dict[str, Any]:
+    """Config overrides pointing the synthetic config at one generated world and teacher."""
+    train_ann = world["train_all"] if annotations == "all" else world["train_base"]
+    return {
+        "model.teacher": teacher_spec,
+        "train_dataloader.dataset.ann_file": train_ann, "train_dataloader.dataset.img_dir": world["train_images"],
+        "train_dataloader.dataset.train_classes": annotations,
+        "test_dataloader.dataset.ann_file": world["val"], "test_dataloader.dataset.img_dir": world["val_images"],
+        "test_evaluator.ann_file": world["val"],
+    }
+
+
+def train_student(name: str, options: dict[str, Any], work_dir: Path, iters: int, seed: int) -> tuple[Runner, dict]:
+    """Train one student for `iters` iterations and evaluate it on the world's val split."""
+    warmup = max(1, iters // 10)
+    cfg = load_config(CONFIG, {**options, "train_cfg.max_iters": iters, "randomness.seed": seed,
+                               "log_level": "WARNING", "experiment_name": f"{work_dir.name}-{seed}"},
+                      work_dir=str(work_dir))
+    cfg.param_scheduler = [dict(type="LinearLR", start_factor=0.01, by_epoch=False, begin=0, end=warmup),
+                           dict(type="CosineAnnealingLR", by_epoch=False, begin=warmup, T_max=iters - warmup,
+                                eta_min=cfg.optim_wrapper.optimizer.lr * 0.01)]
+    cfg.default_hooks.checkpoint.interval = iters
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    metrics = runner.test()
+    log.info("%s: %s", name, metrics)
+    return runner, metrics
+
+
+@torch.inference_mode()
+def teacher_on_proposals(proposals: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], teacher: Teacher,
+                         world: dict[str, str], top_k: int = 50, templates: str = "single") -> dict[str, float]:
+    """The teacher alone as the classifier: it embeds a student's top class-agnostic proposals of each
+    val image (crops at 1x and 1.5x) and scores them against the text embeddings of all classes."""
+    vocab = load_vocabulary(world["vocabulary"])
+    text = text_embeddings(teacher, vocab, templates)
+    scale = float(teacher.model.logit_scale.exp())
+    evaluator = DetectionEvaluator(world["val"], vocab, name="teacher")
+    records, _, _ = load_detection_annotations(world["val"], world["val_images"], vocab)
+    for rec in records:
+        image = read_image(rec.path)
+        boxes, _ = proposals(to_unit_float(image))
+        boxes = boxes[:top_k].cpu()
+        r = region_embeddings(teacher, image, boxes)
+        probs = F.softmax(scale * r.embeddings @ text.T, dim=-1)
+        idx, labels = torch.where(probs > 0.01)
+        b, s = r.boxes[idx], probs[idx, labels]
+        keep = batched_nms(b, s, labels, 0.5)[:100]
+        evaluator.process(rec.id, b[keep], s[keep], labels[keep])
+    return evaluator.evaluate()
+
+
+def run_detection_rows(world: dict[str, str], teacher: Teacher, teacher_spec: dict, work_dir: Path, iters: int,
+                       seed: int, progress: Optional[Callable[[BenchRow], None]] = None) -> list[BenchRow]:
+    """Train and evaluate every student, then the teacher on the ViLD-text student's proposals."""
+    rows, trained = [], {}
+    for name, options, train_annotations in STUDENTS:
+        t0 = time.perf_counter()
+        runner, m = train_student(name, {**world_options(world, teacher_spec, train_annotations), **options},
+                                  work_dir / name.split()[0], iters, seed)
+        trained[name] = runner.model
+        rows.append(BenchRow("detection", name, m["det/AP50_novel"], m["det/AP50_base"], time.perf_counter() - t0))
+        if progress:
+            progress(rows[-1])
+        if name == "ViLD-ensemble":  # the same model scored by its distilled image head alone
+            t0 = time.perf_counter()
+            runner.model.detector.roi_heads.inference_mode = "image"
+            m = runner.test()
+            runner.model.detector.roi_heads.inference_mode = "ensemble"
+            rows.append(BenchRow("detection", "ViLD-image (ensemble model's image head)", m["det/AP50_novel"],
+                                 m["det/AP50_base"], time.perf_counter() - t0, "evaluation only"))
+            if progress:
+                progress(rows[-1])
+    t0 = time.perf_counter()
+    student = trained["ViLD-text"]
+    m = teacher_on_proposals(lambda img: student.detector.proposals([img])[0], teacher, world)
+    rows.append(BenchRow("detection", "teacher on ViLD-text's proposals", m["AP50_novel"], m["AP50_base"],
+                         time.perf_counter() - t0))
+    if progress:
+        progress(rows[-1])
+    return rows
+
+
+def export_student(model: torch.nn.Module, path: "str | Path") -> int:
+    """Save a student's weights alone, in fp16 (a checkpoint of a few MB for the model zoo); returns bytes."""
+    from ovclip.io import atomic_torch_save
+    state = {k: (v.half() if v.is_floating_point() else v).cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_torch_save({"state_dict": state}, path)
+    return Path(path).stat().st_size
