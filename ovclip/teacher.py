@@ -115,7 +115,8 @@ def _read_json_config(path: Path) -> dict:
     return cfg
 
 
-def _model_from_config(cfg: dict, seed: int) -> torch.nn.Module:
+def model_from_config(cfg: dict, seed: int) -> torch.nn.Module:
+    """A randomly initialised (seeded) open_clip CLIP / CustomTextCLIP from a model config dict."""
     cfg = json.loads(json.dumps(cfg))  # deep copy: open_clip mutates nested dicts
     custom = cfg.pop("custom_text", False) or "hf_model_name" in cfg["text_cfg"]
     cfg.pop("preprocess_cfg", None)
@@ -220,7 +221,7 @@ def load_teacher(spec: "str | dict", device: "str | torch.device" = "cpu", preci
     if parts.get("config"):
         path = _resolve_config_path(parts["config"])
         cfg = _read_json_config(path)
-        model = _model_from_config(cfg, int(parts.get("seed", 0)))
+        model = model_from_config(cfg, int(parts.get("seed", 0)))
         if parts.get("pretrained"):
             _load_state(model, parts["pretrained"])
         pp = json.loads(path.read_text()).get("preprocess_cfg", {})

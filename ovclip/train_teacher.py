@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from .io import atomic_json_dump, atomic_write
 from .regions import region_embeddings
 from .synthetic import SHAPES, caption_sample, scene
-from .teacher import Teacher, _model_from_config, load_teacher
+from .teacher import Teacher, model_from_config, load_teacher
 from .text import text_embeddings
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def train_tiny_clip(out_dir: "str | Path", seed: int = 0, steps: int = 1200, bat
     cfg = teacher_config()
     size = cfg["vision_cfg"]["image_size"]
     torch.manual_seed(seed)
-    model = _model_from_config(cfg, seed)
+    model = model_from_config(cfg, seed)
     tokenizer = SimpleTokenizer(context_length=cfg["text_cfg"]["context_length"])
     images, captions, _ = caption_pool(pool_size, seed, size)
     tokens = tokenizer(captions)

@@ -95,3 +95,15 @@ def test_bench_quick_runs_end_to_end(tmp_path):
         assert f"| detection | {row}" in r.stdout
     saved = json.loads((tmp_path / "quick" / "results-s0.json").read_text())
     assert len(saved["rows"]) == 6 and all(0 <= row["novel"] <= 100 for row in saved["rows"])
+
+
+def test_shipped_teacher_and_student_work_out_of_the_box():
+    from ovclip.train_teacher import load_synthetic_teacher, zero_shot_accuracy
+    from ovd import Detector
+    teacher = load_synthetic_teacher(ROOT / "model_zoo" / "synthetic")
+    zs = zero_shot_accuracy(teacher, seed=99, n_images=40)
+    assert zs["accuracy"] > 80 and zs["novel"] > 70, zs  # 91% on 150 images when it was built
+    det = Detector.from_config(ROOT / "configs/vild/vild_mnv3_fpn_synthetic-cpu.py",
+                               ROOT / "model_zoo/synthetic/vild_mnv3_synthetic.pth")
+    out = det.predict(ROOT / "model_zoo/synthetic/demo.png", "diamond, triangle, hexagon, circle, star", score_thr=0.1)
+    assert len(out) >= 3 and out.names[0] == "diamond" and out.scores[0] > 0.3

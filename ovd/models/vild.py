@@ -296,7 +296,7 @@ def build_vild(text_embeddings: Tensor, backbone: str = "resnet50", trainable_la
 
     `backbone_norm`: 'frozen_bn' (torchvision's default, for pretrained backbones), or 'bn' / 'gn' to
     train a backbone from scratch. `box_head_dim`: width of the two-layer box head (1024 in the paper).
-    `anchor_sizes`: one anchor size per feature level (torchvision's defaults if not given).
+    `anchor_sizes`: one anchor size per feature level (torchvision's defaults for ResNets if not given).
     """
     if backbone_norm not in NORM_LAYERS:
         raise ValueError(f"backbone_norm must be one of {sorted(NORM_LAYERS)}, not '{backbone_norm}'")
@@ -308,10 +308,11 @@ def build_vild(text_embeddings: Tensor, backbone: str = "resnet50", trainable_la
             raise ValueError("torchvision's ResNet-FPN has 256 channels; fpn_channels applies to MobileNet backbones")
         body = resnet_fpn_backbone(backbone_name=backbone, weights=backbone_weights,
                                    trainable_layers=trainable_layers, **({"norm_layer": norm} if norm else {}))
-    levels = body.body.return_layers.values() if hasattr(body.body, "return_layers") else None
-    featmaps = sorted(levels) if levels else ["0", "1", "2", "3"]
+    featmaps = sorted(body.body.return_layers.values())
     if backbone.startswith("mobilenet") or anchor_sizes is not None:
-        sizes = tuple(anchor_sizes) if anchor_sizes is not None else (32, 64, 128)[: len(featmaps) + 1]
+        # One size per level and one for the max-pool level: 32, 64, ... unless given.
+        default = tuple(32 * 2 ** i for i in range(len(featmaps) + 1))
+        sizes = tuple(anchor_sizes) if anchor_sizes is not None else default
         if len(sizes) != len(featmaps) + 1:
             raise ValueError(f"anchor_sizes needs {len(featmaps) + 1} sizes (one per feature level), got {sizes}")
         kwargs.setdefault("rpn_anchor_generator",
