@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 
 from .io import atomic_json_dump, atomic_write
 from .regions import region_embeddings
-from .synthetic import SHAPES, caption_sample, scene
+from .synthetic import NOVEL_SHAPES, SHAPES, caption_sample, scene
 from .teacher import Teacher, model_from_config, load_teacher
 from .text import text_embeddings
 
@@ -118,7 +118,6 @@ def zero_shot_accuracy(teacher: Teacher, seed: int = 12345, n_images: int = 150,
                        templates: "str | Sequence[str]" = "single") -> dict[str, float]:
     """Accuracy of the teacher classifying crops (1x and 1.5x, as in ViLD) of the objects of held-out
     detection images over all classes; also split into base and novel classes."""
-    from .synthetic import NOVEL_SHAPES
     rng = np.random.default_rng(seed)
     text = text_embeddings(teacher, list(SHAPES), templates, cache_dir=False)
     correct: dict[str, list[bool]] = {"base": [], "novel": []}
