@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from mmengine.runner import Runner
 from torchvision.ops import batched_nms
 
-from ovclip.io import read_image, to_unit_float
+from ovclip.io import atomic_torch_save, read_image, to_unit_float
 from ovclip.regions import region_embeddings
 from ovclip.teacher import Teacher
 from ovclip.text import text_embeddings
@@ -133,7 +133,6 @@ def run_detection_rows(world: dict[str, str], teacher: Teacher, teacher_spec: di
 
 def export_student(model: torch.nn.Module, path: "str | Path") -> int:
     """Save a student's weights alone, in fp16 (a checkpoint of a few MB for the model zoo); returns bytes."""
-    from ovclip.io import atomic_torch_save
     state = {k: (v.half() if v.is_floating_point() else v).cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_torch_save({"state_dict": state}, path)
     return Path(path).stat().st_size

@@ -16,14 +16,22 @@ from torch import Tensor, nn
 from torchvision.models import mobilenet_v3_large, mobilenet_v3_small
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import BackboneWithFPN, resnet_fpn_backbone
+from torchvision.models.detection.backbone_utils import (
+    BackboneWithFPN,
+    resnet_fpn_backbone,
+)
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.roi_heads import (
+    RoIHeads,
+    maskrcnn_inference,
+    maskrcnn_loss,
+)
 from torchvision.models.detection.rpn import concat_box_prediction_layers
-from torchvision.models.detection.roi_heads import RoIHeads, maskrcnn_inference, maskrcnn_loss
+from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops import MultiScaleRoIAlign
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops import boxes as box_ops
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 ENSEMBLE_LAMBDA = 2.0 / 3.0
 
@@ -217,10 +225,9 @@ class ViLD(FasterRCNN):
 
     def _online_distill_targets(self, images, proposals, targets_t, original_sizes, image_sizes) -> None:
         """Give each target the teacher's embeddings of this step's top proposals (in resized pixels)."""
-        for img, props, t, (h0, w0), (h1, w1) in zip(images, proposals, targets_t, original_sizes, image_sizes):
+        for img, props, t, size0, size1 in zip(images, proposals, targets_t, original_sizes, image_sizes):
             boxes = props[: self.num_distill_regions].detach()
-            scale = torch.tensor([w1 / w0, h1 / h0, w1 / w0, h1 / h0], device=boxes.device)
-            embeddings, valid = self.region_teacher(img, boxes / scale)
+            embeddings, valid = self.region_teacher(img, resize_boxes(boxes, size1, size0))
             valid = valid.to(boxes.device)
             t["distill_boxes"] = boxes[valid]
             t["distill_embeddings"] = embeddings.to(boxes.device)[valid]
@@ -238,20 +245,16 @@ class ViLD(FasterRCNN):
         objectness, deltas = concat_box_prediction_layers(objectness, deltas)
         decoded = self.rpn.box_coder.decode(deltas, anchors).view(len(anchors), -1, 4)
         boxes, scores = self.rpn.filter_proposals(decoded, objectness, images_t.image_sizes, per_level)
-        out = []
-        for b, s, (h0, w0), (h1, w1) in zip(boxes, scores, original_sizes, images_t.image_sizes):
-            scale = torch.tensor([w0 / w1, h0 / h1, w0 / w1, h0 / h1], device=b.device)
-            out.append((b * scale, s))
-        return out
+        return [(resize_boxes(b, size1, size0), s)
+                for b, s, size0, size1 in zip(boxes, scores, original_sizes, images_t.image_sizes)]
 
     def forward(self, images, targets=None):  # noqa: D102 - torchvision's contract
         original_sizes = [tuple(img.shape[-2:]) for img in images]
         images_t, targets_t = self.transform(images, targets)
         if targets_t is not None:
-            for t, (h0, w0), (h1, w1) in zip(targets_t, original_sizes, images_t.image_sizes):
+            for t, size0, size1 in zip(targets_t, original_sizes, images_t.image_sizes):
                 if "distill_boxes" in t:
-                    scale = torch.tensor([w1 / w0, h1 / h0, w1 / w0, h1 / h0], device=t["distill_boxes"].device)
-                    t["distill_boxes"] = t["distill_boxes"] * scale
+                    t["distill_boxes"] = resize_boxes(t["distill_boxes"], size0, size1)
                 # torchvision counts label 0 as background: shift the vocabulary positions by one.
                 t["labels"] = t["labels"] + 1
         features = self.backbone(images_t.tensors)
