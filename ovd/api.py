@@ -6,14 +6,10 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
-from mmengine.registry import DefaultScope
 
+from ovclip.engine import build_model
 from ovclip.io import as_image_tensor
 from ovclip.vocabulary import Vocabulary, load_vocabulary
-
-from .engine.checkpoint import model_state_dict
-from .engine.runner import load_config
-from .registry import MODELS
 
 
 @dataclass
@@ -47,16 +43,9 @@ class Detector:
                     cfg_options: Optional[dict] = None) -> "Detector":
         """Build the config's model and load a checkpoint's weights (weights_only); no checkpoint gives
         an untrained detector."""
-        cfg = load_config(config, cfg_options)
-        with DefaultScope.overwrite_default_scope("ovd"):
-            model = MODELS.build(cfg.model)
-        if checkpoint is not None:
-            state = model_state_dict(checkpoint)
-            missing, unexpected = model.load_state_dict(state, strict=False)
-            if unexpected or missing:
-                raise RuntimeError(f"checkpoint {checkpoint} does not fit config {config}: "
-                                   f"missing {missing[:5]}, unexpected {unexpected[:5]}")
-        return cls(model, device)
+        import ovd.models  # noqa: F401 - registers the detectors
+
+        return cls(build_model(config, checkpoint, cfg_options), device)
 
     @property
     def vocabulary(self) -> Vocabulary:

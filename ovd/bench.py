@@ -20,7 +20,7 @@ from ovclip.text import text_embeddings
 from ovclip.vocabulary import load_vocabulary
 
 from .data.coco import load_detection_annotations
-from .engine.runner import load_config
+from ovclip.engine import load_config
 from .evaluation.coco import DetectionEvaluator
 
 log = logging.getLogger(__name__)

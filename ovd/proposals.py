@@ -13,7 +13,7 @@ from ovclip.io import ImageReadError, atomic_json_dump, read_image, to_unit_floa
 
 from .api import Detector
 from .data.coco import load_detection_annotations
-from .engine.runner import load_config
+from ovclip.engine import load_config
 
 log = logging.getLogger(__name__)
 

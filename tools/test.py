@@ -7,7 +7,7 @@ import sys
 
 from mmengine.config import DictAction
 
-from ovd.engine import test
+from ovclip.engine import test
 
 
 def main(argv=None) -> int:

@@ -8,7 +8,7 @@ import sys
 
 from mmengine.config import DictAction
 
-from ovd.engine import train
+from ovclip.engine import train
 
 
 def main(argv=None) -> int:

@@ -21,10 +21,11 @@ from torchvision import tv_tensors
 from ovclip.coco import AnnotationError, read_json, require_field, xywh_to_xyxy
 from ovclip.io import ImageReadError, read_image
 from ovclip.store import FeatureStore
+from ovclip.transforms import build_pipeline
 from ovclip.vocabulary import Vocabulary, VocabularyError, load_vocabulary, match_categories
 
 from ..registry import DATASETS, FUNCTIONS
-from .transforms import build_pipeline, drop_degenerate
+from .transforms import drop_degenerate
 
 log = logging.getLogger(__name__)
 

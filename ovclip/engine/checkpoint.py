@@ -17,9 +17,8 @@ import numpy as np
 import torch
 from mmengine.hooks import Hook
 from mmengine.logging import HistoryBuffer
+from mmengine.registry import HOOKS
 from mmengine.runner.checkpoint import CheckpointLoader
-
-from ..registry import HOOKS
 
 _BUFFER_TAG = "__history_buffer__"
 _ARRAY_TAG = "__ndarray__"
@@ -90,11 +89,12 @@ def model_state_dict(path: "str | os.PathLike") -> dict[str, torch.Tensor]:
 
 @CheckpointLoader.register_scheme(prefixes="", force=True)
 def load_from_local_weights_only(filename: str, map_location: Any) -> dict:
-    """mmengine's loader for local paths, made weights_only (registered when ovd.engine is imported)."""
+    """mmengine's loader for local paths, made weights_only (registered when ovclip.engine is imported)."""
     return load_checkpoint_file(filename, map_location)
 
 
-@HOOKS.register_module()
+# Registered in mmengine's root registry, so that configs of every scope (ovd, ovseg) find it.
+@HOOKS.register_module(force=True)
 class PlainCheckpointHook(Hook):
     """Saves checkpoints as tensors and plain data only, so that resume works with weights_only loading."""
 

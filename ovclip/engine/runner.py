@@ -9,10 +9,12 @@ from typing import Any, Optional, Sequence
 
 import torch
 from mmengine.config import Config
+from mmengine.registry import MODELS, DefaultScope
 from mmengine.runner import Runner
 
-from ovclip.io import atomic_json_dump
-from ovclip.precompute import ConfigError
+from ..io import atomic_json_dump
+from ..precompute import ConfigError
+from .checkpoint import model_state_dict
 
 # The top-level keys mmengine's Runner.from_cfg reads, plus mmengine's own config bookkeeping.
 RUNNER_KEYS = (
@@ -47,7 +49,9 @@ def load_config(config: "str | Path", cfg_options: Optional[dict] = None, work_d
         cfg.merge_from_dict(cfg_options)
     check_config_keys(cfg)
     cfg.work_dir = work_dir or cfg.get("work_dir") or str(Path("work_dirs") / path.stem)
-    cfg.setdefault("default_scope", "ovd")
+    if not cfg.get("default_scope"):
+        raise ConfigError(f"{path} sets no default_scope: inherit configs/_base_/default_runtime.py, or add "
+                          f"default_scope = 'ovd' (detection) or 'ovseg' (segmentation)")
     hooks = list(cfg.get("custom_hooks") or [])
     if not any(h.get("type") == SAFE_CHECKPOINT_HOOK for h in hooks):
         hooks.append(dict(type=SAFE_CHECKPOINT_HOOK))
@@ -129,3 +133,24 @@ def test(config: "str | Path", checkpoint: str, vocabulary: "str | Sequence[str]
                          Path(cfg.work_dir) / "metrics.json", indent=1)
         print(json.dumps(metrics, indent=1))
     return metrics
+
+
+def build_model(config: "str | Path", checkpoint: "str | Path | None" = None,
+                cfg_options: Optional[dict] = None) -> torch.nn.Module:
+    """The config's model (in the config's registry scope) with a checkpoint's weights, loaded weights_only;
+    no checkpoint gives the untrained model (or a zero-shot one, which has nothing to load)."""
+    cfg = load_config(config, cfg_options)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = MODELS.build(cfg.model)
+    if checkpoint is not None:
+        state = model_state_dict(checkpoint)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or missing:
+            raise RuntimeError(f"checkpoint {checkpoint} does not fit config {config}: "
+                               f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model
+
+
+def config_scope(config: "str | Path") -> str:
+    """The registry scope a config's model lives in: 'ovd' (detection) or 'ovseg' (segmentation)."""
+    return load_config(config).default_scope
