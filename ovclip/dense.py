@@ -133,10 +133,17 @@ def classify_dense(dense: DenseEmbeddings, text_embeddings: torch.Tensor, temper
         weight = torch.where(weight >= key_smoothing, weight, torch.zeros_like(weight))
         weight = weight / weight.sum(dim=0, keepdim=True).clamp_min(1e-6)
         logits = logits @ weight
-    if prompt_denoising is not None:
-        confidence = logits.softmax(dim=0).amax(dim=1)
-        absent = confidence < prompt_denoising
-        if bool(absent.all()):  # never remove every class: keep the most confident one
-            absent[confidence.argmax()] = False
-        logits[absent] = -math.inf
-    return logits.reshape(-1, h, w)
+    logits = logits.reshape(-1, h, w)
+    return denoise_prompts(logits, prompt_denoising) if prompt_denoising is not None else logits
+
+
+def denoise_prompts(logits: torch.Tensor, threshold: float) -> torch.Tensor:
+    """MaskCLIP's prompt denoising on (K, h, w) logits: classes whose softmax confidence stays below
+    `threshold` at every pixel are taken to be absent and get -inf logits (never all of them)."""
+    confidence = logits.softmax(dim=0).flatten(1).amax(dim=1)
+    absent = confidence < threshold
+    if bool(absent.all()):  # never remove every class: keep the most confident one
+        absent[confidence.argmax()] = False
+    out = logits.clone()
+    out[absent] = -math.inf
+    return out

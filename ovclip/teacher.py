@@ -77,6 +77,14 @@ class Teacher:
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 
+    def to(self, device: "torch.device | str") -> "Teacher":
+        """Move the model to `device` (in place) and return the teacher."""
+        device = torch.device(device)
+        if self.device != device:
+            self.model.to(device)
+            self.device = device
+        return self
+
     def normalize_pixels(self, images: torch.Tensor) -> torch.Tensor:
         """Map float images in [0, 1] of shape (N, 3, H, W) to the teacher's input statistics."""
         mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)

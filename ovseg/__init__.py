@@ -1,1 +1,1 @@
-"""ovseg: open-vocabulary segmentation (MaskCLIP, MaskCLIP+, mask proposals) built on ovclip."""
+"""Open-vocabulary semantic segmentation: data, models (MaskCLIP, MaskCLIP+, mask proposals), evaluation."""

@@ -1,6 +1,8 @@
 """Evaluate a checkpoint on the config's test set: prints the metrics table and writes metrics.json.
 
-    python tools/test.py CONFIG CHECKPOINT [--vocab "cat, dog" | ov-coco | FILE] [--out results.json]
+    python tools/test.py CONFIG [CHECKPOINT] [--vocab "cat, dog" | ov-coco | FILE] [--out results.json]
+
+Zero-shot models (MaskCLIP) need no checkpoint.
 """
 import argparse
 import sys
@@ -14,10 +16,11 @@ def main(argv=None) -> int:
     """Parse arguments and evaluate."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="config file (see configs/)")
-    p.add_argument("checkpoint", help="checkpoint file (.pth)")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint file (.pth); none for zero-shot models")
     p.add_argument("--vocab", help="evaluate with this vocabulary instead of the config's (names must be "
                                    "categories of the test annotations)")
-    p.add_argument("--out", help="also write the detections as a COCO results json here")
+    p.add_argument("--out", help="also write the detections as a COCO results json here (segmentation: the "
+                                 "predicted label PNGs into this folder)")
     p.add_argument("--work-dir", help="where metrics.json and logs go (default: work_dirs/CONFIG_NAME)")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, default={}, help="override config keys: key=value")
     p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")

@@ -102,16 +102,19 @@ def train(config: "str | Path", work_dir: Optional[str] = None, resume: "bool | 
     return runner
 
 
-def test(config: "str | Path", checkpoint: str, vocabulary: "str | Sequence[str] | None" = None,
+def test(config: "str | Path", checkpoint: Optional[str] = None, vocabulary: "str | Sequence[str] | None" = None,
          out: Optional[str] = None, work_dir: Optional[str] = None, cfg_options: Optional[dict] = None,
          launcher: str = "none") -> dict[str, Any]:
     """Evaluate a checkpoint on the config's test set, optionally with another vocabulary; writes
-    `metrics.json` to the work dir and, with `out`, the detections as COCO results json."""
+    `metrics.json` to the work dir and, with `out`, the detections as COCO results json (segmentation:
+    a folder of predicted label PNGs). Zero-shot models (no trainable weights) need no checkpoint."""
     cfg = load_config(config, cfg_options, work_dir)
     _set_launcher(cfg, launcher)
-    if not Path(checkpoint).is_file():
+    if checkpoint is not None and not Path(checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
     cfg.load_from = checkpoint
+    for key in ("train_dataloader", "train_cfg", "optim_wrapper", "param_scheduler"):  # testing trains nothing
+        cfg[key] = None
     evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
     for ev in evaluators:
         ev.setdefault("out_dir", cfg.work_dir)
@@ -124,6 +127,9 @@ def test(config: "str | Path", checkpoint: str, vocabulary: "str | Sequence[str]
         for ev in evaluators:
             ev["vocabulary"] = vocabulary
     runner = Runner.from_cfg(cfg)
+    if checkpoint is None and any(p.requires_grad for p in runner.model.parameters()):
+        _close_process_group()
+        raise ConfigError(f"the model of {config} has trainable weights: give the checkpoint to evaluate")
     try:
         metrics = runner.test()
     finally:

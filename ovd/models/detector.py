@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ovclip.io import to_unit_float
 from ovclip.regions import region_embeddings
-from ovclip.teacher import Teacher, load_teacher
+from ovclip.teacher import load_teacher
 from ovclip.text import text_embeddings
 from ovclip.vocabulary import Vocabulary, load_vocabulary
 
@@ -22,15 +22,6 @@ DISTILL_DEFAULTS = {"source": "store", "num_regions": 300, "scales": (1.0, 1.5),
 
 class DistillConfigError(ValueError):
     """The distillation settings do not fit the data."""
-
-
-def move_teacher(teacher: Teacher, device: "torch.device | str") -> Teacher:
-    """Put the teacher on `device` (in place) and return it."""
-    device = torch.device(device)
-    if teacher.device != device:
-        teacher.model.to(device)
-        teacher.device = device
-    return teacher
 
 
 @MODELS.register_module()
@@ -86,7 +77,7 @@ class ViLDDetector(BaseModel):
         return text_embeddings(self.teacher, vocabulary, self.templates)
 
     def _region_teacher(self, image: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
-        teacher = move_teacher(self.teacher, image.device)
+        teacher = self.teacher.to(image.device)
         r = region_embeddings(teacher, image, boxes, self.distill["scales"], self.distill["batch_size"])
         return r.embeddings, r.valid
 

@@ -1,0 +1,66 @@
+"""The Python API: `Segmenter.from_config(CONFIG, CHECKPOINT).predict(image, vocabulary)`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+
+from ovclip.engine import build_model
+from ovclip.io import as_image_tensor
+from ovclip.vocabulary import Vocabulary, load_vocabulary
+
+
+@dataclass
+class Segmentation:
+    """A per-pixel labelling of one image: vocabulary positions, their confidence, and the class names."""
+
+    labels: torch.Tensor  # (H, W) int64
+    scores: torch.Tensor  # (H, W) softmax probability of the chosen class
+    names: list[str]
+
+    def areas(self) -> dict[str, float]:
+        """Share of the image (0..1) covered by each class that appears, largest first."""
+        counts = torch.bincount(self.labels.flatten(), minlength=len(self.names)).tolist()
+        total = max(1, self.labels.numel())
+        found = {self.names[i]: c / total for i, c in enumerate(counts) if c}
+        return dict(sorted(found.items(), key=lambda kv: -kv[1]))
+
+
+class Segmenter:
+    """An open-vocabulary segmenter (MaskCLIP, MaskCLIP+ or another ovseg model) that labels any classes
+    named in text."""
+
+    def __init__(self, model: torch.nn.Module, device: str = "cpu"):
+        self.model = model.to(device).eval()
+        self.device = device
+
+    @classmethod
+    def from_config(cls, config: "str | Path", checkpoint: "str | Path | None" = None, device: str = "cpu",
+                    cfg_options: Optional[dict] = None) -> "Segmenter":
+        """Build the config's model and load a checkpoint's weights (weights_only); zero-shot models
+        (MaskCLIP) need none."""
+        import ovseg.models  # noqa: F401 - registers the segmenters
+
+        return cls(build_model(config, checkpoint, cfg_options), device)
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        """The classes segmented now."""
+        return self.model.vocabulary
+
+    def set_vocabulary(self, vocabulary: "str | Sequence[str] | Vocabulary") -> Vocabulary:
+        """Segment these classes from now on ('cat, dog|puppy', a builtin name, a file, a list)."""
+        return self.model.set_vocabulary(load_vocabulary(vocabulary))
+
+    @torch.inference_mode()
+    def predict(self, image: Any, vocabulary: "str | Sequence[str] | Vocabulary | None" = None) -> Segmentation:
+        """Label every pixel of one image (path, PIL image, array or tensor) with a vocabulary class."""
+        if vocabulary is not None:
+            self.set_vocabulary(vocabulary)
+        img = as_image_tensor(image).to(self.device)
+        logits = self.model([img], mode="tensor")[0].float()
+        probs = torch.nan_to_num(logits, neginf=-1e4).softmax(dim=0)
+        scores, labels = probs.max(dim=0)
+        return Segmentation(labels.cpu(), scores.cpu(), list(self.vocabulary.names))

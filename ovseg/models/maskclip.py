@@ -1,0 +1,98 @@
+"""MaskCLIP: the teacher's dense embeddings classified against the vocabulary's text embeddings (no training)."""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+from mmengine.model import BaseModel
+from torch import Tensor
+
+from ovclip.dense import classify_dense, dense_embeddings, denoise_prompts
+from ovclip.teacher import Teacher, load_teacher
+from ovclip.text import text_embeddings
+from ovclip.vocabulary import Vocabulary, load_vocabulary
+
+from ..registry import MODELS
+from .common import infer_logits, prediction_samples
+
+INFERENCE_KEYS = ("mode", "crop_size", "stride", "short_side")
+
+
+def check_inference(inference: Optional[dict]) -> dict:
+    """The inference settings with defaults: whole image at its own size."""
+    unknown = set(inference or {}) - set(INFERENCE_KEYS)
+    if unknown:
+        raise ValueError(f"unknown key(s) {sorted(unknown)} in model.inference; allowed: {list(INFERENCE_KEYS)}")
+    return {"mode": "whole", "crop_size": None, "stride": None, "short_side": None, **(inference or {})}
+
+
+class DenseTeacher:
+    """MaskCLIP's per-pixel logits of a teacher for one vocabulary (a plain object: never trained or saved)."""
+
+    def __init__(self, teacher: Teacher, vocabulary: Vocabulary, templates: str = "maskclip",
+                 key_smoothing: Optional[float] = None, prompt_denoising: Optional[float] = None,
+                 inference: Optional[dict] = None, temperature: Optional[float] = None):
+        self.teacher, self.templates = teacher, templates
+        self.key_smoothing, self.prompt_denoising = key_smoothing, prompt_denoising
+        self.inference = check_inference(inference)
+        # CLIP's own logit scale unless given: it sets how peaked the softmax is for prompt denoising.
+        self.temperature = temperature or float(teacher.model.logit_scale.exp())
+        self.set_vocabulary(vocabulary)
+
+    def set_vocabulary(self, vocabulary: Vocabulary) -> None:
+        """Classify into these classes from now on (one text-encoder pass, cached)."""
+        self.vocabulary = vocabulary
+        self.text = text_embeddings(self.teacher, vocabulary, self.templates)
+
+    def _window_logits(self, image: Tensor) -> Tensor:
+        dense = dense_embeddings(self.teacher, image, short_side=min(image.shape[-2:]))
+        return classify_dense(dense, self.text.to(dense.embeddings.device), self.temperature,
+                              key_smoothing=self.key_smoothing)
+
+    @torch.inference_mode()
+    def logits(self, image: Tensor) -> Tensor:
+        """(K, H, W) logits of one image (uint8 or [0, 1] float) at its own size; classes removed by prompt
+        denoising get -inf."""
+        self.teacher.to(image.device)
+        logits = infer_logits(self._window_logits, image, **self.inference).to(image.device)
+        return denoise_prompts(logits, self.prompt_denoising) if self.prompt_denoising is not None else logits
+
+
+@MODELS.register_module()
+class MaskCLIP(BaseModel):
+    """Zero-shot segmentation by the teacher alone. `key_smoothing` and `prompt_denoising` (thresholds, or
+    None to switch off) are MaskCLIP's two refinements; `inference` selects whole-image or sliding-window
+    inference (mode, crop_size, stride, short_side)."""
+
+    def __init__(self, teacher: "str | dict", vocabulary: "str | Sequence[str] | Vocabulary",
+                 templates: str = "maskclip", key_smoothing: Optional[float] = None,
+                 prompt_denoising: Optional[float] = None, inference: Optional[dict] = None,
+                 temperature: Optional[float] = None, teacher_precision: str = "fp32",
+                 data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None):
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.dense = DenseTeacher(load_teacher(teacher, precision=teacher_precision), load_vocabulary(vocabulary),
+                                  templates, key_smoothing, prompt_denoising, inference, temperature)
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        """The classes segmented now."""
+        return self.dense.vocabulary
+
+    def set_vocabulary(self, vocabulary: "str | Sequence[str] | Vocabulary") -> Vocabulary:
+        """Segment these classes from now on."""
+        vocab = load_vocabulary(vocabulary)
+        self.dense.set_vocabulary(vocab)
+        return vocab
+
+    def forward(self, inputs: Sequence[Tensor], data_samples: Optional[Sequence[dict]] = None,
+                mode: str = "predict") -> Any:
+        """mode 'predict' -> the samples with a (H, W) label map `pred`; 'tensor' -> (K, H, W) logits per image."""
+        if mode == "loss":
+            raise RuntimeError("MaskCLIP is zero-shot and has nothing to train: evaluate it with tools/test.py "
+                               "(no checkpoint needed), or train a MaskCLIP+ student on its pseudo-labels")
+        logits = [self.dense.logits(x) for x in inputs]
+        if mode == "tensor":
+            return logits
+        if mode != "predict":
+            raise ValueError(f"mode must be 'predict' or 'tensor', not '{mode}'")
+        return prediction_samples(data_samples, [lg.argmax(0) for lg in logits])

@@ -1,0 +1,156 @@
+"""MaskCLIP+: a DeepLabV3 student whose classifier is the vocabulary's text embeddings, trained on
+MaskCLIP's pixel pseudo-labels (and base-class ground truth), then on its own predictions."""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseModel
+from torch import Tensor
+from torchvision.models.segmentation import DeepLabV3
+from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+
+from ovclip.teacher import load_teacher
+from ovclip.text import text_embeddings
+from ovclip.vocabulary import Vocabulary, load_vocabulary
+
+from ..data import BACKGROUND, IGNORE
+from ..registry import MODELS
+from .common import TextClassifier, base_mask, build_backbone, infer_logits, normalize_batch, prediction_samples
+from .maskclip import DenseTeacher, check_inference
+
+PSEUDO_DEFAULTS = {"classes": "novel", "threshold": None, "key_smoothing": None, "prompt_denoising": None,
+                   "inference": None, "self_train_from": None}
+
+
+def training_targets(gt: Tensor, pseudo_logits: Optional[Tensor], base: Optional[Tensor], classes: str = "novel",
+                     threshold: Optional[float] = None) -> Tensor:
+    """(B, H, W) training labels: ground truth where it is a base class, pseudo-labels elsewhere.
+
+    Ground truth of a non-base class is never used, whatever the dataset passed in: unseen labels cannot
+    leak into training. Pseudo-labels are the argmax of `pseudo_logits` (B, K, H, W) over the novel
+    classes (`classes="novel"`, the zero-shot setting: base pixels are annotated, so an unannotated
+    pixel is taken to be novel) or over all classes (`"all"`, no annotations), kept where their softmax
+    confidence reaches `threshold` (if given). BACKGROUND pixels get neither. Without a split every
+    ground-truth class is base.
+    """
+    labelled = (gt != IGNORE) & (gt != BACKGROUND)
+    known = labelled.clone()
+    if base is not None:
+        known &= base.to(gt.device)[gt.clamp(0, len(base) - 1)]
+    target = torch.where(known, gt, torch.full_like(gt, IGNORE))
+    if pseudo_logits is None:
+        return target
+    if classes not in ("novel", "all"):
+        raise ValueError(f"pseudo_label.classes must be 'novel' or 'all', not '{classes}'")
+    logits = pseudo_logits.detach().float()
+    if classes == "novel":
+        if base is None or bool(base.all()):
+            raise ValueError("pseudo_label.classes='novel' needs a vocabulary with novel classes")
+        logits = logits.masked_fill(base.to(logits.device).view(1, -1, 1, 1), float("-inf"))
+    confidence, label = logits.softmax(dim=1).max(dim=1)
+    fill = ~known & (gt != BACKGROUND)
+    if threshold is not None:
+        fill &= confidence >= threshold
+    return torch.where(fill, label, target)
+
+
+@MODELS.register_module()
+class MaskCLIPPlus(BaseModel):
+    """A torchvision DeepLabV3 whose last layer projects to the teacher's embedding size, classified by
+    cosine with the text embeddings. Trained with cross-entropy on `training_targets`; the pseudo-labels
+    come from MaskCLIP (the teacher, kept outside the module tree) and, from iteration
+    `pseudo_label.self_train_from` on, from the student's own predictions (self-training).
+    `pseudo_label=None` trains on ground truth alone (the oracle, with every class's labels)."""
+
+    def __init__(self, teacher: "str | dict", vocabulary: "str | Sequence[str] | Vocabulary",
+                 templates: str = "maskclip", backbone: str = "resnet101", backbone_weights: Optional[str] = None,
+                 backbone_norm: str = "bn", output_stride: int = 8, temperature: float = 0.05,
+                 pseudo_label: Optional[dict] = None, inference: Optional[dict] = None,
+                 teacher_precision: str = "fp32", data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        unknown = set(pseudo_label or {}) - set(PSEUDO_DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown key(s) {sorted(unknown)} in model.pseudo_label; allowed: "
+                             f"{sorted(PSEUDO_DEFAULTS)}")
+        self.pseudo = None if pseudo_label is None else {**PSEUDO_DEFAULTS, **pseudo_label}
+        self.templates = templates
+        self.teacher = load_teacher(teacher, precision=teacher_precision)
+        self.vocabulary = load_vocabulary(vocabulary)
+        self.inference = check_inference(inference)
+        body, channels = build_backbone(backbone, backbone_weights, backbone_norm, output_stride)
+        self.student = DeepLabV3(body, DeepLabHead(channels, self.teacher.embed_dim))
+        self.classifier = TextClassifier(self._text(self.vocabulary), temperature)
+        self.pseudo_teacher = None
+        if self.pseudo is not None:
+            p = self.pseudo
+            split = self.vocabulary.split
+            if p["classes"] == "novel" and (split is None or "novel" not in split):
+                raise ValueError(f"pseudo_label.classes='novel' needs a vocabulary with novel classes; "
+                                 f"'{self.vocabulary.name}' has none (use classes='all' without annotations)")
+            self.pseudo_teacher = DenseTeacher(self.teacher, self.vocabulary, templates, p["key_smoothing"],
+                                               p["prompt_denoising"], p["inference"])
+        # Counts training steps, saved with the weights, so that self-training starts on time after a resume.
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+
+    def _text(self, vocabulary: Vocabulary) -> Tensor:
+        return text_embeddings(self.teacher, vocabulary, self.templates)
+
+    def set_vocabulary(self, vocabulary: "str | Sequence[str] | Vocabulary") -> Vocabulary:
+        """Segment these classes from now on: one text-encoder pass, no weight changes."""
+        vocab = load_vocabulary(vocabulary)
+        self.classifier.set_text(self._text(vocab))
+        if self.pseudo_teacher is not None:
+            self.pseudo_teacher.set_vocabulary(vocab)
+        self.vocabulary = vocab
+        return vocab
+
+    def embed(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) normalised images -> (B, D, h, w) per-pixel embeddings at the backbone's stride."""
+        return self.student.classifier(self.student.backbone(images)["out"])
+
+    def logits(self, image: Tensor) -> Tensor:
+        """(K, H, W) logits of one image at its own size (whole or sliding-window, as configured)."""
+        return infer_logits(lambda x: self.classifier(self.embed(normalize_batch([x])))[0], image,
+                            **self.inference)
+
+    def self_training(self) -> bool:
+        """Whether pseudo-labels now come from the student itself."""
+        start = None if self.pseudo is None else self.pseudo["self_train_from"]
+        return start is not None and int(self.steps) >= start
+
+    def loss(self, inputs: Sequence[Tensor], data_samples: Sequence[dict]) -> dict[str, Tensor]:
+        """Cross-entropy against `training_targets` at the input resolution."""
+        images = normalize_batch(inputs)
+        logits = F.interpolate(self.classifier(self.embed(images)), size=images.shape[-2:], mode="bilinear",
+                               align_corners=False)
+        gt = torch.stack([ds["gt"] for ds in data_samples]).to(logits.device)
+        pseudo = None
+        if self.pseudo is not None:
+            if self.self_training():
+                pseudo = logits.detach()
+            else:
+                pseudo = torch.stack([self.pseudo_teacher.logits(x) for x in inputs]).to(logits.device)
+        target = training_targets(gt, pseudo, base_mask(self.vocabulary),
+                                  self.pseudo["classes"] if self.pseudo else "novel",
+                                  self.pseudo["threshold"] if self.pseudo else None)
+        self.steps += 1
+        if not bool((target != IGNORE).any()):  # nothing labelled in this batch: a zero loss keeps DDP in step
+            return {"loss_seg": logits.sum() * 0.0}
+        return {"loss_seg": F.cross_entropy(logits, target, ignore_index=IGNORE)}
+
+    def forward(self, inputs: Sequence[Tensor], data_samples: Optional[Sequence[dict]] = None,
+                mode: str = "predict") -> Any:
+        """mode 'loss' -> {'loss_seg'}; 'predict' -> the samples with a label map `pred`; 'tensor' -> logits."""
+        if mode == "loss":
+            if data_samples is None:
+                raise ValueError("mode='loss' needs data_samples with 'gt' label maps")
+            return self.loss(inputs, data_samples)
+        logits = [self.logits(x) for x in inputs]
+        if mode == "tensor":
+            return logits
+        if mode != "predict":
+            raise ValueError(f"mode must be 'loss', 'predict' or 'tensor', not '{mode}'")
+        return prediction_samples(data_samples, [lg.argmax(0) for lg in logits])

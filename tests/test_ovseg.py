@@ -1,0 +1,300 @@
+"""ovseg: label data, mIoU, MaskCLIP, MaskCLIP+ (targets, training, self-training), tools, ADE20k sample."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ovclip.dense import DenseEmbeddings, classify_dense, denoise_prompts
+from ovclip.synthetic import make_world
+from ovclip.vocabulary import builtin_vocabulary, parse_vocabulary
+from ovseg.data import BACKGROUND, IGNORE, SegDataError, SegDataset
+from ovseg.evaluation import SegMetric, confusion_matrix, iou_metrics
+from ovseg.models import MaskCLIP, MaskCLIPPlus, training_targets
+from ovseg.models.common import infer_logits, windows
+
+from .conftest import shared_data
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(backbone="mobilenet_v3_small", backbone_norm="gn", output_stride=16, templates="single")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_world(tmp_path_factory.mktemp("segworld"), seed=3, n_train=8, n_val=4, size=64)
+
+
+def seg_dataset(world, split="train", **kw):
+    return SegDataset(world[f"{split}_images"], world[f"{split}_labels"], "synthetic-shapes", img_suffix=".png",
+                      zero_is_background=True, **kw)
+
+
+# ---- mIoU ----
+
+def test_miou_perfect_and_known_partial_values():
+    gt = torch.tensor([[0, 0, 1, 1]])
+    assert iou_metrics(confusion_matrix(gt, gt, 3))["mIoU"] == pytest.approx(100.0)
+    pred = torch.tensor([[0, 1, 1, 1]])
+    m = iou_metrics(confusion_matrix(pred, gt, 3))
+    # class 0: 1 / 2; class 1: 2 / 3; class 2 is in neither and does not count.
+    assert m["mIoU"] == pytest.approx(100 * (1 / 2 + 2 / 3) / 2)
+    assert m["aAcc"] == pytest.approx(75.0)
+    assert m["mAcc"] == pytest.approx(100 * (1 / 2 + 1) / 2)
+    # A class predicted but absent from the ground truth counts with IoU 0.
+    m = iou_metrics(confusion_matrix(torch.tensor([[0, 2]]), torch.tensor([[0, 0]]), 3))
+    assert m["mIoU"] == pytest.approx(100 * (1 / 2 + 0) / 2)
+
+
+def test_miou_base_novel_split_and_ignored_pixels():
+    vocab = parse_vocabulary("a, b, c")
+    vocab = type(vocab)(vocab.synonyms, split=("base", "base", "novel"))
+    gt = torch.tensor([[0, 1, 2, 2, IGNORE, BACKGROUND]])
+    pred = torch.tensor([[0, 1, 2, 0, 1, 2]])
+    conf = confusion_matrix(pred, gt, 3)
+    assert int(conf.sum()) == 4  # ignored and background pixels are left out
+    m = iou_metrics(conf, vocab)
+    assert m["mIoU_novel"] == pytest.approx(50.0)
+    assert m["mIoU_base"] == pytest.approx(100 * (1 / 2 + 1) / 2)
+    assert m["per_class"] == {"a": 50.0, "b": 100.0, "c": 50.0}
+    with pytest.raises(ValueError, match="differ in size"):
+        confusion_matrix(pred[:, :3], gt, 3)
+
+
+def test_seg_metric_sums_images_and_writes_per_class(tmp_path):
+    metric = SegMetric("synthetic-shapes", out_dir=str(tmp_path), results_file=str(tmp_path / "pred"))
+    gt = torch.full((4, 4), 3)
+    metric.process(None, [{"pred": gt.clone(), "gt": gt, "img_path": "x/a.png"},
+                          {"pred": torch.zeros(4, 4, dtype=torch.long), "gt": gt, "img_path": "x/b.png"}])
+    m = metric.compute_metrics(metric.results)
+    assert m["mIoU"] == pytest.approx(100 * (0.5 + 0) / 2)  # star: 16 / 32; circle predicted, absent: 0
+    assert m["mIoU_novel"] == pytest.approx(50.0) and m["mIoU_base"] == pytest.approx(0.0)
+    assert json.loads((tmp_path / "seg_per_class.json").read_text())["iou_per_class"]["star"] == 50.0
+    assert np.asarray(Image.open(tmp_path / "pred" / "a.png")).max() == 3
+
+
+# ---- data ----
+
+def test_synthetic_labels_load_and_base_training_drops_novel(world):
+    full, base = seg_dataset(world, "train"), seg_dataset(world, "train", train_classes="base")
+    vocab = builtin_vocabulary("synthetic-shapes")
+    novel = set(vocab.novel)
+    seen_novel = False
+    for i in range(len(full)):
+        raw = np.asarray(Image.open(full.samples[i][1])).astype(np.int64)
+        gt = full[i]["data_samples"]["gt"].numpy()
+        assert ((raw == 0) == (gt == BACKGROUND)).all()
+        assert (gt[raw > 0] == raw[raw > 0] - 1).all()
+        gb = base[i]["data_samples"]["gt"].numpy()
+        seen_novel |= bool(np.isin(gt, list(novel)).any())
+        assert not np.isin(gb, list(novel)).any()  # unseen labels never reach training
+        assert (gb[np.isin(gt, vocab.base)] == gt[np.isin(gt, vocab.base)]).all()
+    assert seen_novel
+
+
+def test_pipeline_keeps_labels_in_step_and_pads_with_ignore(world):
+    ds = seg_dataset(world, pipeline=[dict(type="RandomHorizontalFlip", p=1.0),
+                                      dict(type="Pad", padding=[0, 0, 8, 0])])
+    plain = seg_dataset(world)[0]
+    s = ds[0]
+    assert torch.equal(s["inputs"][:, :, :64], plain["inputs"].flip(-1))
+    assert torch.equal(s["data_samples"]["gt"][:, :64], plain["data_samples"]["gt"].flip(-1))
+    assert (s["data_samples"]["gt"][:, 64:] == IGNORE).all()
+
+
+def _label_folder(tmp_path, label: np.ndarray, image_size=(20, 30), mode="L"):
+    (tmp_path / "img").mkdir(parents=True)
+    (tmp_path / "ann").mkdir()
+    Image.fromarray(np.zeros((*image_size, 3), np.uint8)).save(tmp_path / "img" / "a.png")
+    Image.fromarray(label).convert(mode).save(tmp_path / "ann" / "a.png")
+    return SegDataset(tmp_path / "img", tmp_path / "ann", "cat, dog", img_suffix=".png")
+
+
+def test_bad_label_files_get_clear_errors(tmp_path):
+    ds = _label_folder(tmp_path / "size", np.zeros((10, 30), np.uint8))
+    with pytest.raises(SegDataError, match=r"a\.png is 30x10 but its image .*a\.png is 30x20"):
+        ds[0]
+    ds = _label_folder(tmp_path / "range", np.full((20, 30), 7, np.uint8))
+    with pytest.raises(SegDataError, match=r"label values \[7\] outside the 2 classes"):
+        ds[0]
+    ds = _label_folder(tmp_path / "rgb", np.zeros((20, 30), np.uint8), mode="RGB")
+    with pytest.raises(SegDataError, match="one channel"):
+        ds[0]
+    (tmp_path / "missing" / "img").mkdir(parents=True)
+    (tmp_path / "missing" / "ann").mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "missing" / "img" / "b.png")
+    with pytest.raises(SegDataError, match=r"missing, e\.g\. .*b\.png"):
+        SegDataset(tmp_path / "missing" / "img", tmp_path / "missing" / "ann", "cat", img_suffix=".png")
+    with pytest.raises(SegDataError, match="img_dir is not a folder"):
+        SegDataset(tmp_path / "nowhere", tmp_path / "missing" / "ann", "cat")
+
+
+def test_ade20k_sample_loads_and_evaluates(tiny_rn):
+    root = Path(shared_data("ade20k_sample"))
+    ds = SegDataset(root / "images", root / "annotations", "ade20k-150", reduce_zero_label=True)
+    assert len(ds) == 3
+    model = MaskCLIP("tiny-rn", "ade20k-150", templates="single", inference=dict(mode="whole", short_side=64))
+    metric = SegMetric("ade20k-150")
+    for i in range(len(ds)):
+        s = ds[i]
+        gt = s["data_samples"]["gt"]
+        raw = np.asarray(Image.open(ds.samples[i][1]))
+        assert gt.shape == s["inputs"].shape[-2:] == raw.shape
+        assert ((raw == 0) == (gt.numpy() == IGNORE)).all() and int(gt[gt != IGNORE].max()) < 150
+        metric.process(None, model([s["inputs"]], [s["data_samples"]], mode="predict"))
+    m = metric.compute_metrics(metric.results)
+    assert 0 <= m["mIoU"] <= 100 and 0 <= m["aAcc"] <= 100
+
+
+# ---- MaskCLIP ----
+
+def test_prompt_denoising_removes_a_class_absent_from_the_image():
+    text = torch.nn.functional.normalize(torch.eye(3, 8), dim=-1)
+    emb = torch.zeros(8, 4, 4)
+    emb[:, :, :2] = text[0, :, None, None]
+    emb[:, :, 2:] = text[1, :, None, None]
+    dense = DenseEmbeddings(emb, torch.randn(6, 4, 4), (4, 4))
+    plain = classify_dense(dense, text, temperature=10.0)
+    assert torch.isfinite(plain).all()
+    denoised = classify_dense(dense, text, temperature=10.0, prompt_denoising=0.5)
+    assert torch.isinf(denoised[2]).all() and torch.isfinite(denoised[:2]).all()
+    assert set(denoised.argmax(0).unique().tolist()) == {0, 1}
+    # never every class: the most confident survives
+    assert torch.isfinite(denoise_prompts(torch.zeros(3, 2, 2), 0.9)).flatten(1).all(1).sum() == 1
+
+
+def test_maskclip_map_shape_and_sliding_windows(tiny_rn):
+    img = torch.randint(0, 256, (3, 50, 70), dtype=torch.uint8)
+    whole = MaskCLIP("tiny-rn", "cat, dog, car", templates="single", prompt_denoising=0.4)
+    logits = whole([img], mode="tensor")[0]
+    assert logits.shape == (3, 50, 70)
+    removed = [k for k in range(3) if torch.isinf(logits[k]).all()]
+    pred = whole([img], [{"gt": torch.zeros(50, 70)}], mode="predict")[0]["pred"]
+    assert pred.shape == (50, 70) and not set(pred.unique().tolist()) & set(removed)
+    slide = MaskCLIP("tiny-rn", "cat, dog, car", templates="single",
+                     inference=dict(mode="slide", crop_size=32, stride=16, short_side=64))
+    assert slide([img], mode="tensor")[0].shape == (3, 50, 70)
+    assert windows(64, 89, 32, 16)[-1] == (32, 57, 64, 89)
+    with pytest.raises(RuntimeError, match="nothing to train"):
+        whole([img], [{}], mode="loss")
+    with pytest.raises(ValueError, match="unknown key"):
+        MaskCLIP("tiny-rn", "cat", inference=dict(mode="whole", crop=3))
+
+
+def test_infer_logits_slide_averages_windows():
+    img = torch.rand(3, 40, 40)
+    fn = lambda x: x.mean(0, keepdim=True).repeat(2, 1, 1)  # noqa: E731 - a per-pixel model
+    whole = infer_logits(fn, img)
+    slide = infer_logits(fn, img, mode="slide", crop_size=16, stride=8)
+    assert torch.allclose(whole, slide, atol=1e-6)
+
+
+# ---- MaskCLIP+ ----
+
+def test_training_targets_never_leak_unseen_ground_truth():
+    base = torch.tensor([True, True, False, False])  # classes 2 and 3 are novel
+    gt = torch.tensor([[[0, 1, 3, 3, IGNORE, BACKGROUND]]])
+    pseudo = torch.zeros(1, 4, 1, 6)
+    pseudo[:, 2] = 5.0  # the teacher says novel class 2 everywhere; ground truth says novel class 3
+    t = training_targets(gt, pseudo, base, "novel")
+    assert t.tolist() == [[[0, 1, 2, 2, 2, IGNORE]]]
+    assert not (t == 3).any()
+    # without pseudo-labels, novel ground truth is dropped, not kept
+    assert training_targets(gt, None, base).tolist() == [[[0, 1, IGNORE, IGNORE, IGNORE, IGNORE]]]
+    # pseudo-labels over all classes, kept only where confident
+    pseudo[:, 0, :, 4] = 5.0
+    t = training_targets(gt, pseudo, base, "all", threshold=0.9)
+    assert t[0, 0, 4] == IGNORE and t[0, 0, 2] == 2
+
+
+def _batch(world, n=4):
+    ds = seg_dataset(world, train_classes="base")
+    samples = [ds[i] for i in range(n)]
+    return [s["inputs"] for s in samples], [s["data_samples"] for s in samples]
+
+
+def test_maskclip_plus_training_lowers_the_loss_and_switches_to_self_training(world, monkeypatch):
+    torch.manual_seed(0)
+    model = MaskCLIPPlus("tiny-rn", "synthetic-shapes", pseudo_label=dict(self_train_from=12), **TINY)
+    inputs, samples = _batch(world)
+    calls = []
+    original = model.pseudo_teacher.logits
+    monkeypatch.setattr(model.pseudo_teacher, "logits", lambda x: calls.append(1) or original(x))
+    opt = torch.optim.AdamW(model.parameters(), 2e-3)
+    losses = []
+    for _ in range(12):
+        loss = model(inputs, samples, mode="loss")["loss_seg"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
+    assert len(calls) == 12 * len(inputs) and int(model.steps) == 12
+    assert model.self_training()
+    model(inputs, samples, mode="loss")
+    assert len(calls) == 12 * len(inputs)  # the teacher is no longer asked
+    assert "steps" in model.state_dict() and not any(k.startswith("teacher") for k in model.state_dict())
+    model.eval()
+    out = model(inputs[:1], samples[:1], mode="predict")[0]
+    assert out["pred"].shape == samples[0]["gt"].shape
+    model.set_vocabulary("star, circle")
+    assert int(model(inputs[:1], mode="predict")[0]["pred"].max()) <= 1
+
+
+def test_maskclip_plus_bad_settings():
+    with pytest.raises(ValueError, match="unknown key"):
+        MaskCLIPPlus("tiny-rn", "synthetic-shapes", pseudo_label=dict(clases="novel"), **TINY)
+    with pytest.raises(ValueError, match="output stride 16"):
+        MaskCLIPPlus("tiny-rn", "synthetic-shapes", backbone="mobilenet_v3_small", output_stride=8)
+    with pytest.raises(ValueError, match="needs a vocabulary with novel classes"):
+        MaskCLIPPlus("tiny-rn", "cat, dog", pseudo_label=dict(), **TINY)
+
+
+# ---- tools ----
+
+def _run(*args, cwd=ROOT):
+    r = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r.stdout
+
+
+def _world_options(world):
+    return ["train_dataloader.dataset.img_dir=" + world["train_images"],
+            "train_dataloader.dataset.ann_dir=" + world["train_labels"],
+            "test_dataloader.dataset.img_dir=" + world["val_images"],
+            "test_dataloader.dataset.ann_dir=" + world["val_labels"]]
+
+
+def test_tools_train_test_demo_for_segmentation(world, tmp_path):
+    cfg = "configs/maskclip_plus/maskclip-plus_mnv3_synthetic-cpu.py"
+    opts = ["--cfg-options", *_world_options(world), "train_cfg.max_iters=3", "train_dataloader.batch_size=2",
+            "default_hooks.checkpoint.interval=3", "param_scheduler=[]", "model.pseudo_label.self_train_from=2"]
+    _run("tools/train.py", cfg, "--work-dir", str(tmp_path / "plus"), *opts)
+    ckpt = tmp_path / "plus" / "iter_3.pth"
+    assert ckpt.is_file()
+    _run("tools/test.py", cfg, str(ckpt), "--work-dir", str(tmp_path / "plus"), "--out", str(tmp_path / "pred"), *opts)
+    metrics = json.loads((tmp_path / "plus" / "metrics.json").read_text())["metrics"]
+    assert {"seg/mIoU", "seg/mIoU_base", "seg/mIoU_novel", "seg/aAcc"} <= set(metrics)
+    assert len(list((tmp_path / "pred").glob("*.png"))) == 4
+    # MaskCLIP needs no checkpoint
+    _run("tools/test.py", "configs/maskclip/maskclip_synthetic-cpu.py", "--work-dir", str(tmp_path / "mc"),
+         "--cfg-options", *_world_options(world)[2:])
+    assert "seg/mIoU_novel" in json.loads((tmp_path / "mc" / "metrics.json").read_text())["metrics"]
+    image = Path(world["val_images"]) / "val_00000.png"
+    out = _run("tools/demo.py", cfg, str(ckpt), str(image), "--vocab", "star, circle, heart", "--out-dir",
+               str(tmp_path / "demo"))
+    assert "val_00000.png" in out
+    record = json.loads((tmp_path / "demo" / "val_00000.json").read_text())
+    assert record["vocabulary"] == ["star", "circle", "heart"] and abs(sum(record["areas"].values()) - 1) < 1e-3
+    assert Image.open(tmp_path / "demo" / "val_00000_seg.png").width > 64
+    assert np.asarray(Image.open(tmp_path / "demo" / "val_00000_labels.png")).max() <= 2
+
+
+def test_test_tool_wants_a_checkpoint_for_trained_models(world, tmp_path):
+    r = subprocess.run([sys.executable, "tools/test.py", "configs/maskclip_plus/maskclip-plus_mnv3_synthetic-cpu.py",
+                        "--work-dir", str(tmp_path), "--cfg-options", *_world_options(world)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "give the checkpoint" in r.stderr
