@@ -76,3 +76,20 @@ def as_image_tensor(image: Any) -> torch.Tensor:
 def to_unit_float(image: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] or float [0, 1] image -> float32 in [0, 1]."""
     return image.float().div_(255.0) if image.dtype == torch.uint8 else image.float()
+
+
+def for_each_image(paths: "list[str] | tuple[str, ...]", handle: Callable[[str, torch.Tensor], str],
+                   out_dir: "str | Path") -> list[str]:
+    """Read each image and call `handle(path, image)`, printing the line it returns; an unreadable image
+    is reported and skipped, the others still run. Prints a json summary; returns the unreadable paths."""
+    failed = []
+    for path in paths:
+        try:
+            image = read_image(path)
+        except ImageReadError as e:
+            print(f"error: {e}")
+            failed.append(str(path))
+            continue
+        print(handle(str(path), image))
+    print(json.dumps({"images": len(paths), "failed": len(failed), "out_dir": str(out_dir)}))
+    return failed

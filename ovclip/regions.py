@@ -80,3 +80,39 @@ def region_embeddings(teacher: Teacher, image: Any, boxes: "torch.Tensor | Seque
         emb = F.normalize(teacher.encode_images(teacher.normalize_pixels(crops)), dim=-1).cpu()
         out.index_add_(0, torch.tensor([i for i, _ in chunk], dtype=torch.long), emb)
     return RegionEmbeddings(clipped, F.normalize(out, dim=-1), valid)
+
+
+def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) bool masks -> (N, 4) xyxy boxes around them (zeros for empty masks)."""
+    n = masks.shape[0]
+    boxes = torch.zeros(n, 4)
+    for i in range(n):
+        ys, xs = torch.where(masks[i])
+        if len(xs):
+            boxes[i] = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
+    return boxes
+
+
+@torch.no_grad()  # not inference_mode: the results serve as training targets, which autograd must be able to save
+def mask_embeddings(teacher: Teacher, image: Any, masks: torch.Tensor, scale: float = 1.0,
+                    batch_size: int = 64) -> RegionEmbeddings:
+    """Embed the masked regions of one image (ZSSeg / OVSeg): the box around each mask is cropped
+    (enlarged `scale` times) with the pixels outside the mask set to the teacher's mean colour, which
+    is zero after its normalisation. Empty masks get a zero row and `valid=False`."""
+    img = to_unit_float(as_image_tensor(image)).to(teacher.device)
+    masks = torch.as_tensor(masks).bool().to(img.device)
+    if masks.ndim != 3 or masks.shape[-2:] != img.shape[-2:]:
+        raise ValueError(f"masks must be (N, {img.shape[-2]}, {img.shape[-1]}), got {tuple(masks.shape)}")
+    height, width = img.shape[-2:]
+    boxes = mask_boxes(masks.cpu())
+    valid = masks.flatten(1).any(dim=1).cpu()
+    out = torch.zeros(len(masks), teacher.embed_dim)
+    mean = torch.tensor(teacher.mean, dtype=img.dtype, device=img.device).view(3, 1, 1)
+    idx = valid.nonzero().flatten().tolist()
+    size = teacher.image_size
+    for start in range(0, len(idx), batch_size):
+        chunk = idx[start:start + batch_size]
+        windows = crop_windows(boxes[chunk], scale, width, height)
+        crops = torch.stack([resize_crop(torch.where(masks[i], img, mean), w, size) for i, w in zip(chunk, windows)])
+        out[chunk] = F.normalize(teacher.encode_images(teacher.normalize_pixels(crops)), dim=-1).cpu()
+    return RegionEmbeddings(boxes, out, valid)

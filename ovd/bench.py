@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -13,6 +12,7 @@ import torch.nn.functional as F
 from mmengine.runner import Runner
 from torchvision.ops import batched_nms
 
+from ovclip.bench import BenchRow, train_and_test
 from ovclip.io import atomic_torch_save, read_image, to_unit_float
 from ovclip.regions import region_embeddings
 from ovclip.teacher import Teacher
@@ -20,7 +20,6 @@ from ovclip.text import text_embeddings
 from ovclip.vocabulary import load_vocabulary
 
 from .data.coco import load_detection_annotations
-from ovclip.engine import load_config
 from .evaluation.coco import DetectionEvaluator
 
 log = logging.getLogger(__name__)
@@ -36,18 +35,6 @@ STUDENTS: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
-@dataclass
-class BenchRow:
-    """One line of the benchmark table."""
-
-    task: str
-    name: str
-    novel: float
-    base: float
-    seconds: float
-    note: str = ""
-
-
 def world_options(world: dict[str, str], teacher_spec: dict, annotations: str) -> dict[str, Any]:
     """Config overrides pointing the synthetic config at one generated world and teacher."""
     train_ann = world["train_all"] if annotations == "all" else world["train_base"]
@@ -61,20 +48,8 @@ def world_options(world: dict[str, str], teacher_spec: dict, annotations: str) -
 
 
 def train_student(name: str, options: dict[str, Any], work_dir: Path, iters: int, seed: int) -> tuple[Runner, dict]:
-    """Train one student for `iters` iterations and evaluate it on the world's val split."""
-    warmup = max(1, iters // 10)
-    cfg = load_config(CONFIG, {**options, "train_cfg.max_iters": iters, "randomness.seed": seed,
-                               "log_level": "WARNING", "experiment_name": f"{work_dir.name}-{seed}"},
-                      work_dir=str(work_dir))
-    cfg.param_scheduler = [dict(type="LinearLR", start_factor=0.01, by_epoch=False, begin=0, end=warmup),
-                           dict(type="CosineAnnealingLR", by_epoch=False, begin=warmup, T_max=iters - warmup,
-                                eta_min=cfg.optim_wrapper.optimizer.lr * 0.01)]
-    cfg.default_hooks.checkpoint.interval = iters
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    metrics = runner.test()
-    log.info("%s: %s", name, metrics)
-    return runner, metrics
+    """Train one detection student of the synthetic config and evaluate it on the world's val split."""
+    return train_and_test(CONFIG, options, work_dir, iters, seed)
 
 
 @torch.inference_mode()

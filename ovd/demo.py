@@ -1,8 +1,6 @@
 """The demo behind tools/demo.py: detections drawn on each image, plus a json per image."""
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -10,11 +8,10 @@ import torch
 from PIL import Image
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-from ovclip.io import ImageReadError, atomic_json_dump, atomic_write, read_image
+from ovclip.io import atomic_json_dump, atomic_write, for_each_image
 
 from .api import Detections, Detector
 
-log = logging.getLogger(__name__)
 
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
            "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075"]
@@ -40,24 +37,15 @@ def run_demo(config: str, checkpoint: Optional[str], images: Sequence[str], voca
     vocab = detector.set_vocabulary(vocabulary)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    failed = []
-    for path in images:
-        try:
-            image = read_image(path)
-        except ImageReadError as e:
-            log.error("%s", e)
-            print(f"error: {e}")
-            failed.append(str(path))
-            continue
+
+    def handle(path: str, image: torch.Tensor) -> str:
         det = detector.predict(image, score_thr=score_thr)
         stem = Path(path).stem
         drawn = draw_detections(image, det)
         atomic_write(out / f"{stem}_det.png",
                      lambda tmp: Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(tmp, format="PNG"))
-        record = {"image": str(path), "vocabulary": vocab.names, "score_thr": score_thr,
-                  "detections": det.to_list()}
+        record = {"image": path, "vocabulary": vocab.names, "score_thr": score_thr, "detections": det.to_list()}
         atomic_json_dump(record, out / f"{stem}.json", indent=1)
         found = ", ".join(f"{d['name']} {d['score']:.2f}" for d in record["detections"]) or "nothing"
-        print(f"{path}: {found} -> {out / (stem + '_det.png')}")
-    print(json.dumps({"images": len(images), "failed": len(failed), "out_dir": str(out)}))
-    return failed
+        return f"{path}: {found} -> {out / (stem + '_det.png')}"
+    return for_each_image(list(images), handle, out)

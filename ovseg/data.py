@@ -90,7 +90,8 @@ class SegDataset(Dataset):
 
     def __init__(self, img_dir: str, ann_dir: str, classes: "Vocabulary | str | Sequence[str]",
                  vocabulary: "Vocabulary | str | Sequence[str] | None" = None, reduce_zero_label: bool = True,
-                 zero_is_background: bool = False, train_classes: str = "all", img_suffix: str = ".jpg", seg_suffix: str = ".png",
+                 zero_is_background: bool = False, train_classes: str = "all", img_suffix: str = ".jpg",
+                 seg_suffix: str = ".png",
                  pipeline: Optional[Sequence[Mapping]] = None, on_bad_image: str = "error",
                  max_images: Optional[int] = None):
         if on_bad_image not in ("skip", "error"):

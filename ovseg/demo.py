@@ -1,20 +1,17 @@
 """The segmentation demo behind tools/demo.py: a coloured overlay with a legend, a label PNG and a json per image."""
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 from PIL import Image, ImageDraw
 
-from ovclip.io import ImageReadError, atomic_json_dump, atomic_write, read_image
+from ovclip.io import atomic_json_dump, atomic_write, for_each_image
 
 from .api import Segmentation, Segmenter
 from .evaluation import save_label_png
 
-log = logging.getLogger(__name__)
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (67, 99, 216), (245, 130, 49), (145, 30, 180), (66, 212, 244),
            (240, 50, 230), (191, 239, 69), (250, 190, 212), (70, 153, 144), (220, 190, 255), (154, 99, 36),
@@ -55,24 +52,16 @@ def run_segmentation_demo(config: str, checkpoint: Optional[str], images: Sequen
     vocab = segmenter.set_vocabulary(vocabulary)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    failed = []
-    for path in images:
-        try:
-            image = read_image(path)
-        except ImageReadError as e:
-            log.error("%s", e)
-            print(f"error: {e}")
-            failed.append(str(path))
-            continue
+
+    def handle(path: str, image: torch.Tensor) -> str:
         seg = segmenter.predict(image)
         stem = Path(path).stem
         drawn = draw_segmentation(image, seg)
         atomic_write(out / f"{stem}_seg.png", lambda tmp: drawn.save(tmp, format="PNG"))
         save_label_png(seg.labels, out / f"{stem}_labels.png")
         areas = seg.areas()
-        atomic_json_dump({"image": str(path), "vocabulary": vocab.names,
+        atomic_json_dump({"image": path, "vocabulary": vocab.names,
                           "areas": {k: round(v, 4) for k, v in areas.items()}}, out / f"{stem}.json", indent=1)
         found = ", ".join(f"{k} {100 * v:.0f}%" for k, v in areas.items())
-        print(f"{path}: {found} -> {out / (stem + '_seg.png')}")
-    print(json.dumps({"images": len(images), "failed": len(failed), "out_dir": str(out)}))
-    return failed
+        return f"{path}: {found} -> {out / (stem + '_seg.png')}"
+    return for_each_image(list(images), handle, out)

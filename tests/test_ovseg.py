@@ -204,6 +204,8 @@ def test_training_targets_never_leak_unseen_ground_truth():
     assert not (t == 3).any()
     # without pseudo-labels, novel ground truth is dropped, not kept
     assert training_targets(gt, None, base).tolist() == [[[0, 1, IGNORE, IGNORE, IGNORE, IGNORE]]]
+    # only an oracle, said explicitly, learns from novel ground truth
+    assert training_targets(gt, None, base, gt_classes="all").tolist() == [[[0, 1, 3, 3, IGNORE, IGNORE]]]
     # pseudo-labels over all classes, kept only where confident
     pseudo[:, 0, :, 4] = 5.0
     t = training_targets(gt, pseudo, base, "all", threshold=0.9)
@@ -251,6 +253,23 @@ def test_maskclip_plus_bad_settings():
         MaskCLIPPlus("tiny-rn", "synthetic-shapes", backbone="mobilenet_v3_small", output_stride=8)
     with pytest.raises(ValueError, match="needs a vocabulary with novel classes"):
         MaskCLIPPlus("tiny-rn", "cat, dog", pseudo_label=dict(), **TINY)
+    with pytest.raises(ValueError, match="decoder must be"):
+        MaskCLIPPlus("tiny-rn", "synthetic-shapes", decoder="unet", **TINY)
+
+
+@pytest.mark.parametrize("backbone,stride", [("mobilenet_v3_small", 8), ("resnet18", 4), ("teacher", 4)])
+def test_deeplabv3plus_decoder_gives_finer_maps(backbone, stride):
+    model = MaskCLIPPlus("tiny-rn", "synthetic-shapes", decoder="deeplabv3plus", pseudo_label=None,
+                         **{**TINY, "backbone": backbone})
+    x = torch.randn(2, 3, 64, 64)
+    assert model.embed(x).shape == (2, model.teacher.embed_dim, 64 // stride, 64 // stride)
+    img = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)
+    loss = model([img, img], [{"gt": torch.full((64, 64), 2)}] * 2, mode="loss")["loss_seg"]
+    loss.backward()
+    assert torch.isfinite(loss)
+    if backbone == "teacher":  # a trainable copy: the teacher itself stays untouched
+        assert model.student.backbone.visual.layer1[0].conv1.weight.grad is not None
+        assert model.teacher.visual.layer1[0].conv1.weight.grad is None
 
 
 # ---- tools ----
@@ -269,7 +288,7 @@ def _world_options(world):
 
 
 def test_tools_train_test_demo_for_segmentation(world, tmp_path):
-    cfg = "configs/maskclip_plus/maskclip-plus_mnv3_synthetic-cpu.py"
+    cfg = "configs/maskclip_plus/maskclip-plus_teacher-rn_synthetic-cpu.py"
     opts = ["--cfg-options", *_world_options(world), "train_cfg.max_iters=3", "train_dataloader.batch_size=2",
             "default_hooks.checkpoint.interval=3", "param_scheduler=[]", "model.pseudo_label.self_train_from=2"]
     _run("tools/train.py", cfg, "--work-dir", str(tmp_path / "plus"), *opts)
@@ -294,7 +313,68 @@ def test_tools_train_test_demo_for_segmentation(world, tmp_path):
 
 
 def test_test_tool_wants_a_checkpoint_for_trained_models(world, tmp_path):
-    r = subprocess.run([sys.executable, "tools/test.py", "configs/maskclip_plus/maskclip-plus_mnv3_synthetic-cpu.py",
-                        "--work-dir", str(tmp_path), "--cfg-options", *_world_options(world)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    cfg = "configs/maskclip_plus/maskclip-plus_teacher-rn_synthetic-cpu.py"
+    r = subprocess.run([sys.executable, "tools/test.py", cfg, "--work-dir", str(tmp_path), "--cfg-options",
+                        *_world_options(world)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "give the checkpoint" in r.stderr
+
+
+# ---- mask proposals ----
+
+def test_mask_embeddings_fill_outside_with_the_mean_colour(tiny_rn):
+    from ovclip.regions import mask_embeddings
+    img = torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8)
+    masks = torch.zeros(3, 40, 40, dtype=torch.bool)
+    masks[0, 5:20, 5:30] = True
+    masks[1, 5:20, 5:30] = True
+    masks[1, 10, 10] = False  # one pixel less: a different masked region, hence a different embedding
+    r = mask_embeddings(tiny_rn, img, masks)
+    assert r.valid.tolist() == [True, True, False] and r.boxes[0].tolist() == [5, 5, 30, 20]
+    assert torch.allclose(r.embeddings[0].norm(), torch.tensor(1.0)) and r.embeddings[2].abs().sum() == 0
+    assert not torch.allclose(r.embeddings[0], r.embeddings[1])
+    # pixels outside the mask do not matter
+    other = img.clone()
+    other[:, 30:, :] = 0
+    assert torch.allclose(mask_embeddings(tiny_rn, other, masks[:1]).embeddings, r.embeddings[:1], atol=1e-5)
+
+
+def test_mask_proposal_segmenter_trains_and_predicts(world):
+    from ovseg.models import MaskProposalSegmenter
+    torch.manual_seed(0)
+    model = MaskProposalSegmenter("tiny-rn", "synthetic-shapes", num_queries=6, hidden_dim=32, decoder_layers=1,
+                                  **TINY)
+    inputs, samples = _batch(world)
+    opt = torch.optim.AdamW(model.parameters(), 2e-3)
+    totals = []
+    for _ in range(10):
+        losses = model(inputs, samples, mode="loss")
+        assert set(losses) == {"loss_class", "loss_mask", "loss_dice", "loss_distill"}
+        loss = sum(losses.values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        totals.append(loss.item())
+    assert np.mean(totals[-3:]) < 0.8 * np.mean(totals[:3])
+    model.eval()
+    logits = model(inputs[:1], mode="tensor")[0]
+    assert logits.shape == (12, 64, 64) and torch.isfinite(logits).all()
+    model.use_teacher = False
+    pred = model(inputs[:1], samples[:1], mode="predict")[0]["pred"]
+    assert pred.shape == (64, 64) and int(pred.max()) < 12
+    with pytest.raises(ValueError, match="unknown key"):
+        MaskProposalSegmenter("tiny-rn", "synthetic-shapes", ensemble=dict(bse=0.3), **TINY)
+
+
+@pytest.mark.parametrize("config", ["configs/maskclip/maskclip_vit-b-16_ade20k-150.py",
+                                    "configs/maskclip_plus/maskclip-plus_r101-d8_ade20k-150.py",
+                                    "configs/maskprop/maskprop_r50_ade20k-150.py"])
+def test_ade20k_configs_build(config):
+    from ovclip.engine import build_model, load_config
+    cfg = load_config(ROOT / config)
+    assert cfg.default_scope == "ovseg" and cfg.test_evaluator.vocabulary == "ade20k-150"
+    assert cfg.test_dataloader.dataset.reduce_zero_label
+    options = {"model.teacher": "tiny-rn"}
+    if "backbone_weights" in cfg.model:
+        options["model.backbone_weights"] = None
+    model = build_model(ROOT / config, cfg_options=options)
+    assert len(model.vocabulary) == 150

@@ -93,8 +93,11 @@ def test_bench_quick_runs_end_to_end(tmp_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     for row in ("ViLD-text", "ViLD", "ViLD-ensemble", "ViLD-image", "teacher on ViLD-text's proposals", "oracle"):
         assert f"| detection | {row}" in r.stdout
+    for row in ("MaskCLIP (teacher zero-shot)", "MaskCLIP+", "mask proposals", "oracle (novel labels too)"):
+        assert f"| segmentation | {row}" in r.stdout
+    assert "target: MaskCLIP+ novel mIoU > MaskCLIP's" in r.stdout
     saved = json.loads((tmp_path / "quick" / "results-s0.json").read_text())
-    assert len(saved["rows"]) == 6 and all(0 <= row["novel"] <= 100 for row in saved["rows"])
+    assert len(saved["rows"]) == 10 and all(0 <= row["novel"] <= 100 for row in saved["rows"])
 
 
 def test_shipped_teacher_and_student_work_out_of_the_box():

@@ -1,10 +1,11 @@
 """CPU benchmark of open-vocabulary transfer on the synthetic shapes world.
 
-    python tools/bench_ov.py [--seed 0 1 2] [--quick] [--work-dir work_dirs/bench_ov]
+    python tools/bench_ov.py [--seed 0 1 2] [--quick] [--task detection segmentation] [--work-dir work_dirs/bench_ov]
 
 Generates the world (seeded), loads the teacher from model_zoo/synthetic (or trains it when it is not
 there, or with --train-teacher), trains the students on the base classes and prints one table:
-novel and base AP50 and wall time per row. --quick is a smoke run (small world, few iterations).
+novel and base AP50 (detection) or mIoU (segmentation) and wall time per row. --quick is a smoke run
+(small world, few iterations).
 """
 import argparse
 import json
@@ -15,19 +16,22 @@ from pathlib import Path
 
 from ovclip.synthetic import make_world
 from ovclip.train_teacher import load_synthetic_teacher, teacher_spec, train_tiny_clip, zero_shot_accuracy
-from ovd.bench import BenchRow, run_detection_rows
+from ovclip.bench import BenchRow
+from ovd.bench import run_detection_rows
+from ovseg.bench import run_segmentation_rows
 
 SETTINGS = {
-    "full": {"n_train": 400, "n_val": 100, "iters": 600, "teacher_steps": 1200},
-    "quick": {"n_train": 32, "n_val": 16, "iters": 20, "teacher_steps": 60},
+    "full": {"n_train": 400, "n_val": 100, "iters": 600, "seg_iters": 400, "teacher_steps": 1200},
+    "quick": {"n_train": 32, "n_val": 16, "iters": 20, "seg_iters": 20, "teacher_steps": 60},
 }
+METRIC = {"detection": "AP50", "segmentation": "mIoU"}
 
 
 def print_table(rows: list[BenchRow], title: str) -> None:
     """The markdown table of one seed, with the targets of the benchmark."""
-    print(f"\n{title}\n\n| task | row | novel AP50 | base AP50 | wall s |\n|---|---|---|---|---|")
+    print(f"\n{title}\n\n| task | row | novel | base | metric | wall s |\n|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r.task} | {r.name} | {r.novel:.1f} | {r.base:.1f} | {r.seconds:.0f} |")
+        print(f"| {r.task} | {r.name} | {r.novel:.1f} | {r.base:.1f} | {METRIC[r.task]} | {r.seconds:.0f} |")
     by = {r.name: r for r in rows}
     if {"ViLD", "ViLD-text", "oracle (novel boxes too)"} <= set(by):
         vild, text, oracle = by["ViLD"].novel, by["ViLD-text"].novel, by["oracle (novel boxes too)"].novel
@@ -35,6 +39,10 @@ def print_table(rows: list[BenchRow], title: str) -> None:
               f"({'met' if vild >= 2 * text and vild > 0 else 'NOT met'}); "
               f"ViLD novel >= 50% of oracle: {vild:.1f} vs {oracle / 2:.1f} "
               f"({'met' if vild >= oracle / 2 and vild > 0 else 'NOT met'})")
+    if {"MaskCLIP+", "MaskCLIP (teacher zero-shot)"} <= set(by):
+        plus, zero = by["MaskCLIP+"].novel, by["MaskCLIP (teacher zero-shot)"].novel
+        print(f"target: MaskCLIP+ novel mIoU > MaskCLIP's: {plus:.1f} vs {zero:.1f} "
+              f"({'met' if plus > zero else 'NOT met'})")
 
 
 def main(argv=None) -> int:
@@ -42,6 +50,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, nargs="+", default=[0], help="world / training seeds, one table each")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny world, a few iterations")
+    p.add_argument("--task", nargs="+", choices=sorted(METRIC), default=sorted(METRIC), help="which rows to run")
     p.add_argument("--work-dir", default="work_dirs/bench_ov")
     p.add_argument("--teacher-dir", default="model_zoo/synthetic", help="where the trained teacher is (or goes)")
     p.add_argument("--train-teacher", action="store_true", help="train the teacher even if one is there")
@@ -66,9 +75,15 @@ def main(argv=None) -> int:
               f"({time.perf_counter() - t1:.0f} s); teacher {teacher_dir} ({teacher_seconds:.0f} s to load or train), "
               f"zero-shot accuracy on held-out crops: {zs['accuracy']:.1f}% "
               f"(base {zs['base']:.1f}, novel {zs['novel']:.1f}, {zs['crops']} crops)", flush=True)
-        rows = run_detection_rows(world, teacher, teacher_spec(teacher_dir), work / f"students-s{seed}", s["iters"],
-                                  seed, progress=lambda r: print(f"  {r.name}: novel {r.novel:.1f} base "
-                                                                  f"{r.base:.1f} ({r.seconds:.0f} s)", flush=True))
+        def progress(r: BenchRow) -> None:
+            print(f"  {r.name}: novel {r.novel:.1f} base {r.base:.1f} {METRIC[r.task]} ({r.seconds:.0f} s)", flush=True)
+        rows = []
+        if "detection" in args.task:
+            rows += run_detection_rows(world, teacher, teacher_spec(teacher_dir), work / f"students-s{seed}",
+                                       s["iters"], seed, progress=progress)
+        if "segmentation" in args.task:
+            rows += run_segmentation_rows(world, teacher_spec(teacher_dir), work / f"segmenters-s{seed}",
+                                          s["seg_iters"], seed, progress=progress)
         print_table(rows, f"open-vocabulary transfer, seed {seed}{' (quick)' if args.quick else ''}")
         (work / f"results-s{seed}.json").write_text(json.dumps({"seed": seed, "zero_shot": zs,
                                                                 "rows": [r.__dict__ for r in rows]}, indent=1))

@@ -1,11 +1,13 @@
 """Pieces shared by the segmenters: student backbones, the text classifier, whole / sliding-window inference."""
 from __future__ import annotations
 
+import copy
 import math
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from mmengine.model import BaseModel
 from torch import Tensor, nn
 from torchvision.models import mobilenet_v3_large, mobilenet_v3_small, resnet
 from torchvision.models._utils import IntermediateLayerGetter
@@ -18,22 +20,24 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMS = {"bn": nn.BatchNorm2d, "gn": lambda channels: nn.GroupNorm(math.gcd(channels, 32), channels)}
 
 
-def normalize_batch(inputs: Sequence[Tensor]) -> Tensor:
-    """Images (uint8 or [0, 1] floats, one size) -> a (B, 3, H, W) batch with ImageNet statistics."""
+def normalize_batch(inputs: Sequence[Tensor], mean: Sequence[float] = IMAGENET_MEAN,
+                    std: Sequence[float] = IMAGENET_STD) -> Tensor:
+    """Images (uint8 or [0, 1] floats, one size) -> a (B, 3, H, W) batch normalised with mean / std
+    (ImageNet's unless given)."""
     sizes = {tuple(x.shape[-2:]) for x in inputs}
     if len(sizes) != 1:
         raise ValueError(f"a training batch needs images of one size, got {sorted(sizes)}: add a crop or resize "
                          f"to the training pipeline")
     x = torch.stack([to_unit_float(im) for im in inputs])
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    mean_t, std_t = (torch.tensor(v, device=x.device).view(1, 3, 1, 1) for v in (mean, std))
+    return (x - mean_t) / std_t
 
 
 def build_backbone(name: str = "resnet50", weights: Optional[str] = None, norm: str = "bn",
-                   output_stride: int = 8) -> tuple[nn.Module, int]:
+                   output_stride: int = 8, low_level: bool = False) -> tuple[nn.Module, int]:
     """A torchvision ResNet (dilated to output stride 8 or 16) or MobileNetV3 (stride 16) whose last
-    feature map comes out as 'out'; returns it and its channel count. Weights only if named."""
+    feature map comes out as 'out' (and, with `low_level`, a stride-4 (ResNet) / stride-8 (MobileNet)
+    map as 'low'); returns it and the channel count of 'out'. Weights only if named."""
     if norm not in NORMS:
         raise ValueError(f"backbone norm must be one of {sorted(NORMS)}, not '{norm}'")
     if output_stride not in (8, 16):
@@ -51,14 +55,77 @@ def build_backbone(name: str = "resnet50", weights: Optional[str] = None, norm: 
             net = builder(weights=weights, norm_layer=NORMS[norm],
                           replace_stride_with_dilation=[False, output_stride == 8, True])
         channels = net.fc.in_features
-        return IntermediateLayerGetter(net, {"layer4": "out"}), channels
+        layers = {"layer1": "low", "layer4": "out"} if low_level else {"layer4": "out"}
+        return IntermediateLayerGetter(net, layers), channels
     builders = {"mobilenet_v3_small": mobilenet_v3_small, "mobilenet_v3_large": mobilenet_v3_large}
     if name not in builders:
         raise ValueError(f"unknown backbone '{name}'; use a torchvision resnet or mobilenet_v3_small / _large")
     if output_stride != 16:
         raise ValueError(f"{name} has output stride 16: set output_stride=16")
     features = builders[name](weights=weights, dilated=True, norm_layer=NORMS[norm]).features
-    return IntermediateLayerGetter(features, {str(len(features) - 1): "out"}), features[-1].out_channels
+    layers = {str(len(features) - 1): "out"}
+    if low_level:  # the deepest block still at stride 8
+        x, last8 = torch.zeros(1, 3, 64, 64), 0
+        with torch.no_grad():
+            for i, block in enumerate(features.eval()):
+                x = block(x)
+                last8 = i if x.shape[-1] == 8 else last8
+        features.train()
+        layers[str(last8)] = "low"
+    return IntermediateLayerGetter(features, layers), features[-1].out_channels
+
+
+def low_level_channels(backbone: nn.Module) -> int:
+    """Channels of a backbone's 'low' output."""
+    with torch.no_grad():
+        training = backbone.training
+        out = backbone.eval()(torch.zeros(1, 3, 64, 64))["low"].shape[1]
+        backbone.train(training)
+    return int(out)
+
+
+class DeepLabV3PlusHead(nn.Module):
+    """torchvision's ASPP over the deep features, upsampled and fused with projected low-level features
+    (DeepLabV3+'s decoder), then two 3x3 convolutions to `out_channels`: finer maps for small objects."""
+
+    def __init__(self, in_channels: int, low_channels: int, out_channels: int, norm: str = "bn"):
+        super().__init__()
+        from torchvision.models.segmentation.deeplabv3 import ASPP
+        self.aspp = ASPP(in_channels, [12, 24, 36])
+        layer = NORMS[norm]
+        self.low = nn.Sequential(nn.Conv2d(low_channels, 48, 1, bias=False), layer(48), nn.ReLU())
+        self.fuse = nn.Sequential(nn.Conv2d(256 + 48, 256, 3, padding=1, bias=False), layer(256), nn.ReLU(),
+                                  nn.Conv2d(256, 256, 3, padding=1, bias=False), layer(256), nn.ReLU(),
+                                  nn.Conv2d(256, out_channels, 1))
+
+    def forward(self, features: dict) -> Tensor:
+        """{'out', 'low'} backbone maps -> (B, out_channels, h_low, w_low)."""
+        low = self.low(features["low"])
+        deep = F.interpolate(self.aspp(features["out"]), size=low.shape[-2:], mode="bilinear", align_corners=False)
+        return self.fuse(torch.cat([deep, low], dim=1))
+
+
+class TeacherTrunk(nn.Module):
+    """A trainable copy of a ModifiedResNet teacher's image tower without its attention pool: 'out' is
+    the last stage (stride 32), 'low' the first (stride 4). Where no other pretrained backbone can be
+    loaded, the teacher is the one network that already knows the classes' looks."""
+
+    def __init__(self, visual: nn.Module, low_level: bool = False):
+        super().__init__()
+        if not hasattr(visual, "layer4") or not hasattr(visual, "stem"):
+            raise ValueError("backbone='teacher' needs a ModifiedResNet (CLIP RN) teacher")
+        visual = copy.deepcopy(visual).float()
+        visual.attnpool = nn.Identity()  # not used: no unused parameters under DDP
+        self.visual, self.low_level = visual, low_level
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """Normalised images -> {'out': (B, C, H/32, W/32)} (and 'low': (B, C1, H/4, W/4))."""
+        v = self.visual
+        low = v.layer1(v.stem(x))
+        out = {"out": v.layer4(v.layer3(v.layer2(low)))}
+        if self.low_level:
+            out["low"] = low
+        return out
 
 
 def _dilate_last_stage(layer: nn.Sequential) -> None:
@@ -143,3 +210,31 @@ def prediction_samples(data_samples: Optional[Sequence[dict]], preds: Sequence[T
     """Each input sample dict with its predicted label map `pred` added."""
     samples = data_samples or [{} for _ in preds]
     return [{**ds, "pred": p} for ds, p in zip(samples, preds)]
+
+
+class SegmentationModel(BaseModel):
+    """What every ovseg model shares: `loss(inputs, data_samples)` for training, `logits(image)` -> (K, H, W)
+    for one image, and mmengine's three forward modes on top of them."""
+
+    def loss(self, inputs: Sequence[Tensor], data_samples: Sequence[dict]) -> dict[str, Tensor]:
+        """Training losses of a batch."""
+        raise NotImplementedError
+
+    def logits(self, image: Tensor) -> Tensor:
+        """(K, H, W) class scores of one image at its own size."""
+        raise NotImplementedError
+
+    def forward(self, inputs: Sequence[Tensor], data_samples: Optional[Sequence[dict]] = None,
+                mode: str = "predict") -> Any:
+        """mode 'loss' -> dict of losses; 'predict' -> the samples with a (H, W) label map `pred`;
+        'tensor' -> (K, H, W) logits per image."""
+        if mode == "loss":
+            if data_samples is None:
+                raise ValueError("mode='loss' needs data_samples with 'gt' label maps")
+            return self.loss(inputs, data_samples)
+        logits = [self.logits(x) for x in inputs]
+        if mode == "tensor":
+            return logits
+        if mode != "predict":
+            raise ValueError(f"mode must be 'loss', 'predict' or 'tensor', not '{mode}'")
+        return prediction_samples(data_samples, [lg.argmax(0) for lg in logits])

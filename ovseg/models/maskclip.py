@@ -1,10 +1,9 @@
 """MaskCLIP: the teacher's dense embeddings classified against the vocabulary's text embeddings (no training)."""
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
-from mmengine.model import BaseModel
 from torch import Tensor
 
 from ovclip.dense import classify_dense, dense_embeddings, denoise_prompts
@@ -13,7 +12,7 @@ from ovclip.text import text_embeddings
 from ovclip.vocabulary import Vocabulary, load_vocabulary
 
 from ..registry import MODELS
-from .common import infer_logits, prediction_samples
+from .common import SegmentationModel, infer_logits
 
 INFERENCE_KEYS = ("mode", "crop_size", "stride", "short_side")
 
@@ -59,7 +58,7 @@ class DenseTeacher:
 
 
 @MODELS.register_module()
-class MaskCLIP(BaseModel):
+class MaskCLIP(SegmentationModel):
     """Zero-shot segmentation by the teacher alone. `key_smoothing` and `prompt_denoising` (thresholds, or
     None to switch off) are MaskCLIP's two refinements; `inference` selects whole-image or sliding-window
     inference (mode, crop_size, stride, short_side)."""
@@ -84,15 +83,11 @@ class MaskCLIP(BaseModel):
         self.dense.set_vocabulary(vocab)
         return vocab
 
-    def forward(self, inputs: Sequence[Tensor], data_samples: Optional[Sequence[dict]] = None,
-                mode: str = "predict") -> Any:
-        """mode 'predict' -> the samples with a (H, W) label map `pred`; 'tensor' -> (K, H, W) logits per image."""
-        if mode == "loss":
-            raise RuntimeError("MaskCLIP is zero-shot and has nothing to train: evaluate it with tools/test.py "
-                               "(no checkpoint needed), or train a MaskCLIP+ student on its pseudo-labels")
-        logits = [self.dense.logits(x) for x in inputs]
-        if mode == "tensor":
-            return logits
-        if mode != "predict":
-            raise ValueError(f"mode must be 'predict' or 'tensor', not '{mode}'")
-        return prediction_samples(data_samples, [lg.argmax(0) for lg in logits])
+    def loss(self, inputs: Sequence[Tensor], data_samples: Sequence[dict]) -> dict[str, Tensor]:
+        """MaskCLIP has nothing to train."""
+        raise RuntimeError("MaskCLIP is zero-shot and has nothing to train: evaluate it with tools/test.py "
+                           "(no checkpoint needed), or train a MaskCLIP+ student on its pseudo-labels")
+
+    def logits(self, image: Tensor) -> Tensor:
+        """(K, H, W) logits of one image at its own size."""
+        return self.dense.logits(image)

@@ -2,11 +2,10 @@
 MaskCLIP's pixel pseudo-labels (and base-class ground truth), then on its own predictions."""
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from mmengine.model import BaseModel
 from torch import Tensor
 from torchvision.models.segmentation import DeepLabV3
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
@@ -17,7 +16,8 @@ from ovclip.vocabulary import Vocabulary, load_vocabulary
 
 from ..data import BACKGROUND, IGNORE
 from ..registry import MODELS
-from .common import TextClassifier, base_mask, build_backbone, infer_logits, normalize_batch, prediction_samples
+from .common import (IMAGENET_MEAN, IMAGENET_STD, DeepLabV3PlusHead, SegmentationModel, TeacherTrunk,
+                     TextClassifier, base_mask, build_backbone, infer_logits, low_level_channels, normalize_batch)
 from .maskclip import DenseTeacher, check_inference
 
 PSEUDO_DEFAULTS = {"classes": "novel", "threshold": None, "key_smoothing": None, "prompt_denoising": None,
@@ -25,19 +25,21 @@ PSEUDO_DEFAULTS = {"classes": "novel", "threshold": None, "key_smoothing": None,
 
 
 def training_targets(gt: Tensor, pseudo_logits: Optional[Tensor], base: Optional[Tensor], classes: str = "novel",
-                     threshold: Optional[float] = None) -> Tensor:
+                     threshold: Optional[float] = None, gt_classes: str = "base") -> Tensor:
     """(B, H, W) training labels: ground truth where it is a base class, pseudo-labels elsewhere.
 
     Ground truth of a non-base class is never used, whatever the dataset passed in: unseen labels cannot
-    leak into training. Pseudo-labels are the argmax of `pseudo_logits` (B, K, H, W) over the novel
-    classes (`classes="novel"`, the zero-shot setting: base pixels are annotated, so an unannotated
-    pixel is taken to be novel) or over all classes (`"all"`, no annotations), kept where their softmax
-    confidence reaches `threshold` (if given). BACKGROUND pixels get neither. Without a split every
-    ground-truth class is base.
+    leak into training (unless `gt_classes="all"`, said explicitly, for an oracle). Pseudo-labels are
+    the argmax of `pseudo_logits` (B, K, H, W) over the novel classes (`classes="novel"`, the zero-shot
+    setting: base pixels are annotated, so an unannotated object pixel is taken to be novel) or over all
+    classes (`"all"`, no annotations), kept where their softmax confidence reaches `threshold` (if
+    given). BACKGROUND pixels get neither. Without a split every ground-truth class is base.
     """
     labelled = (gt != IGNORE) & (gt != BACKGROUND)
+    if gt_classes not in ("base", "all"):
+        raise ValueError(f"gt_classes must be 'base' or 'all', not '{gt_classes}'")
     known = labelled.clone()
-    if base is not None:
+    if base is not None and gt_classes == "base":
         known &= base.to(gt.device)[gt.clamp(0, len(base) - 1)]
     target = torch.where(known, gt, torch.full_like(gt, IGNORE))
     if pseudo_logits is None:
@@ -57,17 +59,21 @@ def training_targets(gt: Tensor, pseudo_logits: Optional[Tensor], base: Optional
 
 
 @MODELS.register_module()
-class MaskCLIPPlus(BaseModel):
+class MaskCLIPPlus(SegmentationModel):
     """A torchvision DeepLabV3 whose last layer projects to the teacher's embedding size, classified by
-    cosine with the text embeddings. Trained with cross-entropy on `training_targets`; the pseudo-labels
-    come from MaskCLIP (the teacher, kept outside the module tree) and, from iteration
+    cosine with the text embeddings (`decoder="deeplabv3plus"` adds DeepLabV3+'s low-level fusion).
+    Trained with cross-entropy on `training_targets`; the pseudo-labels come from MaskCLIP (the teacher,
+    kept outside the module tree) and, from iteration
     `pseudo_label.self_train_from` on, from the student's own predictions (self-training).
-    `pseudo_label=None` trains on ground truth alone (the oracle, with every class's labels)."""
+    `pseudo_label=None` trains on ground truth alone; ground truth of non-base classes is used only with
+    `gt_classes="all"` (the oracle, with every class's labels). `backbone="teacher"` starts the student
+    from a trainable copy of a ModifiedResNet teacher's image tower."""
 
     def __init__(self, teacher: "str | dict", vocabulary: "str | Sequence[str] | Vocabulary",
                  templates: str = "maskclip", backbone: str = "resnet101", backbone_weights: Optional[str] = None,
-                 backbone_norm: str = "bn", output_stride: int = 8, temperature: float = 0.05,
-                 pseudo_label: Optional[dict] = None, inference: Optional[dict] = None,
+                 backbone_norm: str = "bn", output_stride: int = 8, decoder: str = "deeplabv3",
+                 temperature: float = 0.05,
+                 pseudo_label: Optional[dict] = None, gt_classes: str = "base", inference: Optional[dict] = None,
                  teacher_precision: str = "fp32", data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -76,12 +82,28 @@ class MaskCLIPPlus(BaseModel):
             raise ValueError(f"unknown key(s) {sorted(unknown)} in model.pseudo_label; allowed: "
                              f"{sorted(PSEUDO_DEFAULTS)}")
         self.pseudo = None if pseudo_label is None else {**PSEUDO_DEFAULTS, **pseudo_label}
-        self.templates = templates
+        if gt_classes not in ("base", "all"):
+            raise ValueError(f"gt_classes must be 'base' or 'all', not '{gt_classes}'")
+        self.templates, self.gt_classes = templates, gt_classes
         self.teacher = load_teacher(teacher, precision=teacher_precision)
         self.vocabulary = load_vocabulary(vocabulary)
         self.inference = check_inference(inference)
-        body, channels = build_backbone(backbone, backbone_weights, backbone_norm, output_stride)
-        self.student = DeepLabV3(body, DeepLabHead(channels, self.teacher.embed_dim))
+        if decoder not in ("deeplabv3", "deeplabv3plus"):
+            raise ValueError(f"decoder must be 'deeplabv3' or 'deeplabv3plus', not '{decoder}'")
+        plus = decoder == "deeplabv3plus"
+        if backbone == "teacher":  # start from the teacher's own image tower (a trainable copy)
+            body = TeacherTrunk(self.teacher.visual, low_level=plus)
+            with torch.no_grad():
+                channels = body.eval()(torch.zeros(1, 3, 64, 64))["out"].shape[1]
+            body.train()
+            self.pixel_stats = (tuple(self.teacher.mean), tuple(self.teacher.std))
+        else:
+            body, channels = build_backbone(backbone, backbone_weights, backbone_norm, output_stride, low_level=plus)
+            self.pixel_stats = (IMAGENET_MEAN, IMAGENET_STD)
+        head = DeepLabV3PlusHead(channels, low_level_channels(body), self.teacher.embed_dim, backbone_norm) if plus \
+            else DeepLabHead(channels, self.teacher.embed_dim)
+        self.student = DeepLabV3(body, head)
+        self.decoder = decoder
         self.classifier = TextClassifier(self._text(self.vocabulary), temperature)
         self.pseudo_teacher = None
         if self.pseudo is not None:
@@ -109,11 +131,12 @@ class MaskCLIPPlus(BaseModel):
 
     def embed(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) normalised images -> (B, D, h, w) per-pixel embeddings at the backbone's stride."""
-        return self.student.classifier(self.student.backbone(images)["out"])
+        features = self.student.backbone(images)
+        return self.student.classifier(features if self.decoder == "deeplabv3plus" else features["out"])
 
     def logits(self, image: Tensor) -> Tensor:
         """(K, H, W) logits of one image at its own size (whole or sliding-window, as configured)."""
-        return infer_logits(lambda x: self.classifier(self.embed(normalize_batch([x])))[0], image,
+        return infer_logits(lambda x: self.classifier(self.embed(normalize_batch([x], *self.pixel_stats)))[0], image,
                             **self.inference)
 
     def self_training(self) -> bool:
@@ -123,7 +146,7 @@ class MaskCLIPPlus(BaseModel):
 
     def loss(self, inputs: Sequence[Tensor], data_samples: Sequence[dict]) -> dict[str, Tensor]:
         """Cross-entropy against `training_targets` at the input resolution."""
-        images = normalize_batch(inputs)
+        images = normalize_batch(inputs, *self.pixel_stats)
         logits = F.interpolate(self.classifier(self.embed(images)), size=images.shape[-2:], mode="bilinear",
                                align_corners=False)
         gt = torch.stack([ds["gt"] for ds in data_samples]).to(logits.device)
@@ -135,22 +158,8 @@ class MaskCLIPPlus(BaseModel):
                 pseudo = torch.stack([self.pseudo_teacher.logits(x) for x in inputs]).to(logits.device)
         target = training_targets(gt, pseudo, base_mask(self.vocabulary),
                                   self.pseudo["classes"] if self.pseudo else "novel",
-                                  self.pseudo["threshold"] if self.pseudo else None)
+                                  self.pseudo["threshold"] if self.pseudo else None, self.gt_classes)
         self.steps += 1
         if not bool((target != IGNORE).any()):  # nothing labelled in this batch: a zero loss keeps DDP in step
             return {"loss_seg": logits.sum() * 0.0}
         return {"loss_seg": F.cross_entropy(logits, target, ignore_index=IGNORE)}
-
-    def forward(self, inputs: Sequence[Tensor], data_samples: Optional[Sequence[dict]] = None,
-                mode: str = "predict") -> Any:
-        """mode 'loss' -> {'loss_seg'}; 'predict' -> the samples with a label map `pred`; 'tensor' -> logits."""
-        if mode == "loss":
-            if data_samples is None:
-                raise ValueError("mode='loss' needs data_samples with 'gt' label maps")
-            return self.loss(inputs, data_samples)
-        logits = [self.logits(x) for x in inputs]
-        if mode == "tensor":
-            return logits
-        if mode != "predict":
-            raise ValueError(f"mode must be 'loss', 'predict' or 'tensor', not '{mode}'")
-        return prediction_samples(data_samples, [lg.argmax(0) for lg in logits])
