@@ -270,6 +270,10 @@ def test_deeplabv3plus_decoder_gives_finer_maps(backbone, stride):
     if backbone == "teacher":  # a trainable copy: the teacher itself stays untouched
         assert model.student.backbone.visual.layer1[0].conv1.weight.grad is not None
         assert model.teacher.visual.layer1[0].conv1.weight.grad is None
+        frozen = MaskCLIPPlus("tiny-rn", "synthetic-shapes", decoder="deeplabv3plus", pseudo_label=None,
+                              freeze_backbone=True, **{**TINY, "backbone": backbone})
+        assert not any(p.requires_grad for p in frozen.student.backbone.parameters())
+        assert all(p.requires_grad for p in frozen.student.classifier.parameters())
 
 
 # ---- tools ----

@@ -114,7 +114,7 @@ class TeacherTrunk(nn.Module):
         super().__init__()
         if not hasattr(visual, "layer4") or not hasattr(visual, "stem"):
             raise ValueError("backbone='teacher' needs a ModifiedResNet (CLIP RN) teacher")
-        visual = copy.deepcopy(visual).float()
+        visual = copy.deepcopy(visual).float().requires_grad_(True)  # the teacher's own copy is frozen
         visual.attnpool = nn.Identity()  # not used: no unused parameters under DDP
         self.visual, self.low_level = visual, low_level
 

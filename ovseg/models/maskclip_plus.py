@@ -67,11 +67,12 @@ class MaskCLIPPlus(SegmentationModel):
     `pseudo_label.self_train_from` on, from the student's own predictions (self-training).
     `pseudo_label=None` trains on ground truth alone; ground truth of non-base classes is used only with
     `gt_classes="all"` (the oracle, with every class's labels). `backbone="teacher"` starts the student
-    from a trainable copy of a ModifiedResNet teacher's image tower."""
+    from a copy of a ModifiedResNet teacher's image tower; `freeze_backbone=True` trains the head alone."""
 
     def __init__(self, teacher: "str | dict", vocabulary: "str | Sequence[str] | Vocabulary",
                  templates: str = "maskclip", backbone: str = "resnet101", backbone_weights: Optional[str] = None,
-                 backbone_norm: str = "bn", output_stride: int = 8, decoder: str = "deeplabv3",
+                 backbone_norm: str = "bn", output_stride: int = 8, freeze_backbone: bool = False,
+                 decoder: str = "deeplabv3",
                  temperature: float = 0.05,
                  pseudo_label: Optional[dict] = None, gt_classes: str = "base", inference: Optional[dict] = None,
                  teacher_precision: str = "fp32", data_preprocessor: Optional[dict] = None,
@@ -102,6 +103,8 @@ class MaskCLIPPlus(SegmentationModel):
             self.pixel_stats = (IMAGENET_MEAN, IMAGENET_STD)
         head = DeepLabV3PlusHead(channels, low_level_channels(body), self.teacher.embed_dim, backbone_norm) if plus \
             else DeepLabHead(channels, self.teacher.embed_dim)
+        if freeze_backbone:  # weights stay as loaded; batch-norm statistics still follow the training data
+            body.requires_grad_(False)
         self.student = DeepLabV3(body, head)
         self.decoder = decoder
         self.classifier = TextClassifier(self._text(self.vocabulary), temperature)
