@@ -8,7 +8,7 @@ from typing import Any
 
 from mmengine.runner import Runner
 
-from .engine import load_config
+from .engine.runner import drop_training, load_config
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,5 @@ def train_and_test(config: "str | Path", options: dict[str, Any], work_dir: Path
 def evaluate_config(config: "str | Path", options: dict[str, Any], work_dir: Path) -> dict:
     """Evaluate a config's model as built (a zero-shot model) on its test set."""
     cfg = load_config(config, {**options, "log_level": "WARNING"}, work_dir=str(work_dir))
-    for key in ("train_dataloader", "train_cfg", "optim_wrapper", "param_scheduler"):
-        cfg[key] = None
+    drop_training(cfg)
     return Runner.from_cfg(cfg).test()

@@ -38,6 +38,15 @@ def check_config_keys(cfg: Config) -> None:
             raise ConfigError(f"unknown config key '{key}': did you mean '{close[0]}'?")
 
 
+def with_defaults(section: str, given: Optional[dict], defaults: dict, error: type = ConfigError) -> dict:
+    """A model's option dict (e.g. `model.distill`) filled in with its defaults; a key that is not among
+    them raises `error` naming the section and the allowed keys, instead of being ignored."""
+    unknown = set(given or {}) - set(defaults)
+    if unknown:
+        raise error(f"unknown key(s) {sorted(unknown)} in model.{section}; allowed: {sorted(defaults)}")
+    return {**defaults, **(given or {})}
+
+
 def load_config(config: "str | Path", cfg_options: Optional[dict] = None, work_dir: Optional[str] = None) -> Config:
     """Read a config (with its `_base_` files), apply overrides and fill in the work dir and the
     checkpoint hook that keeps resume weights_only-safe."""
@@ -57,6 +66,12 @@ def load_config(config: "str | Path", cfg_options: Optional[dict] = None, work_d
         hooks.append(dict(type=SAFE_CHECKPOINT_HOOK))
     cfg.custom_hooks = hooks
     return cfg
+
+
+def drop_training(cfg: Config) -> None:
+    """Remove the training parts of a config, so that a test-only Runner neither needs nor builds them."""
+    for key in ("train_dataloader", "train_cfg", "optim_wrapper", "param_scheduler"):
+        cfg[key] = None
 
 
 def _set_launcher(cfg: Config, launcher: str) -> None:
@@ -113,8 +128,7 @@ def test(config: "str | Path", checkpoint: Optional[str] = None, vocabulary: "st
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
     cfg.load_from = checkpoint
-    for key in ("train_dataloader", "train_cfg", "optim_wrapper", "param_scheduler"):  # testing trains nothing
-        cfg[key] = None
+    drop_training(cfg)
     evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
     for ev in evaluators:
         ev.setdefault("out_dir", cfg.work_dir)

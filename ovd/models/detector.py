@@ -7,6 +7,7 @@ import torch
 from mmengine.model import BaseModel
 from torch import Tensor
 
+from ovclip.engine.runner import with_defaults
 from ovclip.io import to_unit_float
 from ovclip.regions import region_embeddings
 from ovclip.teacher import load_teacher
@@ -44,11 +45,7 @@ class ViLDDetector(BaseModel):
                  teacher_precision: str = "fp32", data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        unknown = set(distill or {}) - set(DISTILL_DEFAULTS)
-        if unknown:
-            raise DistillConfigError(f"unknown key(s) {sorted(unknown)} in model.distill; allowed: "
-                                     f"{sorted(DISTILL_DEFAULTS)}")
-        self.distill = {**DISTILL_DEFAULTS, **(distill or {})}
+        self.distill = with_defaults("distill", distill, DISTILL_DEFAULTS, DistillConfigError)
         if self.distill["source"] not in ("store", "online", "none"):
             raise DistillConfigError(f"model.distill.source must be 'store', 'online' or 'none', "
                                      f"not '{self.distill['source']}'")

@@ -75,13 +75,13 @@ def build_backbone(name: str = "resnet50", weights: Optional[str] = None, norm: 
     return IntermediateLayerGetter(features, layers), features[-1].out_channels
 
 
-def low_level_channels(backbone: nn.Module) -> int:
-    """Channels of a backbone's 'low' output."""
+def feature_channels(backbone: nn.Module) -> dict[str, int]:
+    """Channels of each named output of a backbone ('out', 'low'), from one small dummy pass."""
+    training = backbone.training
     with torch.no_grad():
-        training = backbone.training
-        out = backbone.eval()(torch.zeros(1, 3, 64, 64))["low"].shape[1]
-        backbone.train(training)
-    return int(out)
+        out = backbone.eval()(torch.zeros(1, 3, 64, 64))
+    backbone.train(training)
+    return {name: int(t.shape[1]) for name, t in out.items()}
 
 
 class DeepLabV3PlusHead(nn.Module):

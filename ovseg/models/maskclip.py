@@ -6,7 +6,8 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from ovclip.dense import classify_dense, dense_embeddings, denoise_prompts
+from ovclip.dense import classify_dense, denoise_prompts, dense_embeddings
+from ovclip.engine.runner import with_defaults
 from ovclip.teacher import Teacher, load_teacher
 from ovclip.text import text_embeddings
 from ovclip.vocabulary import Vocabulary, load_vocabulary
@@ -14,15 +15,12 @@ from ovclip.vocabulary import Vocabulary, load_vocabulary
 from ..registry import MODELS
 from .common import SegmentationModel, infer_logits
 
-INFERENCE_KEYS = ("mode", "crop_size", "stride", "short_side")
+INFERENCE_DEFAULTS = {"mode": "whole", "crop_size": None, "stride": None, "short_side": None}
 
 
 def check_inference(inference: Optional[dict]) -> dict:
     """The inference settings with defaults: whole image at its own size."""
-    unknown = set(inference or {}) - set(INFERENCE_KEYS)
-    if unknown:
-        raise ValueError(f"unknown key(s) {sorted(unknown)} in model.inference; allowed: {list(INFERENCE_KEYS)}")
-    return {"mode": "whole", "crop_size": None, "stride": None, "short_side": None, **(inference or {})}
+    return with_defaults("inference", inference, INFERENCE_DEFAULTS, ValueError)
 
 
 class DenseTeacher:

@@ -10,14 +10,26 @@ from torch import Tensor
 from torchvision.models.segmentation import DeepLabV3
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
+from ovclip.engine.runner import with_defaults
 from ovclip.teacher import load_teacher
 from ovclip.text import text_embeddings
 from ovclip.vocabulary import Vocabulary, load_vocabulary
 
 from ..data import BACKGROUND, IGNORE
 from ..registry import MODELS
-from .common import (IMAGENET_MEAN, IMAGENET_STD, DeepLabV3PlusHead, SegmentationModel, TeacherTrunk,
-                     TextClassifier, base_mask, build_backbone, infer_logits, low_level_channels, normalize_batch)
+from .common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    DeepLabV3PlusHead,
+    SegmentationModel,
+    TeacherTrunk,
+    TextClassifier,
+    base_mask,
+    build_backbone,
+    feature_channels,
+    infer_logits,
+    normalize_batch,
+)
 from .maskclip import DenseTeacher, check_inference
 
 PSEUDO_DEFAULTS = {"classes": "novel", "threshold": None, "key_smoothing": None, "prompt_denoising": None,
@@ -35,10 +47,9 @@ def training_targets(gt: Tensor, pseudo_logits: Optional[Tensor], base: Optional
     classes (`"all"`, no annotations), kept where their softmax confidence reaches `threshold` (if
     given). BACKGROUND pixels get neither. Without a split every ground-truth class is base.
     """
-    labelled = (gt != IGNORE) & (gt != BACKGROUND)
     if gt_classes not in ("base", "all"):
         raise ValueError(f"gt_classes must be 'base' or 'all', not '{gt_classes}'")
-    known = labelled.clone()
+    known = (gt != IGNORE) & (gt != BACKGROUND)
     if base is not None and gt_classes == "base":
         known &= base.to(gt.device)[gt.clamp(0, len(base) - 1)]
     target = torch.where(known, gt, torch.full_like(gt, IGNORE))
@@ -63,8 +74,8 @@ class MaskCLIPPlus(SegmentationModel):
     """A torchvision DeepLabV3 whose last layer projects to the teacher's embedding size, classified by
     cosine with the text embeddings (`decoder="deeplabv3plus"` adds DeepLabV3+'s low-level fusion).
     Trained with cross-entropy on `training_targets`; the pseudo-labels come from MaskCLIP (the teacher,
-    kept outside the module tree) and, from iteration
-    `pseudo_label.self_train_from` on, from the student's own predictions (self-training).
+    kept outside the module tree) and, from iteration `pseudo_label.self_train_from` on, from the
+    student's own predictions (self-training).
     `pseudo_label=None` trains on ground truth alone; ground truth of non-base classes is used only with
     `gt_classes="all"` (the oracle, with every class's labels). `backbone="teacher"` starts the student
     from a copy of a ModifiedResNet teacher's image tower; `freeze_backbone=True` trains the head alone."""
@@ -72,17 +83,13 @@ class MaskCLIPPlus(SegmentationModel):
     def __init__(self, teacher: "str | dict", vocabulary: "str | Sequence[str] | Vocabulary",
                  templates: str = "maskclip", backbone: str = "resnet101", backbone_weights: Optional[str] = None,
                  backbone_norm: str = "bn", output_stride: int = 8, freeze_backbone: bool = False,
-                 decoder: str = "deeplabv3",
-                 temperature: float = 0.05,
-                 pseudo_label: Optional[dict] = None, gt_classes: str = "base", inference: Optional[dict] = None,
+                 decoder: str = "deeplabv3", temperature: float = 0.05, pseudo_label: Optional[dict] = None,
+                 gt_classes: str = "base", inference: Optional[dict] = None,
                  teacher_precision: str = "fp32", data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        unknown = set(pseudo_label or {}) - set(PSEUDO_DEFAULTS)
-        if unknown:
-            raise ValueError(f"unknown key(s) {sorted(unknown)} in model.pseudo_label; allowed: "
-                             f"{sorted(PSEUDO_DEFAULTS)}")
-        self.pseudo = None if pseudo_label is None else {**PSEUDO_DEFAULTS, **pseudo_label}
+        self.pseudo = None if pseudo_label is None else with_defaults("pseudo_label", pseudo_label,
+                                                                      PSEUDO_DEFAULTS, ValueError)
         if gt_classes not in ("base", "all"):
             raise ValueError(f"gt_classes must be 'base' or 'all', not '{gt_classes}'")
         self.templates, self.gt_classes = templates, gt_classes
@@ -94,15 +101,13 @@ class MaskCLIPPlus(SegmentationModel):
         plus = decoder == "deeplabv3plus"
         if backbone == "teacher":  # start from the teacher's own image tower (a trainable copy)
             body = TeacherTrunk(self.teacher.visual, low_level=plus)
-            with torch.no_grad():
-                channels = body.eval()(torch.zeros(1, 3, 64, 64))["out"].shape[1]
-            body.train()
             self.pixel_stats = (tuple(self.teacher.mean), tuple(self.teacher.std))
         else:
-            body, channels = build_backbone(backbone, backbone_weights, backbone_norm, output_stride, low_level=plus)
+            body, _ = build_backbone(backbone, backbone_weights, backbone_norm, output_stride, low_level=plus)
             self.pixel_stats = (IMAGENET_MEAN, IMAGENET_STD)
-        head = DeepLabV3PlusHead(channels, low_level_channels(body), self.teacher.embed_dim, backbone_norm) if plus \
-            else DeepLabHead(channels, self.teacher.embed_dim)
+        channels = feature_channels(body)
+        head = DeepLabV3PlusHead(channels["out"], channels["low"], self.teacher.embed_dim, backbone_norm) if plus \
+            else DeepLabHead(channels["out"], self.teacher.embed_dim)
         if freeze_backbone:  # weights stay as loaded; batch-norm statistics still follow the training data
             body.requires_grad_(False)
         self.student = DeepLabV3(body, head)

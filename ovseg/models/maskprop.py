@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
+from ovclip.engine.runner import with_defaults
 from ovclip.regions import mask_embeddings
 from ovclip.teacher import load_teacher
 from ovclip.text import text_embeddings
@@ -61,13 +62,8 @@ class MaskProposalSegmenter(SegmentationModel):
                  inference: Optional[dict] = None, teacher_precision: str = "fp32",
                  data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        for name, given, defaults in (("loss_weights", loss_weights, LOSS_DEFAULTS),
-                                      ("ensemble", ensemble, ENSEMBLE_DEFAULTS)):
-            unknown = set(given or {}) - set(defaults)
-            if unknown:
-                raise ValueError(f"unknown key(s) {sorted(unknown)} in model.{name}; allowed: {sorted(defaults)}")
-        self.loss_weights = {**LOSS_DEFAULTS, **(loss_weights or {})}
-        self.ensemble = {**ENSEMBLE_DEFAULTS, **(ensemble or {})}
+        self.loss_weights = with_defaults("loss_weights", loss_weights, LOSS_DEFAULTS, ValueError)
+        self.ensemble = with_defaults("ensemble", ensemble, ENSEMBLE_DEFAULTS, ValueError)
         self.use_teacher, self.crop_scale, self.templates = use_teacher, teacher_crop_scale, templates
         self.teacher = load_teacher(teacher, precision=teacher_precision)
         self.vocabulary = load_vocabulary(vocabulary)
