@@ -2,6 +2,7 @@
 local open_clip folder, or a JSON model config (tiny random models for tests)."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -104,6 +105,19 @@ class Teacher:
             tokens = self.tokenizer(list(texts[i:i + batch_size])).to(self.device)
             out.append(self.model.encode_text(tokens).float())
         return torch.cat(out) if out else torch.zeros(0, self.embed_dim)
+
+
+def image_trunk(teacher: Teacher) -> torch.nn.Module:
+    """A trainable float copy of a ModifiedResNet (CLIP RN) teacher's image tower, its attention pool
+    replaced by an identity (no unused parameters under DDP): children stem convolutions, layer1..layer4.
+    Where no other pretrained backbone can be loaded, the teacher is the one network that already knows
+    the classes' looks; the teacher's own tower stays frozen."""
+    if not isinstance(teacher.visual, ModifiedResNet):
+        raise TeacherError(f"a backbone copied from the teacher needs a ModifiedResNet (CLIP RN) image tower, "
+                           f"not {type(teacher.visual).__name__}")
+    visual = copy.deepcopy(teacher.visual).float().requires_grad_(True)
+    visual.attnpool = torch.nn.Identity()
+    return visual
 
 
 def packaged_model_configs() -> list[str]:

@@ -151,3 +151,43 @@ def test_small_mobilenet_student_trains_and_stays_small():
         build_vild(text, backbone="mobilenet_v3_small", fpn_channels=64, fpn_levels=3, anchor_sizes=(16, 32))
     with pytest.raises(ValueError, match="backbone_norm must be one of"):
         build_vild(text, backbone="resnet18", backbone_norm="layer")
+
+
+@pytest.mark.parametrize("trainable,norm", [(0, "bn"), (2, "frozen_bn")])
+def test_teacher_trunk_backbone_freezes_what_it_is_told_and_leaves_the_teacher_alone(tiny_rn, tiny_vit, trainable,
+                                                                                      norm):
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    from ovclip.teacher import TeacherError, image_trunk
+    torch.manual_seed(0)
+    text = F.normalize(torch.randn(5, tiny_rn.embed_dim), dim=-1)
+    teacher_before = {k: v.clone() for k, v in tiny_rn.visual.state_dict().items()}
+    model = build_vild(text, backbone="teacher", trunk=image_trunk(tiny_rn), trainable_layers=trainable,
+                       backbone_norm=norm, fpn_channels=32, fpn_levels=3, anchor_sizes=(16, 32, 64, 128),
+                       box_head_dim=64, min_size=96, max_size=128, box_batch_size_per_image=32,
+                       image_mean=list(tiny_rn.mean), image_std=list(tiny_rn.std))
+    trunk = model.backbone.body
+    assert set(trunk) == {"conv1", "bn1", "act1", "conv2", "bn2", "act2", "conv3", "bn3", "act3", "avgpool",
+                          "layer1", "layer2", "layer3", "layer4"}  # no attention pool
+    grads = {name: any(p.requires_grad for p in trunk[name].parameters()) for name in ("conv1", "layer1", "layer2",
+                                                                                       "layer3", "layer4")}
+    assert grads == {"conv1": False, "layer1": False, "layer2": False, "layer3": trainable >= 2,
+                     "layer4": trainable >= 1}
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in trunk.modules()) == (norm == "frozen_bn")
+    images = [torch.rand(3, 96, 128), torch.rand(3, 96, 128)]
+    targets = [{"boxes": torch.tensor([[10.0, 15.0, 60.0, 70.0]]), "labels": torch.tensor([i]),
+                "distill_boxes": torch.tensor([[10.0, 15.0, 60.0, 70.0]]),
+                "distill_embeddings": F.normalize(torch.randn(1, tiny_rn.embed_dim), dim=-1)} for i in range(2)]
+    sum(model(images, targets).values()).backward()
+    assert model.backbone.fpn.inner_blocks[0][0].weight.grad is not None
+    assert (trunk["layer4"][0].conv1.weight.grad is not None) == (trainable >= 1)
+    assert all(torch.equal(v, tiny_rn.visual.state_dict()[k]) for k, v in teacher_before.items())
+    assert all(p.grad is None for p in tiny_rn.visual.parameters())
+    with pytest.raises(ValueError, match="backbone_weights=None"):
+        build_vild(text, backbone="teacher", trunk=image_trunk(tiny_rn), backbone_weights="IMAGENET1K_V1")
+    with pytest.raises(ValueError, match="needs the teacher's image trunk"):
+        build_vild(text, backbone="teacher")
+    with pytest.raises(ValueError, match="'bn' or 'frozen_bn'"):
+        build_vild(text, backbone="teacher", trunk=image_trunk(tiny_rn), backbone_norm="gn")
+    with pytest.raises(TeacherError, match="ModifiedResNet"):
+        image_trunk(tiny_vit)

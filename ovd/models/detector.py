@@ -10,7 +10,7 @@ from torch import Tensor
 from ovclip.engine.runner import with_defaults
 from ovclip.io import to_unit_float
 from ovclip.regions import region_embeddings
-from ovclip.teacher import load_teacher
+from ovclip.teacher import image_trunk, load_teacher
 from ovclip.text import text_embeddings
 from ovclip.vocabulary import Vocabulary, load_vocabulary
 
@@ -53,6 +53,12 @@ class ViLDDetector(BaseModel):
         self.teacher = load_teacher(teacher, device="cpu", precision=teacher_precision)
         self.vocabulary = load_vocabulary(vocabulary)
         online = self.distill["source"] == "online" and image_loss_weight > 0
+        detector = dict(detector or {})
+        trunk = None
+        if backbone == "teacher":  # a copy of the teacher's image tower, fed the teacher's pixel statistics
+            trunk = image_trunk(self.teacher)
+            detector.setdefault("image_mean", list(self.teacher.mean))
+            detector.setdefault("image_std", list(self.teacher.std))
         self.detector = build_vild(
             self._text_embeddings(self.vocabulary), backbone=backbone, backbone_weights=backbone_weights,
             trainable_layers=trainable_layers, backbone_norm=backbone_norm, box_head_dim=box_head_dim,
@@ -62,7 +68,7 @@ class ViLDDetector(BaseModel):
             image_loss_weight=image_loss_weight if self.distill["source"] != "none" else 0.0,
             inference_mode=inference_mode, base_mask=self._base_mask(self.vocabulary), with_mask=with_mask,
             region_teacher=self._region_teacher if online else None,
-            num_distill_regions=int(self.distill["num_regions"]), **(detector or {}))
+            num_distill_regions=int(self.distill["num_regions"]), trunk=trunk, **detector)
 
     @staticmethod
     def _base_mask(vocabulary: Vocabulary) -> Optional[Tensor]:

@@ -31,6 +31,7 @@ from torchvision.models.detection.rpn import concat_box_prediction_layers
 from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops import boxes as box_ops
+from torchvision.ops.misc import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 ENSEMBLE_LAMBDA = 2.0 / 3.0
@@ -290,12 +291,51 @@ def mobilenet_fpn(name: str = "mobilenet_v3_small", weights: Optional[str] = Non
                            extra_blocks=LastLevelMaxPool())
 
 
+def trunk_fpn(trunk: nn.Module, fpn_channels: int = 64, levels: int = 3, trainable_layers: int = 3,
+              norm: str = "bn") -> BackboneWithFPN:
+    """An FPN over the last `levels` stages of a ModifiedResNet trunk (`ovclip.teacher.image_trunk`:
+    layer2..layer4 are strides 8 / 16 / 32) and a max-pool level. The top `trainable_layers` of
+    layer4, layer3, layer2, layer1, stem train (torchvision's convention), the others are frozen;
+    norm 'frozen_bn' also fixes the batch-norm statistics, 'bn' lets them follow the data."""
+    stages = ["layer1", "layer2", "layer3", "layer4"]
+    if not 1 <= levels <= len(stages):
+        raise ValueError(f"the teacher trunk has {len(stages)} stages; fpn_levels must be 1..{len(stages)}")
+    if not 0 <= trainable_layers <= 5:
+        raise ValueError(f"trainable_layers must be 0..5, not {trainable_layers}")
+    if norm not in ("bn", "frozen_bn"):
+        raise ValueError(f"a backbone copied from the teacher keeps its batch norm: backbone_norm must be 'bn' or "
+                         f"'frozen_bn', not '{norm}'")
+    trainable = (stages[::-1] + ["stem"])[:trainable_layers]
+    for name, child in trunk.named_children():
+        if (name if name in stages else "stem") not in trainable:
+            child.requires_grad_(False)
+    if norm == "frozen_bn":
+        trunk = _freeze_batchnorm(trunk)
+    picked = stages[-levels:]
+    channels = [getattr(trunk, name)[-1].conv3.out_channels for name in picked]
+    return BackboneWithFPN(trunk, {name: str(k) for k, name in enumerate(picked)}, channels, fpn_channels,
+                           extra_blocks=LastLevelMaxPool())
+
+
+def _freeze_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d by a FrozenBatchNorm2d with its weights and running statistics."""
+    if isinstance(module, nn.BatchNorm2d):
+        frozen = FrozenBatchNorm2d(module.num_features, module.eps)
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(frozen, name).copy_(getattr(module, name).detach())
+        return frozen
+    for name, child in module.named_children():
+        setattr(module, name, _freeze_batchnorm(child))
+    return module
+
+
 def build_vild(text_embeddings: Tensor, backbone: str = "resnet50", trainable_layers: int = 3,
                backbone_weights: Optional[str] = None, backbone_norm: str = "frozen_bn", box_head_dim: int = 1024,
                fpn_channels: int = 256, anchor_sizes: Optional[Sequence[int]] = None, fpn_levels: int = 2,
-               **kwargs) -> ViLD:
+               trunk: Optional[nn.Module] = None, **kwargs) -> ViLD:
     """ViLD with a torchvision ResNet-FPN or MobileNetV3-FPN backbone (weights only if named, e.g.
-    'IMAGENET1K_V1').
+    'IMAGENET1K_V1'), or with backbone='teacher' an FPN over `trunk`, a copy of a CLIP RN teacher's
+    image tower (`ovclip.teacher.image_trunk`; images are then normalised with the teacher's statistics).
 
     `backbone_norm`: 'frozen_bn' (torchvision's default, for pretrained backbones), or 'bn' / 'gn' to
     train a backbone from scratch. `box_head_dim`: width of the two-layer box head (1024 in the paper).
@@ -304,7 +344,14 @@ def build_vild(text_embeddings: Tensor, backbone: str = "resnet50", trainable_la
     if backbone_norm not in NORM_LAYERS:
         raise ValueError(f"backbone_norm must be one of {sorted(NORM_LAYERS)}, not '{backbone_norm}'")
     norm = NORM_LAYERS[backbone_norm]
-    if backbone.startswith("mobilenet"):
+    if backbone == "teacher":
+        if backbone_weights is not None:
+            raise ValueError(f"backbone='teacher' starts from the teacher's weights: set backbone_weights=None, "
+                             f"not '{backbone_weights}'")
+        if trunk is None:
+            raise ValueError("backbone='teacher' needs the teacher's image trunk (ovclip.teacher.image_trunk)")
+        body = trunk_fpn(trunk, fpn_channels, fpn_levels, trainable_layers, backbone_norm)
+    elif backbone.startswith("mobilenet"):
         body = mobilenet_fpn(backbone, backbone_weights, fpn_channels, norm, fpn_levels)
     else:
         if fpn_channels != 256:
@@ -312,7 +359,7 @@ def build_vild(text_embeddings: Tensor, backbone: str = "resnet50", trainable_la
         body = resnet_fpn_backbone(backbone_name=backbone, weights=backbone_weights,
                                    trainable_layers=trainable_layers, **({"norm_layer": norm} if norm else {}))
     featmaps = sorted(body.body.return_layers.values())
-    if backbone.startswith("mobilenet") or anchor_sizes is not None:
+    if backbone == "teacher" or backbone.startswith("mobilenet") or anchor_sizes is not None:
         # One size per level and one for the max-pool level: 32, 64, ... unless given.
         default = tuple(32 * 2 ** i for i in range(len(featmaps) + 1))
         sizes = tuple(anchor_sizes) if anchor_sizes is not None else default

@@ -1,7 +1,6 @@
 """Pieces shared by the segmenters: student backbones, the text classifier, whole / sliding-window inference."""
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any, Callable, Optional, Sequence
 
@@ -13,6 +12,7 @@ from torchvision.models import mobilenet_v3_large, mobilenet_v3_small, resnet
 from torchvision.models._utils import IntermediateLayerGetter
 
 from ovclip.io import to_unit_float
+from ovclip.teacher import Teacher, image_trunk
 from ovclip.vocabulary import Vocabulary
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -106,17 +106,12 @@ class DeepLabV3PlusHead(nn.Module):
 
 
 class TeacherTrunk(nn.Module):
-    """A trainable copy of a ModifiedResNet teacher's image tower without its attention pool: 'out' is
-    the last stage (stride 32), 'low' the first (stride 4). Where no other pretrained backbone can be
-    loaded, the teacher is the one network that already knows the classes' looks."""
+    """A trainable copy of a ModifiedResNet teacher's image tower without its attention pool
+    (`ovclip.teacher.image_trunk`): 'out' is the last stage (stride 32), 'low' the first (stride 4)."""
 
-    def __init__(self, visual: nn.Module, low_level: bool = False):
+    def __init__(self, teacher: Teacher, low_level: bool = False):
         super().__init__()
-        if not hasattr(visual, "layer4") or not hasattr(visual, "stem"):
-            raise ValueError("backbone='teacher' needs a ModifiedResNet (CLIP RN) teacher")
-        visual = copy.deepcopy(visual).float().requires_grad_(True)  # the teacher's own copy is frozen
-        visual.attnpool = nn.Identity()  # not used: no unused parameters under DDP
-        self.visual, self.low_level = visual, low_level
+        self.visual, self.low_level = image_trunk(teacher), low_level
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """Normalised images -> {'out': (B, C, H/32, W/32)} (and 'low': (B, C1, H/4, W/4))."""

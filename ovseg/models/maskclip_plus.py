@@ -100,7 +100,7 @@ class MaskCLIPPlus(SegmentationModel):
             raise ValueError(f"decoder must be 'deeplabv3' or 'deeplabv3plus', not '{decoder}'")
         plus = decoder == "deeplabv3plus"
         if backbone == "teacher":  # start from the teacher's own image tower (a trainable copy)
-            body = TeacherTrunk(self.teacher.visual, low_level=plus)
+            body = TeacherTrunk(self.teacher, low_level=plus)
             self.pixel_stats = (tuple(self.teacher.mean), tuple(self.teacher.std))
         else:
             body, _ = build_backbone(backbone, backbone_weights, backbone_norm, output_stride, low_level=plus)
