@@ -24,7 +24,7 @@ from .evaluation.coco import DetectionEvaluator
 
 log = logging.getLogger(__name__)
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "vild" / "vild_mnv3_fpn_synthetic-cpu.py"
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "vild" / "vild_teacher-rn_fpn_synthetic-cpu.py"
 
 # name, config options, which training annotations ("base" or "all").
 STUDENTS: list[tuple[str, dict[str, Any], str]] = [

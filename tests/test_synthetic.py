@@ -106,7 +106,7 @@ def test_shipped_teacher_and_student_work_out_of_the_box():
     teacher = load_synthetic_teacher(ROOT / "model_zoo" / "synthetic")
     zs = zero_shot_accuracy(teacher, seed=99, n_images=40)
     assert zs["accuracy"] > 80 and zs["novel"] > 70, zs  # 91% on 150 images when it was built
-    det = Detector.from_config(ROOT / "configs/vild/vild_mnv3_fpn_synthetic-cpu.py",
-                               ROOT / "model_zoo/synthetic/vild_mnv3_synthetic.pth")
+    det = Detector.from_config(ROOT / "configs/vild/vild_teacher-rn_fpn_synthetic-cpu.py",
+                               ROOT / "model_zoo/synthetic/vild_teacher-rn_synthetic.pth")
     out = det.predict(ROOT / "model_zoo/synthetic/demo.png", "diamond, triangle, hexagon, circle, star", score_thr=0.1)
     assert len(out) >= 3 and out.names[0] == "diamond" and out.scores[0] > 0.3

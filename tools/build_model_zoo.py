@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     name, options, annotations = next(s for s in STUDENTS if s[0] == "ViLD-ensemble")
     runner, metrics = train_student(name, {**world_options(world, teacher_spec(out), annotations), **options},
                                     work / "student", args.iters, args.seed)
-    size = export_student(runner.model, out / "vild_mnv3_synthetic.pth")
+    size = export_student(runner.model, out / "vild_teacher-rn_synthetic.pth")
     val = json.loads(Path(world["val"]).read_text())
     novel = {SHAPES.index(s) + 1 for s in NOVEL_SHAPES}
     cats = {}
