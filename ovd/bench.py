@@ -14,6 +14,7 @@ from torchvision.ops import batched_nms
 
 from ovclip.bench import BenchRow, train_and_test
 from ovclip.io import atomic_torch_save, read_image, to_unit_float
+from ovclip.precompute import run_precompute
 from ovclip.regions import region_embeddings
 from ovclip.teacher import Teacher
 from ovclip.text import text_embeddings
@@ -21,18 +22,23 @@ from ovclip.vocabulary import load_vocabulary
 
 from .data.coco import load_detection_annotations
 from .evaluation.coco import DetectionEvaluator
+from .proposals import write_proposals
 
 log = logging.getLogger(__name__)
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "vild" / "vild_teacher-rn_fpn_synthetic-cpu.py"
 
-# name, config options, which training annotations ("base" or "all").
+# name, config options, which training annotations ("base" or "all"). The distilled students learn from a
+# feature store of the teacher's embeddings of ViLD-text's proposals (region_store), ViLD's offline recipe.
 STUDENTS: list[tuple[str, dict[str, Any], str]] = [
     ("ViLD-text", {"model.distill.source": "none", "model.inference_mode": "text"}, "base"),
-    ("ViLD", {"model.separate_heads": False, "model.inference_mode": "text"}, "base"),
-    ("ViLD-ensemble", {"model.inference_mode": "ensemble"}, "base"),
+    ("ViLD", {"model.distill.source": "store", "model.separate_heads": False, "model.inference_mode": "text"},
+     "base"),
+    ("ViLD-ensemble", {"model.distill.source": "store", "model.inference_mode": "ensemble"}, "base"),
     ("oracle (novel boxes too)", {"model.distill.source": "none", "model.inference_mode": "text"}, "all"),
 ]
+# Distilled regions per train image: the synthetic config's online num_regions.
+DISTILL_REGIONS = 32
 
 
 def world_options(world: dict[str, str], teacher_spec: dict, annotations: str) -> dict[str, Any]:
@@ -45,6 +51,24 @@ def world_options(world: dict[str, str], teacher_spec: dict, annotations: str) -
         "test_dataloader.dataset.ann_file": world["val"], "test_dataloader.dataset.img_dir": world["val_images"],
         "test_evaluator.ann_file": world["val"],
     }
+
+
+def region_store(model: torch.nn.Module, world: dict[str, str], teacher_spec: dict, out: Path,
+                 num_regions: int) -> dict[str, Any]:
+    """ViLD's offline distillation data: a trained student's top `num_regions` class-agnostic proposals on
+    each train image (tools/proposals.py), embedded by the teacher at 1x and 1.5x into a feature store
+    (tools/precompute.py). Returns the dataset options that point a config at it."""
+    proposals = out / "proposals.json"
+    if not proposals.is_file():
+        write_proposals(lambda image: model.detector.proposals([image])[0], world["train_base"],
+                        world["train_images"], str(proposals), max_per_image=num_regions, progress=False)
+    store = out / "store"
+    run_precompute({"teacher": {"spec": teacher_spec, "device": "cpu"},
+                    "dataset": {"ann_file": world["train_base"], "img_dir": world["train_images"],
+                                "proposals": str(proposals), "max_regions": num_regions},
+                    "region": {"scales": (1.0, 1.5), "batch_size": 256}}, str(store), progress=False)
+    return {"train_dataloader.dataset.feature_store": str(store),
+            "train_dataloader.dataset.max_distill_regions": num_regions}
 
 
 def train_student(name: str, options: dict[str, Any], work_dir: Path, iters: int, seed: int) -> tuple[Runner, dict]:
@@ -77,11 +101,15 @@ def teacher_on_proposals(proposals: Callable[[torch.Tensor], tuple[torch.Tensor,
 
 def run_detection_rows(world: dict[str, str], teacher: Teacher, teacher_spec: dict, work_dir: Path, iters: int,
                        seed: int, progress: Optional[Callable[[BenchRow], None]] = None) -> list[BenchRow]:
-    """Train and evaluate every student, then the teacher on the ViLD-text student's proposals."""
-    rows, trained = [], {}
+    """Train and evaluate every student (ViLD-text first: its proposals are the distilled regions of the
+    others, and the teacher's alone), then the teacher on ViLD-text's proposals."""
+    rows, trained, store = [], {}, {}
     for name, options, train_annotations in STUDENTS:
         t0 = time.perf_counter()
-        runner, m = train_student(name, {**world_options(world, teacher_spec, train_annotations), **options},
+        if options.get("model.distill.source") == "store" and not store:
+            store = region_store(trained["ViLD-text"], world, teacher_spec, work_dir / "regions", DISTILL_REGIONS)
+        runner, m = train_student(name, {**world_options(world, teacher_spec, train_annotations), **options,
+                                         **(store if options.get("model.distill.source") == "store" else {})},
                                   work_dir / name.split()[0], iters, seed)
         trained[name] = runner.model
         rows.append(BenchRow("detection", name, m["det/AP50_novel"], m["det/AP50_base"], time.perf_counter() - t0))

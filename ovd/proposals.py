@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
+from torch import Tensor
 from tqdm import tqdm
 
 from ovclip.io import ImageReadError, atomic_json_dump, read_image, to_unit_float
@@ -38,10 +39,20 @@ def dump_proposals(config: str, checkpoint: str, out: str, split: str = "train",
     line, so a killed job resumes where it stopped; unreadable images are skipped and counted."""
     cfg = load_config(config)
     ds_cfg = cfg[f"{split}_dataloader"].dataset
-    records, _, _ = load_detection_annotations(ds_cfg.ann_file, ds_cfg.img_dir, None)
-    records = records[:max_images] if max_images else records
     detector = Detector.from_config(config, checkpoint, device=device)
+    return write_proposals(lambda image: detector.model.detector.proposals([image])[0], ds_cfg.ann_file,
+                           ds_cfg.img_dir, out, max_per_image, device, progress, max_images)
+
+
+def write_proposals(propose: Callable[[Tensor], tuple[Tensor, Tensor]], ann_file: str, img_dir: str, out: str,
+                    max_per_image: int = 300, device: str = "cpu", progress: bool = True,
+                    max_images: Optional[int] = None) -> dict:
+    """dump_proposals with the detector given as `propose`: a unit-float CHW image -> (boxes in its
+    pixels, scores), best first (e.g. a model in memory: `lambda im: model.detector.proposals([im])[0]`)."""
+    records, _, _ = load_detection_annotations(ann_file, img_dir, None)
+    records = records[:max_images] if max_images else records
     partial = Path(f"{out}.partial.jsonl")
+    partial.parent.mkdir(parents=True, exist_ok=True)
     done = _done_entries(partial)
     stats = {"images": 0, "resumed": 0, "bad_images": 0, "proposals": 0}
     with open(partial, "a", encoding="utf-8") as f:
@@ -55,7 +66,7 @@ def dump_proposals(config: str, checkpoint: str, out: str, split: str = "train",
                 stats["bad_images"] += 1
                 log.warning("skipping image %s: %s", rec.id, e)
                 continue
-            boxes, scores = detector.model.detector.proposals([image])[0]
+            boxes, scores = propose(image)
             boxes, scores = boxes[:max_per_image].cpu(), scores[:max_per_image].cpu()
             rows = [[round(v, 2) for v in (x0, y0, x1 - x0, y1 - y0)] + [round(s, 5)]
                     for (x0, y0, x1, y1), s in zip(boxes.tolist(), scores.tolist())]
@@ -70,4 +81,4 @@ def dump_proposals(config: str, checkpoint: str, out: str, split: str = "train",
     return stats
 
 
-__all__ = ["dump_proposals"]
+__all__ = ["dump_proposals", "write_proposals"]

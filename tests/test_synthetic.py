@@ -98,6 +98,13 @@ def test_bench_quick_runs_end_to_end(tmp_path):
     assert "target: MaskCLIP+ novel mIoU > MaskCLIP's" in r.stdout
     saved = json.loads((tmp_path / "quick" / "results-s0.json").read_text())
     assert len(saved["rows"]) == 10 and all(0 <= row["novel"] <= 100 for row in saved["rows"])
+    # ViLD and ViLD-ensemble distilled the teacher's embeddings of ViLD-text's top proposals (ViLD's
+    # offline recipe; the model refuses store distillation without regions in its data)
+    from ovclip.store import FeatureStore
+    from ovd.bench import DISTILL_REGIONS
+    store = FeatureStore(tmp_path / "quick" / "students-s0" / "regions" / "store")
+    assert len(store) == 32 and store.meta["boxes"] == "proposals"
+    assert all(0 < len(store[i][0]) <= DISTILL_REGIONS for i in store.image_ids)
 
 
 def test_shipped_teacher_and_student_work_out_of_the_box():

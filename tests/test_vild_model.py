@@ -191,3 +191,24 @@ def test_teacher_trunk_backbone_freezes_what_it_is_told_and_leaves_the_teacher_a
         build_vild(text, backbone="teacher", trunk=image_trunk(tiny_rn), backbone_norm="gn")
     with pytest.raises(TeacherError, match="ModifiedResNet"):
         image_trunk(tiny_vit)
+
+
+def test_roi_sampling_ratio_sets_the_box_roialign_and_is_checked():
+    from torchvision.ops import roi_align
+    default, adaptive = tiny_vild(), tiny_vild(roi_sampling_ratio=0)
+    assert default.roi_heads.box_roi_pool.sampling_ratio == 2  # torchvision's
+    pool = adaptive.roi_heads.box_roi_pool
+    assert pool.sampling_ratio == 0 and pool.featmap_names == ["0", "1", "2", "3"]
+    # one level: the pooled features are torchvision's adaptive RoIAlign of that level
+    feats = {"0": torch.rand(1, 4, 32, 32)}
+    box = torch.tensor([[3.0, 5.0, 60.0, 40.0]])
+    one = type(pool)(["0"], 7, 0)
+    out = one(feats, [box], [(64, 64)])
+    assert torch.allclose(out, roi_align(feats["0"], [box], 7, spatial_scale=0.5, sampling_ratio=0, aligned=False))
+    assert not torch.allclose(out, roi_align(feats["0"], [box], 7, spatial_scale=0.5, sampling_ratio=2))
+    adaptive.train()
+    images, targets = synthetic_batch()
+    sum(adaptive(images, targets).values()).backward()
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="roi_sampling_ratio must be an integer >= 0"):
+            tiny_vild(roi_sampling_ratio=bad)

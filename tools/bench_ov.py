@@ -21,7 +21,7 @@ from ovd.bench import run_detection_rows
 from ovseg.bench import run_segmentation_rows
 
 SETTINGS = {
-    "full": {"n_train": 400, "n_val": 100, "iters": 450, "seg_iters": 400, "teacher_steps": 1200},
+    "full": {"n_train": 400, "n_val": 100, "iters": 550, "seg_iters": 400, "teacher_steps": 1200},
     "quick": {"n_train": 32, "n_val": 16, "iters": 20, "seg_iters": 20, "teacher_steps": 60},
 }
 METRIC = {"detection": "AP50", "segmentation": "mIoU"}

@@ -38,6 +38,8 @@ def main(argv=None) -> int:
     teacher = load_synthetic_teacher(out)
     zs = zero_shot_accuracy(teacher)
     name, options, annotations = next(s for s in STUDENTS if s[0] == "ViLD-ensemble")
+    # the config's online distillation: no ViLD-text run (whose proposals the benchmark's store holds)
+    options = {**options, "model.distill.source": "online"}
     runner, metrics = train_student(name, {**world_options(world, teacher_spec(out), annotations), **options},
                                     work / "student", args.iters, args.seed)
     size = export_student(runner.model, out / "vild_teacher-rn_synthetic.pth")

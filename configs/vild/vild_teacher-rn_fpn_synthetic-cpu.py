@@ -23,7 +23,8 @@ model = dict(
     distill=dict(source="online", num_regions=32, batch_size=128),
     detector=dict(min_size=256, max_size=256, rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=150,
                   rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100, rpn_batch_size_per_image=128,
-                  box_batch_size_per_image=128, box_detections_per_img=50, box_score_thresh=0.001))
+                  box_batch_size_per_image=128, box_detections_per_img=50, box_score_thresh=0.001,
+                  roi_sampling_ratio=0))
 train_dataloader = dict(
     batch_size=4, num_workers=0,
     sampler=dict(type="InfiniteSampler", shuffle=True),

@@ -332,7 +332,7 @@ def _freeze_batchnorm(module: nn.Module) -> nn.Module:
 def build_vild(text_embeddings: Tensor, backbone: str = "resnet50", trainable_layers: int = 3,
                backbone_weights: Optional[str] = None, backbone_norm: str = "frozen_bn", box_head_dim: int = 1024,
                fpn_channels: int = 256, anchor_sizes: Optional[Sequence[int]] = None, fpn_levels: int = 2,
-               trunk: Optional[nn.Module] = None, **kwargs) -> ViLD:
+               trunk: Optional[nn.Module] = None, roi_sampling_ratio: Optional[int] = None, **kwargs) -> ViLD:
     """ViLD with a torchvision ResNet-FPN or MobileNetV3-FPN backbone (weights only if named, e.g.
     'IMAGENET1K_V1'), or with backbone='teacher' an FPN over `trunk`, a copy of a CLIP RN teacher's
     image tower (`ovclip.teacher.image_trunk`; images are then normalised with the teacher's statistics).
@@ -340,7 +340,13 @@ def build_vild(text_embeddings: Tensor, backbone: str = "resnet50", trainable_la
     `backbone_norm`: 'frozen_bn' (torchvision's default, for pretrained backbones), or 'bn' / 'gn' to
     train a backbone from scratch. `box_head_dim`: width of the two-layer box head (1024 in the paper).
     `anchor_sizes`: one anchor size per feature level (torchvision's defaults for ResNets if not given).
+    `roi_sampling_ratio`: bilinear samples per bin side of the box RoIAlign; 0 adapts it to each box
+    (ceil(box size / 7) on its level: Detectron2's and MMDetection's default, and cheaper for small boxes);
+    torchvision's 2 if not given.
     """
+    if roi_sampling_ratio is not None and (isinstance(roi_sampling_ratio, bool) or
+                                           not isinstance(roi_sampling_ratio, int) or roi_sampling_ratio < 0):
+        raise ValueError(f"roi_sampling_ratio must be an integer >= 0 (0 = adaptive), not {roi_sampling_ratio!r}")
     if backbone_norm not in NORM_LAYERS:
         raise ValueError(f"backbone_norm must be one of {sorted(NORM_LAYERS)}, not '{backbone_norm}'")
     norm = NORM_LAYERS[backbone_norm]
@@ -359,6 +365,8 @@ def build_vild(text_embeddings: Tensor, backbone: str = "resnet50", trainable_la
         body = resnet_fpn_backbone(backbone_name=backbone, weights=backbone_weights,
                                    trainable_layers=trainable_layers, **({"norm_layer": norm} if norm else {}))
     featmaps = sorted(body.body.return_layers.values())
+    if roi_sampling_ratio is not None:
+        kwargs["box_roi_pool"] = MultiScaleRoIAlign(featmaps, 7, roi_sampling_ratio)
     if backbone == "teacher" or backbone.startswith("mobilenet") or anchor_sizes is not None:
         # One size per level and one for the max-pool level: 32, 64, ... unless given.
         default = tuple(32 * 2 ** i for i in range(len(featmaps) + 1))
