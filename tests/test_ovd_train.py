@@ -245,3 +245,38 @@ def test_rpn_proposals_dump_resumes_and_feeds_the_region_store(trained, tmp_path
                    str(tmp_path / "store"), progress=False)
     boxes, emb = FeatureStore(tmp_path / "store")[1]
     assert len(boxes) == 20 and emb.shape[0] == 20
+
+
+def test_a_kill_while_saving_keeps_the_last_finished_checkpoint(tmp_path):
+    """mmengine's CheckpointHook deletes the old checkpoint before writing the new one in place: a kill
+    mid-save with max_keep_ckpts=1 left nothing to resume from. SafeCheckpointHook (the configs' default)
+    keeps it."""
+    cfg = runner_for(tmp_path, "safe", **{"train_cfg.max_iters": 6, "default_hooks.checkpoint.interval": 2,
+                                          "default_hooks.checkpoint.max_keep_ckpts": 1})
+    assert cfg.default_hooks.checkpoint.type == "SafeCheckpointHook"
+    runner = Runner.from_cfg(cfg)
+    work, save = Path(cfg.work_dir), runner.save_checkpoint
+
+    class Killed(Exception):
+        pass
+
+    def save_then_die_at_6(out_dir, filename, *args, **kwargs):
+        if runner.iter + 1 == 6:  # the process dies halfway through writing iter 6
+            Path(out_dir, filename).write_bytes(b"PK\x03\x04 torn")
+            raise Killed
+        return save(out_dir, filename, *args, **kwargs)
+
+    runner.save_checkpoint = save_then_die_at_6
+    with pytest.raises(Killed):
+        runner.train()
+    assert sorted(p.name for p in work.glob("iter_*.pth")) == ["iter_4.pth"]  # iter_2 removed after iter_4 saved
+    assert Path((work / "last_checkpoint").read_text()).name == "iter_4.pth"
+    saved = load_checkpoint_file(work / "iter_4.pth")
+    assert saved["meta"]["iter"] == 4 and saved["message_hub"]["runtime_info"]["keep_ckpt_ids"] == [4]
+    cfg = runner_for(tmp_path, "safe", **{"train_cfg.max_iters": 6, "default_hooks.checkpoint.interval": 2,
+                                          "default_hooks.checkpoint.max_keep_ckpts": 1})
+    cfg.resume = True
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert runner.iter == 6 and sorted(p.name for p in work.glob("iter_*.pth")) == ["iter_6.pth"]
+    assert Path((work / "last_checkpoint").read_text()).name == "iter_6.pth"

@@ -1,11 +1,11 @@
-# Runtime shared by every config: the ovd registry scope, logging, checkpoints that resume with
-# weights_only loading, and seeded randomness.
+# Runtime shared by every config: the ovd registry scope, logging, checkpoints that survive a kill
+# mid-save (SafeCheckpointHook) and resume with weights_only loading, and seeded randomness.
 default_scope = "ovd"
 default_hooks = dict(
     timer=dict(type="IterTimerHook"),
     logger=dict(type="LoggerHook", interval=50),
     param_scheduler=dict(type="ParamSchedulerHook"),
-    checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=3),
+    checkpoint=dict(type="SafeCheckpointHook", interval=1, max_keep_ckpts=3),
     sampler_seed=dict(type="DistSamplerSeedHook"),
 )
 custom_hooks = [dict(type="PlainCheckpointHook")]

@@ -15,10 +15,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from mmengine.hooks import Hook
+from mmengine.dist import is_main_process
+from mmengine.fileio import LocalBackend
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import HistoryBuffer
 from mmengine.registry import HOOKS
 from mmengine.runner.checkpoint import CheckpointLoader
+
+from ..io import atomic_write
 
 _BUFFER_TAG = "__history_buffer__"
 _ARRAY_TAG = "__ndarray__"
@@ -109,3 +113,37 @@ class PlainCheckpointHook(Hook):
         for key in list(checkpoint):
             if key != "state_dict":
                 checkpoint[key] = from_plain(checkpoint[key])
+
+
+@HOOKS.register_module(force=True)
+class SafeCheckpointHook(CheckpointHook):
+    """mmengine's CheckpointHook (same options), except that a job killed while saving keeps its last
+    finished checkpoint. mmengine deletes the oldest checkpoint beyond `max_keep_ckpts` before writing the
+    new one, in place, and then rewrites `last_checkpoint` in place: a kill in between leaves a torn file
+    and, with max_keep_ckpts=1, nothing to resume from. Here the new checkpoint is written under a
+    temporary name and renamed, `last_checkpoint` is replaced atomically, and only then is the oldest
+    one deleted. Non-local backends fall back to mmengine's behaviour."""
+
+    def _save_checkpoint_with_step(self, runner, step, meta):  # noqa: D102 - mmengine hook
+        if not isinstance(self.file_backend, LocalBackend):
+            return super()._save_checkpoint_with_step(runner, step, meta)
+        stale = None
+        if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids and self.keep_ckpt_ids[-1] == step):
+            if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
+                stale = self.keep_ckpt_ids.popleft()
+            self.keep_ckpt_ids.append(step)
+            runner.message_hub.update_info("keep_ckpt_ids", list(self.keep_ckpt_ids))
+        name = self.filename_tmpl.format(step)
+        self.last_ckpt = os.path.join(self.out_dir, name)
+        runner.message_hub.update_info("last_ckpt", self.last_ckpt)
+        runner.save_checkpoint(self.out_dir, name + ".tmp", self.file_client_args, save_optimizer=self.save_optimizer,
+                               save_param_scheduler=self.save_param_scheduler, meta=meta, by_epoch=self.by_epoch,
+                               backend_args=self.backend_args, **self.args)
+        if not is_main_process():
+            return
+        os.replace(self.last_ckpt + ".tmp", self.last_ckpt)
+        atomic_write(os.path.join(runner.work_dir, "last_checkpoint"),
+                     lambda tmp: Path(tmp).write_text(self.last_ckpt, encoding="utf-8"))
+        if stale is not None:
+            old = Path(self.out_dir) / self.filename_tmpl.format(stale)
+            old.unlink(missing_ok=True)
