@@ -13,6 +13,7 @@ from mmengine.runner import Runner
 from torchvision.ops import batched_nms
 
 from ovclip.bench import BenchRow, train_and_test
+from ovclip.engine.runner import load_config
 from ovclip.io import atomic_torch_save, read_image, to_unit_float
 from ovclip.precompute import run_precompute
 from ovclip.regions import region_embeddings
@@ -37,8 +38,9 @@ STUDENTS: list[tuple[str, dict[str, Any], str]] = [
     ("ViLD-ensemble", {"model.distill.source": "store", "model.inference_mode": "ensemble"}, "base"),
     ("oracle (novel boxes too)", {"model.distill.source": "none", "model.inference_mode": "text"}, "all"),
 ]
-# Distilled regions per train image: the synthetic config's online num_regions.
-DISTILL_REGIONS = 32
+def distill_regions() -> int:
+    """Distilled regions per train image: the synthetic config's (online) `model.distill.num_regions`."""
+    return int(load_config(CONFIG).model.distill.num_regions)
 
 
 def world_options(world: dict[str, str], teacher_spec: dict, annotations: str) -> dict[str, Any]:
@@ -106,10 +108,11 @@ def run_detection_rows(world: dict[str, str], teacher: Teacher, teacher_spec: di
     rows, trained, store = [], {}, {}
     for name, options, train_annotations in STUDENTS:
         t0 = time.perf_counter()
-        if options.get("model.distill.source") == "store" and not store:
-            store = region_store(trained["ViLD-text"], world, teacher_spec, work_dir / "regions", DISTILL_REGIONS)
+        uses_store = options.get("model.distill.source") == "store"
+        if uses_store and not store:
+            store = region_store(trained["ViLD-text"], world, teacher_spec, work_dir / "regions", distill_regions())
         runner, m = train_student(name, {**world_options(world, teacher_spec, train_annotations), **options,
-                                         **(store if options.get("model.distill.source") == "store" else {})},
+                                         **(store if uses_store else {})},
                                   work_dir / name.split()[0], iters, seed)
         trained[name] = runner.model
         rows.append(BenchRow("detection", name, m["det/AP50_novel"], m["det/AP50_base"], time.perf_counter() - t0))
