@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +13,7 @@ from mmengine.runner import Runner
 from torchvision.ops import batched_nms
 
 from ovclip.bench import BenchRow, train_and_test
-from ovclip.engine.runner import load_config
+from ovclip.engine.runner import load_config, with_defaults
 from ovclip.io import atomic_torch_save, read_image, to_unit_float
 from ovclip.precompute import run_precompute
 from ovclip.regions import region_embeddings
@@ -23,6 +23,7 @@ from ovclip.vocabulary import load_vocabulary
 
 from .data.coco import load_detection_annotations
 from .evaluation.coco import DetectionEvaluator
+from .models.detector import DISTILL_DEFAULTS, DistillConfigError
 from .proposals import write_proposals
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,12 @@ STUDENTS: list[tuple[str, dict[str, Any], str]] = [
     ("ViLD-ensemble", {"model.distill.source": "store", "model.inference_mode": "ensemble"}, "base"),
     ("oracle (novel boxes too)", {"model.distill.source": "none", "model.inference_mode": "text"}, "all"),
 ]
-def distill_regions() -> int:
-    """Distilled regions per train image: the synthetic config's (online) `model.distill.num_regions`."""
-    return int(load_config(CONFIG).model.distill.num_regions)
+
+
+def distill_settings() -> dict[str, Any]:
+    """The synthetic config's `model.distill` (its defaults filled in): the region store uses the same
+    number of regions per train image and crop scales as the config's online distillation."""
+    return with_defaults("distill", load_config(CONFIG).model.distill, DISTILL_DEFAULTS, DistillConfigError)
 
 
 def world_options(world: dict[str, str], teacher_spec: dict, annotations: str) -> dict[str, Any]:
@@ -56,9 +60,9 @@ def world_options(world: dict[str, str], teacher_spec: dict, annotations: str) -
 
 
 def region_store(model: torch.nn.Module, world: dict[str, str], teacher_spec: dict, out: Path,
-                 num_regions: int) -> dict[str, Any]:
+                 num_regions: int, scales: Sequence[float] = (1.0, 1.5)) -> dict[str, Any]:
     """ViLD's offline distillation data: a trained student's top `num_regions` class-agnostic proposals on
-    each train image (tools/proposals.py), embedded by the teacher at 1x and 1.5x into a feature store
+    each train image (tools/proposals.py), embedded by the teacher at each crop scale into a feature store
     (tools/precompute.py). Returns the dataset options that point a config at it."""
     proposals = out / "proposals.json"
     if not proposals.is_file():
@@ -68,7 +72,7 @@ def region_store(model: torch.nn.Module, world: dict[str, str], teacher_spec: di
     run_precompute({"teacher": {"spec": teacher_spec, "device": "cpu"},
                     "dataset": {"ann_file": world["train_base"], "img_dir": world["train_images"],
                                 "proposals": str(proposals), "max_regions": num_regions},
-                    "region": {"scales": (1.0, 1.5), "batch_size": 256}}, str(store), progress=False)
+                    "region": {"scales": tuple(scales), "batch_size": 256}}, str(store), progress=False)
     return {"train_dataloader.dataset.feature_store": str(store),
             "train_dataloader.dataset.max_distill_regions": num_regions}
 
@@ -110,7 +114,9 @@ def run_detection_rows(world: dict[str, str], teacher: Teacher, teacher_spec: di
         t0 = time.perf_counter()
         uses_store = options.get("model.distill.source") == "store"
         if uses_store and not store:
-            store = region_store(trained["ViLD-text"], world, teacher_spec, work_dir / "regions", distill_regions())
+            distill = distill_settings()
+            store = region_store(trained["ViLD-text"], world, teacher_spec, work_dir / "regions",
+                                 distill["num_regions"], distill["scales"])
         runner, m = train_student(name, {**world_options(world, teacher_spec, train_annotations), **options,
                                          **(store if uses_store else {})},
                                   work_dir / name.split()[0], iters, seed)

@@ -101,10 +101,10 @@ def test_bench_quick_runs_end_to_end(tmp_path):
     # ViLD and ViLD-ensemble distilled the teacher's embeddings of ViLD-text's top proposals (ViLD's
     # offline recipe; the model refuses store distillation without regions in its data)
     from ovclip.store import FeatureStore
-    from ovd.bench import distill_regions
+    from ovd.bench import distill_settings
     store = FeatureStore(tmp_path / "quick" / "students-s0" / "regions" / "store")
     assert len(store) == 32 and store.meta["boxes"] == "proposals"
-    assert all(0 < len(store[i][0]) <= distill_regions() == 32 for i in store.image_ids)
+    assert all(0 < len(store[i][0]) <= distill_settings()["num_regions"] == 32 for i in store.image_ids)
 
 
 def test_shipped_teacher_and_student_work_out_of_the_box():
