@@ -239,6 +239,8 @@ def test_maskclip_plus_training_lowers_the_loss_and_switches_to_self_training(wo
     model(inputs, samples, mode="loss")
     assert len(calls) == 12 * len(inputs)  # the teacher is no longer asked
     assert "steps" in model.state_dict() and not any(k.startswith("teacher") for k in model.state_dict())
+    with pytest.raises(ValueError, match="batch_size >= 2"):  # ASPP's pooled batch norm needs two images
+        model(inputs[:1], samples[:1], mode="loss")
     model.eval()
     out = model(inputs[:1], samples[:1], mode="predict")[0]
     assert out["pred"].shape == samples[0]["gt"].shape

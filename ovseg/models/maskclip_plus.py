@@ -154,6 +154,11 @@ class MaskCLIPPlus(SegmentationModel):
 
     def loss(self, inputs: Sequence[Tensor], data_samples: Sequence[dict]) -> dict[str, Tensor]:
         """Cross-entropy against `training_targets` at the input resolution."""
+        if len(inputs) < 2 and self.training:
+            # torchvision's ASPP pools each image to one value per channel before a batch norm, which
+            # cannot normalise a batch of one (PyTorch's error would not say which setting to change).
+            raise ValueError("MaskCLIP+ trains its DeepLab head (ASPP image pooling + batch norm) on at least 2 "
+                             "images per batch and device: set train_dataloader.batch_size >= 2")
         images = normalize_batch(inputs, *self.pixel_stats)
         logits = F.interpolate(self.classifier(self.embed(images)), size=images.shape[-2:], mode="bilinear",
                                align_corners=False)
