@@ -60,7 +60,7 @@ def world_options(world: dict[str, str], teacher_spec: dict, annotations: str) -
 
 
 def region_store(model: torch.nn.Module, world: dict[str, str], teacher_spec: dict, out: Path,
-                 num_regions: int, scales: Sequence[float] = (1.0, 1.5)) -> dict[str, Any]:
+                 num_regions: int, scales: Sequence[float] = DISTILL_DEFAULTS["scales"]) -> dict[str, Any]:
     """ViLD's offline distillation data: a trained student's top `num_regions` class-agnostic proposals on
     each train image (tools/proposals.py), embedded by the teacher at each crop scale into a feature store
     (tools/precompute.py). Returns the dataset options that point a config at it."""
