@@ -1,8 +1,11 @@
 # ViLD on the synthetic shapes world (ovclip.synthetic): 8 base shapes annotated for training, 4 novel
 # ones in the images but unannotated; the teacher is the tiny CLIP trained on the world's captions
-# (model_zoo/synthetic). No ImageNet weights can be loaded offline, so the backbone is a frozen copy of
-# the teacher's own ModifiedResNet tower (its batch-norm statistics follow the data) under a 128-channel
-# FPN, at 128 pixels upsampled to 256 inside the model. A MobileNetV3 FPN trained from scratch
+# (model_zoo/synthetic). No ImageNet weights can be loaded offline, so the backbone is a copy of the
+# teacher's own ModifiedResNet tower (its batch-norm statistics follow the data) under a 128-channel
+# FPN, at 128 pixels upsampled to 256 inside the model. Its last stage (layer4) trains, as the paper
+# trains its backbone: with the whole trunk frozen, ViLD-text inherits CLIP's features on novel shapes
+# for free and the bench no longer measures what distillation adds (ViLD / ViLD-text novel AP50 was
+# 1.65x-2.34x over five seeds frozen, 2.15x-2.66x with layer4 trained; steps cost the same). A MobileNetV3 FPN trained from scratch
 # (backbone="mobilenet_v3_small", backbone_norm="gn") under-fits in a CPU budget: its image head reached
 # cosine 0.65 with the teacher's region embeddings against 0.89 here (see model_zoo/README.md).
 # tools/bench_ov.py fills in the world's paths; by hand:
@@ -17,7 +20,7 @@ teacher = dict(_delete_=True, config="model_zoo/synthetic/teacher.json",
                pretrained="model_zoo/synthetic/teacher.safetensors")
 model = dict(
     teacher=teacher, vocabulary=vocabulary, templates="single", backbone="teacher",
-    backbone_weights=None, trainable_layers=0, backbone_norm="bn", fpn_channels=128, fpn_levels=3,
+    backbone_weights=None, trainable_layers=1, backbone_norm="bn", fpn_channels=128, fpn_levels=3,
     anchor_sizes=(16, 32, 64, 128), box_head_dim=512,
     temperature=0.05,
     distill=dict(source="online", num_regions=32, batch_size=128),
