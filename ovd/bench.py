@@ -3,6 +3,7 @@ base classes, evaluated on base and novel classes (AP50), against the teacher al
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -41,10 +42,11 @@ STUDENTS: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
-def distill_settings() -> dict[str, Any]:
-    """The synthetic config's `model.distill` (its defaults filled in): the region store uses the same
-    number of regions per train image and crop scales as the config's online distillation."""
-    return with_defaults("distill", load_config(CONFIG).model.distill, DISTILL_DEFAULTS, DistillConfigError)
+def distill_settings(options: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """The synthetic config's `model.distill` (its defaults filled in, `options` applied): the region store
+    uses the same number of regions per train image and crop scales as the config's online distillation."""
+    cfg = load_config(CONFIG, options or {})
+    return with_defaults("distill", cfg.model.distill, DISTILL_DEFAULTS, DistillConfigError)
 
 
 def world_options(world: dict[str, str], teacher_spec: dict, annotations: str) -> dict[str, Any]:
@@ -63,11 +65,12 @@ def region_store(model: torch.nn.Module, world: dict[str, str], teacher_spec: di
                  num_regions: int, scales: Sequence[float] = DISTILL_DEFAULTS["scales"]) -> dict[str, Any]:
     """ViLD's offline distillation data: a trained student's top `num_regions` class-agnostic proposals on
     each train image (tools/proposals.py), embedded by the teacher at each crop scale into a feature store
-    (tools/precompute.py). Returns the dataset options that point a config at it."""
+    (tools/precompute.py). Returns the dataset options that point a config at it. What an earlier run left
+    in `out` is removed first: it came from another model, and a resumed store would mix the two."""
+    shutil.rmtree(out, ignore_errors=True)
     proposals = out / "proposals.json"
-    if not proposals.is_file():
-        write_proposals(lambda image: model.detector.proposals([image])[0], world["train_base"],
-                        world["train_images"], str(proposals), max_per_image=num_regions, progress=False)
+    write_proposals(lambda image: model.detector.proposals([image])[0], world["train_base"],
+                    world["train_images"], str(proposals), max_per_image=num_regions, progress=False)
     store = out / "store"
     run_precompute({"teacher": {"spec": teacher_spec, "device": "cpu"},
                     "dataset": {"ann_file": world["train_base"], "img_dir": world["train_images"],
@@ -106,18 +109,21 @@ def teacher_on_proposals(proposals: Callable[[torch.Tensor], tuple[torch.Tensor,
 
 
 def run_detection_rows(world: dict[str, str], teacher: Teacher, teacher_spec: dict, work_dir: Path, iters: int,
-                       seed: int, progress: Optional[Callable[[BenchRow], None]] = None) -> list[BenchRow]:
+                       seed: int, progress: Optional[Callable[[BenchRow], None]] = None,
+                       options: Optional[dict[str, Any]] = None) -> list[BenchRow]:
     """Train and evaluate every student (ViLD-text first: its proposals are the distilled regions of the
-    others, and the teacher's alone), then the teacher on ViLD-text's proposals."""
-    rows, trained, store = [], {}, {}
+    others, and the teacher's alone), then the teacher on ViLD-text's proposals. `options` override keys
+    of the synthetic config for every student (e.g. {"model.trainable_layers": 0}); a row's own settings
+    (distillation source, inference mode) still apply on top."""
+    rows, trained, store, user = [], {}, {}, dict(options or {})
     for name, options, train_annotations in STUDENTS:
         t0 = time.perf_counter()
         uses_store = options.get("model.distill.source") == "store"
         if uses_store and not store:
-            distill = distill_settings()
+            distill = distill_settings(user)
             store = region_store(trained["ViLD-text"], world, teacher_spec, work_dir / "regions",
                                  distill["num_regions"], distill["scales"])
-        runner, m = train_student(name, {**world_options(world, teacher_spec, train_annotations), **options,
+        runner, m = train_student(name, {**world_options(world, teacher_spec, train_annotations), **user, **options,
                                          **(store if uses_store else {})},
                                   work_dir / name.split()[0], iters, seed)
         trained[name] = runner.model

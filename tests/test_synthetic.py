@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mmengine.config import Config
 from PIL import Image
 
 from ovclip.synthetic import NOVEL_SHAPES, SHAPES, caption_sample, make_world, shape_mask
@@ -88,7 +89,9 @@ def test_teacher_training_lowers_the_loss_and_loads_as_a_teacher(tmp_path):
 
 
 def test_bench_quick_runs_end_to_end(tmp_path):
-    r = subprocess.run([sys.executable, "tools/bench_ov.py", "--quick", "--work-dir", str(tmp_path)], cwd=ROOT,
+    # --cfg-options reach every detection student's config (a harmless override, to see it arrive)
+    r = subprocess.run([sys.executable, "tools/bench_ov.py", "--quick", "--work-dir", str(tmp_path),
+                        "--cfg-options", "model.detector.box_detections_per_img=40"], cwd=ROOT,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     for row in ("ViLD-text", "ViLD", "ViLD-ensemble", "ViLD-image", "teacher on ViLD-text's proposals", "oracle"):
@@ -98,6 +101,11 @@ def test_bench_quick_runs_end_to_end(tmp_path):
     assert "target: MaskCLIP+ novel mIoU > MaskCLIP's" in r.stdout
     saved = json.loads((tmp_path / "quick" / "results-s0.json").read_text())
     assert len(saved["rows"]) == 10 and all(0 <= row["novel"] <= 100 for row in saved["rows"])
+    assert saved["cfg_options"] == {"model.detector.box_detections_per_img": 40}
+    students = tmp_path / "quick" / "students-s0"
+    for name in ("ViLD-text", "ViLD", "ViLD-ensemble", "oracle"):
+        dumped = Config.fromfile(str(students / name / "vild_teacher-rn_fpn_synthetic-cpu.py"))
+        assert dumped.model.detector.box_detections_per_img == 40, name
     # ViLD and ViLD-ensemble distilled the teacher's embeddings of ViLD-text's top proposals (ViLD's
     # offline recipe; the model refuses store distillation without regions in its data)
     from ovclip.store import FeatureStore
@@ -117,3 +125,28 @@ def test_shipped_teacher_and_student_work_out_of_the_box():
                                ROOT / "model_zoo/synthetic/vild_teacher-rn_synthetic.pth")
     out = det.predict(ROOT / "model_zoo/synthetic/demo.png", "diamond, triangle, hexagon, circle, star", score_thr=0.1)
     assert len(out) >= 3 and out.names[0] == "diamond" and out.scores[0] > 0.3
+
+
+def test_region_store_is_rebuilt_from_the_model_it_is_given(world, tmp_path):
+    """A second bench run into the same work dir distils its own ViLD-text's regions, not the last run's."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from ovclip.store import FeatureStore
+    from ovclip.train_teacher import teacher_spec
+    from ovd.bench import region_store
+
+    def fake_student(box):
+        return SimpleNamespace(detector=SimpleNamespace(
+            proposals=lambda images: [(torch.tensor([box], dtype=torch.float32), torch.tensor([0.9]))]))
+    spec = teacher_spec(ROOT / "model_zoo" / "synthetic")
+    stored = []
+    for box in ([4.0, 4.0, 60.0, 60.0], [50.0, 40.0, 120.0, 110.0]):
+        opts = region_store(fake_student(box), world, spec, tmp_path / "regions", num_regions=4)
+        store = FeatureStore(opts["train_dataloader.dataset.feature_store"])
+        assert len(store) == 12
+        boxes, emb = store[store.image_ids[0]]
+        assert torch.as_tensor(boxes).tolist() == [box]
+        stored.append(torch.as_tensor(emb))
+    assert not torch.allclose(stored[0], stored[1])

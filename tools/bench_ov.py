@@ -1,11 +1,13 @@
 """CPU benchmark of open-vocabulary transfer on the synthetic shapes world.
 
     python tools/bench_ov.py [--seed 0 1 2] [--quick] [--task detection segmentation] [--work-dir work_dirs/bench_ov]
+                             [--cfg-options model.trainable_layers=0 ...]
 
 Generates the world (seeded), loads the teacher from model_zoo/synthetic (or trains it when it is not
 there, or with --train-teacher), trains the students on the base classes and prints one table:
 novel and base AP50 (detection) or mIoU (segmentation) and wall time per row. --quick is a smoke run
-(small world, few iterations).
+(small world, few iterations). --cfg-options override keys of the detection students' config
+(configs/vild/vild_teacher-rn_fpn_synthetic-cpu.py) for every detection row, for ablations.
 """
 import argparse
 import json
@@ -13,6 +15,8 @@ import logging
 import sys
 import time
 from pathlib import Path
+
+from mmengine.config import DictAction
 
 from ovclip.synthetic import make_world
 from ovclip.train_teacher import load_synthetic_teacher, teacher_spec, train_tiny_clip, zero_shot_accuracy
@@ -54,6 +58,8 @@ def main(argv=None) -> int:
     p.add_argument("--work-dir", default="work_dirs/bench_ov")
     p.add_argument("--teacher-dir", default="model_zoo/synthetic", help="where the trained teacher is (or goes)")
     p.add_argument("--train-teacher", action="store_true", help="train the teacher even if one is there")
+    p.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
+                   help="override keys of the detection config for every detection row: key=value")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     s = SETTINGS["quick" if args.quick else "full"]
@@ -80,12 +86,14 @@ def main(argv=None) -> int:
         rows = []
         if "detection" in args.task:
             rows += run_detection_rows(world, teacher, teacher_spec(teacher_dir), work / f"students-s{seed}",
-                                       s["iters"], seed, progress=progress)
+                                       s["iters"], seed, progress=progress, options=args.cfg_options)
         if "segmentation" in args.task:
             rows += run_segmentation_rows(world, teacher_spec(teacher_dir), work / f"segmenters-s{seed}",
                                           s["seg_iters"], seed, progress=progress)
-        print_table(rows, f"open-vocabulary transfer, seed {seed}{' (quick)' if args.quick else ''}")
+        overrides = f", detection config options {args.cfg_options}" if args.cfg_options else ""
+        print_table(rows, f"open-vocabulary transfer, seed {seed}{' (quick)' if args.quick else ''}{overrides}")
         (work / f"results-s{seed}.json").write_text(json.dumps({"seed": seed, "zero_shot": zs,
+                                                                "cfg_options": args.cfg_options,
                                                                 "rows": [r.__dict__ for r in rows]}, indent=1))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     return 0
