@@ -110,21 +110,21 @@ def teacher_on_proposals(proposals: Callable[[torch.Tensor], tuple[torch.Tensor,
 
 def run_detection_rows(world: dict[str, str], teacher: Teacher, teacher_spec: dict, work_dir: Path, iters: int,
                        seed: int, progress: Optional[Callable[[BenchRow], None]] = None,
-                       options: Optional[dict[str, Any]] = None) -> list[BenchRow]:
+                       cfg_options: Optional[dict[str, Any]] = None) -> list[BenchRow]:
     """Train and evaluate every student (ViLD-text first: its proposals are the distilled regions of the
-    others, and the teacher's alone), then the teacher on ViLD-text's proposals. `options` override keys
+    others, and the teacher's alone), then the teacher on ViLD-text's proposals. `cfg_options` override keys
     of the synthetic config for every student (e.g. {"model.trainable_layers": 0}); a row's own settings
     (distillation source, inference mode) still apply on top."""
-    rows, trained, store, user = [], {}, {}, dict(options or {})
+    rows, trained, store, cfg_options = [], {}, {}, cfg_options or {}
     for name, options, train_annotations in STUDENTS:
         t0 = time.perf_counter()
         uses_store = options.get("model.distill.source") == "store"
         if uses_store and not store:
-            distill = distill_settings(user)
+            distill = distill_settings(cfg_options)
             store = region_store(trained["ViLD-text"], world, teacher_spec, work_dir / "regions",
                                  distill["num_regions"], distill["scales"])
-        runner, m = train_student(name, {**world_options(world, teacher_spec, train_annotations), **user, **options,
-                                         **(store if uses_store else {})},
+        runner, m = train_student(name, {**world_options(world, teacher_spec, train_annotations), **cfg_options,
+                                         **options, **(store if uses_store else {})},
                                   work_dir / name.split()[0], iters, seed)
         trained[name] = runner.model
         rows.append(BenchRow("detection", name, m["det/AP50_novel"], m["det/AP50_base"], time.perf_counter() - t0))

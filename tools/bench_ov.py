@@ -86,7 +86,7 @@ def main(argv=None) -> int:
         rows = []
         if "detection" in args.task:
             rows += run_detection_rows(world, teacher, teacher_spec(teacher_dir), work / f"students-s{seed}",
-                                       s["iters"], seed, progress=progress, options=args.cfg_options)
+                                       s["iters"], seed, progress=progress, cfg_options=args.cfg_options)
         if "segmentation" in args.task:
             rows += run_segmentation_rows(world, teacher_spec(teacher_dir), work / f"segmenters-s{seed}",
                                           s["seg_iters"], seed, progress=progress)
