@@ -35,11 +35,28 @@ def atomic_torch_save(obj: Any, path: "str | Path") -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+def json_ready(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float replaced by None (JSON's null): a missing metric, such as the
+    AP of a class group without ground truth, written as standard JSON."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    return obj
+
+
 def atomic_json_dump(obj: Any, path: "str | Path", **kwargs) -> None:
-    """json.dump, atomically."""
+    """json.dump, atomically; NaN and infinities are written as null (standard JSON has neither)."""
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, **kwargs)
+            try:
+                f.write(json.dumps(obj, allow_nan=False, **kwargs))
+            except ValueError:  # only where a value is not finite: convert (results lists take the fast path)
+                f.seek(0)
+                f.truncate()
+                json.dump(json_ready(obj), f, allow_nan=False, **kwargs)
     atomic_write(path, write)
 
 

@@ -115,3 +115,82 @@ def test_lvis_mask_metric_through_mmengine_interface(tmp_path):
     assert len(saved) == len(GT) and "counts" in saved[0]["segmentation"]
     with pytest.raises(ValueError, match=r"category ids \[9\]"):
         LvisEvaluator(path, Vocabulary((("person",),), ids=(9,)))
+
+
+def test_per_class_ap_follows_category_ids_not_vocabulary_order(tmp_path):
+    cats = json.loads((resources.files("ovclip.data") / "coco.json").read_text())
+    gt = coco_gt(tmp_path, cats)
+    ev = DetectionEvaluator(gt, "dog, cat, person", out_dir=tmp_path / "out")  # ids 18, 17, 1: descending
+    assert ev.category_ids == [18, 17, 1]
+    for im in (1, 2, 3):
+        rows = [b for i, n, b in GT if i == im and n == "person"]
+        ev.process(im, torch.tensor(rows, dtype=torch.float32).reshape(-1, 4), torch.ones(len(rows)),
+                   torch.full((len(rows),), 2, dtype=torch.long))
+    ap50, _ = ev._per_class_ap(ev.evaluated_images())
+    assert ap50.tolist() == pytest.approx([0, 0, 100])
+    ev.evaluate()
+    saved = json.loads((tmp_path / "out" / "coco_metrics.json").read_text())
+    assert saved["per_class_AP50"] == pytest.approx({"dog": 0, "cat": 0, "person": 100})
+
+
+def ov_coco_gt_with_extra_images(tmp_path):
+    """The GT plus image 4 (only a 'stop sign', not one of the 65 classes), image 5 (no annotation) and
+    image 6 (only a crowd person)."""
+    cats = json.loads((resources.files("ovclip.data") / "coco.json").read_text())
+    path = coco_gt(tmp_path, cats)
+    data = json.loads(path.read_text())
+    ids = {c["name"]: c["id"] for c in cats}
+    data["images"] += [{"id": i, "file_name": f"{i}.png", "width": 100, "height": 100} for i in (4, 5, 6)]
+    data["annotations"] += [
+        {"id": 100, "image_id": 4, "category_id": ids["stop sign"], "bbox": [10, 10, 30, 30], "area": 900.0,
+         "iscrowd": 0, "segmentation": []},
+        {"id": 101, "image_id": 6, "category_id": ids["person"], "bbox": [0, 0, 90, 90], "area": 8100.0,
+         "iscrowd": 1, "segmentation": {"counts": [0, 10000], "size": [100, 100]}}]
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("image_set,images,person_ap50", [("annotated", 4, 100.0), ("all", 6, 50.0)])
+def test_ov_coco_evaluates_images_with_an_annotation_of_its_classes(tmp_path, image_set, images, person_ap50):
+    path = ov_coco_gt_with_extra_images(tmp_path)
+    ev = OVCocoEvaluator(path, out_dir=tmp_path / "out", image_set=image_set)
+    feed(ev, ev.vocabulary)
+    person = ev.vocabulary.index("person")
+    for im in (4, 5):  # a confident false person on each image outside the protocol's set
+        ev.process(im, torch.tensor([[20.0, 20.0, 60.0, 60.0]]), torch.tensor([2.0]), torch.tensor([person]))
+    ev.process(6, torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long))
+    m = ev.evaluate()
+    assert m["images"] == images
+    ap50, _ = ev._per_class_ap(ev.evaluated_images())
+    # 'all': two false positives ranked above the two true persons (precision 1/3, 2/4 at recall 1/2, 1;
+    # COCO's interpolated precision is 1/2 at every recall level)
+    assert ap50[person] == pytest.approx(person_ap50, abs=1.0)
+    saved = json.loads((tmp_path / "out" / "ov-coco_metrics.json").read_text())
+    assert saved["image_set"] == image_set and saved["images_processed"] == 6
+
+
+def test_detection_metric_defaults_to_the_ov_coco_image_set(tmp_path):
+    from ovd.evaluation import DetectionMetric
+    path = ov_coco_gt_with_extra_images(tmp_path)
+    assert DetectionMetric(str(path), "ov-coco")._evaluator().image_set == "annotated"
+    assert DetectionMetric(str(path), "coco")._evaluator().image_set == "all"
+    assert DetectionMetric(str(path), "ov-coco", image_set="all")._evaluator().image_set == "all"
+    with pytest.raises(ValueError, match="image_set must be one of"):
+        DetectionEvaluator(path, "ov-coco", image_set="some")
+
+
+def test_lvis_frequency_group_without_categories_is_missing_not_minus_100(tmp_path):
+    path, vocab = lvis_gt(tmp_path)
+    data = json.loads(path.read_text())
+    for c in data["categories"]:
+        c["frequency"] = "f" if c["frequency"] == "c" else c["frequency"]  # no common category left
+    path.write_text(json.dumps(data))
+    ev = LvisEvaluator(path, vocab, out_dir=tmp_path / "out")
+    feed(ev, vocab)
+    m = ev.evaluate()
+    assert math.isnan(m["APc"]) and m["APr"] == pytest.approx(100) and m["APf"] == pytest.approx(100)
+    saved = json.loads((tmp_path / "out" / "lvis_bbox_metrics.json").read_text())  # standard JSON: null
+    assert saved["metrics"]["APc"] is None and saved["metrics"]["APr"] == pytest.approx(100)
+    ev.reset()
+    m = ev.evaluate()  # no detections at all: 0 where there is ground truth, still missing for 'c'
+    assert math.isnan(m["APc"]) and m["APr"] == 0.0 and m["AP"] == 0.0

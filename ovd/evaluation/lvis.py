@@ -56,17 +56,20 @@ class LvisEvaluator:
         self.results.extend(entries)
 
     def evaluate(self) -> dict[str, float]:
-        """Run LVISEval, write results / metrics json to out_dir, print a table."""
+        """Run LVISEval, write results / metrics json to out_dir, print a table. A frequency group with no
+        category in the ground truth has no AP: NaN here, null in the json (lvis-api says -1)."""
         from lvis import LVISEval, LVISResults
         keys = ("AP", "AP50", "AP75", "APr", "APc", "APf")
         if not self.results:
-            metrics = {k: 0.0 for k in keys}
+            present = {c.get("frequency") for c in self.gt.cats.values() if self.gt.cat_img_map.get(c["id"])}
+            groups = {"APr": "r", "APc": "c", "APf": "f"}
+            metrics = {k: float("nan") if k in groups and groups[k] not in present else 0.0 for k in keys}
         else:
             with contextlib.redirect_stdout(io.StringIO()):
                 dt = LVISResults(self.gt, [dict(r) for r in self.results], max_dets=self.max_dets)
                 e = LVISEval(self.gt, dt, self.iou_type)
                 e.run()
-            metrics = {k: float(e.results[k]) * 100 for k in keys}
+            metrics = {k: float(e.results[k]) * 100 if float(e.results[k]) >= 0 else float("nan") for k in keys}
         if self.out_dir is not None:
             atomic_json_dump(self.results, self.out_dir / f"lvis_{self.iou_type}_results.json")
             atomic_json_dump({"metrics": metrics}, self.out_dir / f"lvis_{self.iou_type}_metrics.json", indent=1)

@@ -59,16 +59,19 @@ class _EvaluatorMetric(BaseMetric):
 @METRICS.register_module()
 class DetectionMetric(_EvaluatorMetric):
     """COCO-format box AP50 / AP over a vocabulary, split into base / novel when it has a split
-    (OV-COCO: `vocabulary='ov-coco'`)."""
+    (OV-COCO: `vocabulary='ov-coco'`). `image_set`: 'all' or 'annotated' images (DetectionEvaluator;
+    default 'annotated' for OV-COCO, 'all' otherwise)."""
 
     default_prefix = "det"
 
-    def __init__(self, ann_file: str, vocabulary: Any, out_dir: Optional[str] = None, name: str = "coco", **kwargs):
+    def __init__(self, ann_file: str, vocabulary: Any, out_dir: Optional[str] = None, name: str = "coco",
+                 image_set: Optional[str] = None, **kwargs):
         super().__init__(**kwargs)
         self.ann_file, self.vocabulary, self.out_dir, self.name = ann_file, vocabulary, out_dir, name
+        self.image_set = image_set
 
     def _evaluator(self) -> DetectionEvaluator:
-        return DetectionEvaluator(self.ann_file, self.vocabulary, self.out_dir, self.name)
+        return DetectionEvaluator(self.ann_file, self.vocabulary, self.out_dir, self.name, self.image_set)
 
 
 @METRICS.register_module()
