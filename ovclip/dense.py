@@ -7,7 +7,6 @@ over the last feature map.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +18,16 @@ from .io import as_image_tensor, to_unit_float
 from .teacher import Teacher, TeacherError, vision_kind
 
 
+# The cosine similarity MaskCLIP gives a class removed by prompt denoising: far below any real one.
+ABSENT_COSINE = -100.0
+
+
 @dataclass
 class DenseEmbeddings:
     """A (D, h, w) map of unit-length embeddings covering the whole image, plus the last layer's keys."""
 
     embeddings: torch.Tensor  # (D, h, w)
-    keys: torch.Tensor  # (C, h, w), for key smoothing
+    keys: torch.Tensor  # (C, h, w), the last layer's keys (ViT: through the attention output projection)
     image_size: tuple[int, int]  # (H, W) of the original image the map covers
 
     def upsample(self, size: "tuple[int, int] | None" = None) -> torch.Tensor:
@@ -72,6 +75,9 @@ def _vit_dense(visual: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, 
         t = t.transpose(0, 1)
     y = last.ln_1(t)
     _, k, v = F.linear(y, last.attn.in_proj_weight, last.attn.in_proj_bias).chunk(3, dim=-1)
+    # MaskCLIP's modified last block passes q, k and v alike through the attention's output projection;
+    # its key smoothing uses the projected keys.
+    k = last.attn.out_proj(k)
     t = t + last.ls_1(last.attn.out_proj(v))
     t = t + last.ls_2(last.mlp(last.ln_2(t)))
     t = visual.ln_post(t)
@@ -116,34 +122,43 @@ def dense_embeddings(teacher: Teacher, image: Any, short_side: "int | None" = No
 
 def classify_dense(dense: DenseEmbeddings, text_embeddings: torch.Tensor, temperature: float = 100.0,
                    key_smoothing: "float | None" = None, prompt_denoising: "float | None" = None) -> torch.Tensor:
-    """Per-pixel class logits (K, h, w) of a dense map against unit (K, D) text embeddings.
+    """MaskCLIP's per-pixel class scores (K, h, w) of a dense map against unit (K, D) text embeddings; their
+    argmax is the prediction. As MaskCLIP's head refines its output (chongzhou96/MaskCLIP, MaskClipHead.
+    refine_output), prompt denoising first, then key smoothing:
 
-    key_smoothing=t: each pixel's logits become the average of the logits of pixels whose last-layer
-    keys have cosine similarity >= t with its own (MaskCLIP's key smoothing).
-    prompt_denoising=t: classes whose softmax confidence stays below t at every pixel are taken to be
-    absent and get -inf logits (MaskCLIP's prompt denoising).
+    - the scores start as logits, `temperature` x cosine similarity;
+    - prompt_denoising=t: classes whose probability (softmax of the logits over classes) stays below t at
+      every pixel are taken to be absent: their cosine similarity becomes -100 (`denoise_prompts`);
+    - key_smoothing=t: the scores become the class probabilities, and at the pixels whose top probability
+      is below t they are replaced by the sum over all pixels j of k_i . k_j x probabilities_j, with the
+      last layer's keys normalised per channel over the pixels (MaskCLIP applies F.normalize's default
+      dim=1 to its (N, HW, C) keys). The weights are not normalised: smoothed scores are not probabilities.
     """
     d, h, w = dense.embeddings.shape
     if text_embeddings.ndim != 2 or text_embeddings.shape[1] != d:
         raise ValueError(f"text embeddings must be (K, {d}), got {tuple(text_embeddings.shape)}")
     logits = temperature * (F.normalize(text_embeddings.float(), dim=-1) @ dense.embeddings.reshape(d, -1))
-    if key_smoothing is not None:
-        k = F.normalize(dense.keys.reshape(dense.keys.shape[0], -1), dim=0)
-        weight = k.T @ k
-        weight = torch.where(weight >= key_smoothing, weight, torch.zeros_like(weight))
-        weight = weight / weight.sum(dim=0, keepdim=True).clamp_min(1e-6)
-        logits = logits @ weight
     logits = logits.reshape(-1, h, w)
-    return denoise_prompts(logits, prompt_denoising) if prompt_denoising is not None else logits
+    if prompt_denoising is not None:
+        logits = denoise_prompts(logits, prompt_denoising, temperature)
+    if key_smoothing is None:
+        return logits
+    probs = logits.flatten(1).softmax(dim=0)  # (K, hw)
+    keys = F.normalize(dense.keys.reshape(dense.keys.shape[0], -1).float(), dim=1)  # (C, hw): unit over pixels
+    smoothed = probs @ (keys.T @ keys)  # the similarity is symmetric: column i sums over pixels j
+    low = probs.amax(dim=0) < key_smoothing
+    return torch.where(low[None], smoothed, probs).reshape(-1, h, w)
 
 
-def denoise_prompts(logits: torch.Tensor, threshold: float) -> torch.Tensor:
-    """MaskCLIP's prompt denoising on (K, h, w) logits: classes whose softmax confidence stays below
-    `threshold` at every pixel are taken to be absent and get -inf logits (never all of them)."""
+def denoise_prompts(logits: torch.Tensor, threshold: float, temperature: float = 1.0) -> torch.Tensor:
+    """MaskCLIP's prompt denoising on (K, h, w) logits (`temperature` x cosine similarity): classes whose
+    softmax confidence stays below `threshold` at every pixel are taken to be absent and get the logit of a
+    cosine similarity of ABSENT_COSINE (-100, as MaskCLIP sets them): finite, so that bilinear resizing and
+    averaging over windows treat them as the reference does. Never every class: the most confident stays."""
     confidence = logits.softmax(dim=0).flatten(1).amax(dim=1)
     absent = confidence < threshold
     if bool(absent.all()):  # never remove every class: keep the most confident one
         absent[confidence.argmax()] = False
     out = logits.clone()
-    out[absent] = -math.inf
+    out[absent] = ABSENT_COSINE * temperature
     return out

@@ -60,7 +60,5 @@ class Segmenter:
         if vocabulary is not None:
             self.set_vocabulary(vocabulary)
         img = as_image_tensor(image).to(self.device)
-        logits = self.model([img], mode="tensor")[0].float()
-        probs = torch.nan_to_num(logits, neginf=-1e4).softmax(dim=0)
-        scores, labels = probs.max(dim=0)
+        scores, labels = self.model.probabilities(img).float().max(dim=0)
         return Segmentation(labels.cpu(), scores.cpu(), list(self.vocabulary.names))

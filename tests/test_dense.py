@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -43,6 +44,9 @@ def test_vit_patch_matches_value_path(tiny_vit):
         z = tok + last.attn.out_proj(value)
         z = z + last.mlp(last.ln_2(z))
         by_hand = F.normalize(v.ln_post(z) @ v.proj, dim=0)
+        # MaskCLIP's modified last block: the key, too, goes through the attention's output projection.
+        key = last.attn.out_proj(F.linear(last.ln_1(tok), last.attn.in_proj_weight[c:2 * c],
+                                          last.attn.in_proj_bias[c:2 * c]))
         # Identity attention (each token attends only to itself) is the same value path for every patch.
         n = t.shape[1]
         mask = torch.full((n, n), -math.inf).fill_diagonal_(0.0)
@@ -50,6 +54,7 @@ def test_vit_patch_matches_value_path(tiny_vit):
     grid = d.embeddings.flatten(1).T
     assert torch.allclose(grid[5], by_hand, atol=1e-5)
     assert torch.allclose(grid, tokens, atol=1e-5)
+    assert torch.allclose(d.keys.flatten(1).T[5], key, atol=1e-5)
 
 
 def test_resnet_map_is_attnpool_value_and_output_as_convs(tiny_rn):
@@ -78,19 +83,36 @@ def test_prompt_denoising_removes_an_absent_class():
     assert plain.argmax(0).flatten().tolist() == [0, 0, 0, 0, 0, 1]
     denoised = classify_dense(dense, text, temperature=10.0, prompt_denoising=0.6)
     assert denoised.argmax(0).flatten().tolist() == [0] * 6
-    assert torch.isinf(denoised[1]).all() and torch.isinf(denoised[2]).all()
-    assert torch.isfinite(denoised[0]).all()
+    assert (denoised[1:] == -100 * 10.0).all()  # MaskCLIP sets their cosine similarity to -100
+    assert (denoised[0] > -10.0).all()
 
 
-def test_key_smoothing_averages_over_similar_keys():
-    text = torch.eye(2, 4)
-    dense = _toy_dense(text, [text[0], text[1], text[0]])
-    dense.keys = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]).reshape(2, 1, 3)  # pixels 0 and 1 share a key
-    logits = classify_dense(dense, text, temperature=1.0, key_smoothing=0.9).flatten(1)
-    assert torch.allclose(logits[:, 0], logits[:, 1]) and torch.allclose(logits[:, 0], torch.tensor([0.5, 0.5]))
-    assert torch.allclose(logits[:, 2], torch.tensor([1.0, 0.0]))
-    unsmoothed = classify_dense(dense, text, temperature=1.0).flatten(1)
-    assert torch.allclose(unsmoothed[:, 1], torch.tensor([0.0, 1.0]))
+def _hand_dense():
+    """Three pixels, 2-d embeddings (1, 0), (0.6, 0.8), (0, 1); keys (2 channels) [1, 1, 0] and [0, 1, 2]."""
+    emb = torch.tensor([[1.0, 0.6, 0.0], [0.0, 0.8, 1.0]]).reshape(2, 1, 3)
+    return DenseEmbeddings(emb, torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 2.0]]).reshape(2, 1, 3), (1, 3))
+
+
+def test_key_smoothing_follows_maskclip_reference_formula():
+    text = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    out = classify_dense(_hand_dense(), text, temperature=1.0, key_smoothing=0.6).flatten(1)
+    # By hand, MaskCLIP's refine_output: probabilities = softmax(1 x cosine) per pixel
+    e = math.e
+    p0, p1, p2 = [e / (e + 1), 1 / (e + 1)], [1 / (1 + e ** 0.2), e ** 0.2 / (1 + e ** 0.2)], [1 / (e + 1), e / (e + 1)]
+    # keys normalised per channel over the pixels: [1, 1, 0] / sqrt(2), [0, 1, 2] / sqrt(5); weights of
+    # pixel 1: w10 = 1/2, w11 = 1/2 + 1/5, w12 = 2/5. Only pixel 1 (top probability 0.55 < 0.6) is smoothed.
+    w = [0.5, 0.7, 0.4]
+    smoothed = [w[0] * p0[c] + w[1] * p1[c] + w[2] * p2[c] for c in range(2)]
+    assert out[:, 0].tolist() == pytest.approx(p0, abs=1e-6)
+    assert out[:, 1].tolist() == pytest.approx(smoothed, abs=1e-6)
+    assert out[:, 2].tolist() == pytest.approx(p2, abs=1e-6)
+    # prompt denoising comes first: an absent third class (top probability 1 / (2 + e) < 0.5) is removed
+    # before smoothing (its cosine set to -100), so the two others are smoothed as above and it scores ~0
+    text3 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    out3 = classify_dense(_hand_dense(), text3, temperature=1.0, key_smoothing=0.6, prompt_denoising=0.5).flatten(1)
+    assert out3[2].tolist() == pytest.approx([0.0, 0.0, 0.0], abs=1e-40)
+    assert out3[:2, 1].tolist() == pytest.approx(smoothed, abs=1e-6)
+    assert torch.allclose(out3[:2, [0, 2]], out[:, [0, 2]], atol=1e-6)
 
 
 def test_dense_real_teacher_classification_shape(tiny_vit):

@@ -160,10 +160,10 @@ def test_prompt_denoising_removes_a_class_absent_from_the_image():
     plain = classify_dense(dense, text, temperature=10.0)
     assert torch.isfinite(plain).all()
     denoised = classify_dense(dense, text, temperature=10.0, prompt_denoising=0.5)
-    assert torch.isinf(denoised[2]).all() and torch.isfinite(denoised[:2]).all()
+    assert (denoised[2] == -100 * 10.0).all() and (denoised[:2] > -100).all()  # MaskCLIP's cosine -100
     assert set(denoised.argmax(0).unique().tolist()) == {0, 1}
     # never every class: the most confident survives
-    assert torch.isfinite(denoise_prompts(torch.zeros(3, 2, 2), 0.9)).flatten(1).all(1).sum() == 1
+    assert (denoise_prompts(torch.zeros(3, 2, 2), 0.9) == 0).flatten(1).all(1).sum() == 1
 
 
 def test_maskclip_map_shape_and_sliding_windows(tiny_rn):
@@ -171,7 +171,7 @@ def test_maskclip_map_shape_and_sliding_windows(tiny_rn):
     whole = MaskCLIP("tiny-rn", "cat, dog, car", templates="single", prompt_denoising=0.4)
     logits = whole([img], mode="tensor")[0]
     assert logits.shape == (3, 50, 70)
-    removed = [k for k in range(3) if torch.isinf(logits[k]).all()]
+    removed = [k for k in range(3) if (logits[k] <= -50 * whole.dense.temperature).all()]
     pred = whole([img], [{"gt": torch.zeros(50, 70)}], mode="predict")[0]["pred"]
     assert pred.shape == (50, 70) and not set(pred.unique().tolist()) & set(removed)
     slide = MaskCLIP("tiny-rn", "cat, dog, car", templates="single",
@@ -192,13 +192,34 @@ def test_infer_logits_slide_averages_windows():
     assert torch.allclose(whole, slide, atol=1e-6)
 
 
+def test_maskclip_denoises_each_sliding_window_on_its_own(monkeypatch):
+    """As MaskCLIP's decode head: a class absent from one window is removed there, even though another window
+    holds it (denoising the averaged map would keep both classes everywhere)."""
+    import ovseg.models.maskclip as maskclip
+    model = MaskCLIP("tiny-rn", "cat, dog", templates="single", prompt_denoising=0.5, temperature=100.0,
+                     inference=dict(mode="slide", crop_size=16, stride=16))
+    text = model.dense.text
+
+    def fake_dense(teacher, image, short_side=None):  # red pixels are cats, the others dogs
+        emb = torch.where(image[0][None] > 0.5, text[0][:, None, None], text[1][:, None, None])
+        return DenseEmbeddings(emb, torch.zeros(2, *image.shape[-2:]), tuple(image.shape[-2:]))
+    monkeypatch.setattr(maskclip, "dense_embeddings", fake_dense)
+    img = torch.zeros(3, 16, 32)
+    img[0, :, :16] = 1.0  # cats on the left window, dogs on the right one
+    scores = model.logits(img)
+    assert scores[1, :, :16].max() <= -1e3 and scores[0, :, 16:].max() <= -1e3
+    assert scores[0, :, :16].min() > -1e3 and scores[1, :, 16:].min() > -1e3
+    model.dense.inference = maskclip.check_inference(dict(mode="whole"))  # both classes are in the image
+    assert torch.isfinite(model.logits(img)).all()
+
+
 # ---- MaskCLIP+ ----
 
 def test_training_targets_never_leak_unseen_ground_truth():
     base = torch.tensor([True, True, False, False])  # classes 2 and 3 are novel
     gt = torch.tensor([[[0, 1, 3, 3, IGNORE, BACKGROUND]]])
     pseudo = torch.zeros(1, 4, 1, 6)
-    pseudo[:, 2] = 5.0  # the teacher says novel class 2 everywhere; ground truth says novel class 3
+    pseudo[:, 2] = 1.0  # the teacher says novel class 2 everywhere; ground truth says novel class 3
     t = training_targets(gt, pseudo, base, "novel")
     assert t.tolist() == [[[0, 1, 2, 2, 2, IGNORE]]]
     assert not (t == 3).any()
@@ -206,10 +227,29 @@ def test_training_targets_never_leak_unseen_ground_truth():
     assert training_targets(gt, None, base).tolist() == [[[0, 1, IGNORE, IGNORE, IGNORE, IGNORE]]]
     # only an oracle, said explicitly, learns from novel ground truth
     assert training_targets(gt, None, base, gt_classes="all").tolist() == [[[0, 1, 3, 3, IGNORE, IGNORE]]]
-    # pseudo-labels over all classes, kept only where confident
-    pseudo[:, 0, :, 4] = 5.0
+    # pseudo-labels over all classes, kept only where their probability reaches the threshold
+    pseudo[:, 0, :, 4], pseudo[:, 2, :, 4] = 0.5, 0.5
     t = training_targets(gt, pseudo, base, "all", threshold=0.9)
     assert t[0, 0, 4] == IGNORE and t[0, 0, 2] == 2
+
+
+def test_maskclip_plus_teacher_pseudo_labels_choose_among_the_novel_classes_only():
+    model = MaskCLIPPlus("tiny-rn", "synthetic-shapes", pseudo_label=dict(prompt_denoising=0.3), **TINY)
+    vocab = model.vocabulary
+    teacher = model.pseudo_teacher
+    assert teacher.classes == vocab.novel and teacher.text.shape[0] == len(vocab.novel)
+    img = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)
+    probs = teacher.probabilities(img)
+    assert probs.shape == (len(vocab), 64, 64)
+    assert probs[vocab.base].abs().max() == 0
+    assert torch.allclose(probs[vocab.novel].sum(0), torch.ones(64, 64), atol=1e-5)
+    # MaskCLIP over the novel classes alone, as MaskCLIP+'s code asks the teacher (clip_unlabeled_cats)
+    alone = MaskCLIP("tiny-rn", vocab.subset(vocab.novel), templates="single", prompt_denoising=0.3)
+    assert torch.allclose(probs[vocab.novel], alone.probabilities(img), atol=1e-5)
+    model.set_vocabulary("star, circle|round")  # no split: nothing to restrict to
+    assert model.pseudo_teacher.classes is None
+    everything = MaskCLIPPlus("tiny-rn", "synthetic-shapes", pseudo_label=dict(classes="all"), **TINY)
+    assert everything.pseudo_teacher.classes is None
 
 
 def _batch(world, n=4):
@@ -223,8 +263,8 @@ def test_maskclip_plus_training_lowers_the_loss_and_switches_to_self_training(wo
     model = MaskCLIPPlus("tiny-rn", "synthetic-shapes", pseudo_label=dict(self_train_from=12), **TINY)
     inputs, samples = _batch(world)
     calls = []
-    original = model.pseudo_teacher.logits
-    monkeypatch.setattr(model.pseudo_teacher, "logits", lambda x: calls.append(1) or original(x))
+    original = model.pseudo_teacher.probabilities
+    monkeypatch.setattr(model.pseudo_teacher, "probabilities", lambda x: calls.append(1) or original(x))
     opt = torch.optim.AdamW(model.parameters(), 2e-3)
     losses = []
     for _ in range(12):

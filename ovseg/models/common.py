@@ -219,6 +219,10 @@ class SegmentationModel(BaseModel):
         """(K, H, W) class scores of one image at its own size."""
         raise NotImplementedError
 
+    def probabilities(self, image: Tensor) -> Tensor:
+        """(K, H, W) class probabilities of one image: the softmax of `logits` (-inf counts as -1e4)."""
+        return torch.nan_to_num(self.logits(image).float(), neginf=-1e4).softmax(dim=0)
+
     def forward(self, inputs: Sequence[Tensor], data_samples: Optional[Sequence[dict]] = None,
                 mode: str = "predict") -> Any:
         """mode 'loss' -> dict of losses; 'predict' -> the samples with a (H, W) label map `pred`;

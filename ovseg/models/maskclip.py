@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from ovclip.dense import classify_dense, denoise_prompts, dense_embeddings
+from ovclip.dense import classify_dense, dense_embeddings
 from ovclip.engine.runner import with_defaults
 from ovclip.teacher import Teacher, load_teacher
 from ovclip.text import text_embeddings
@@ -24,35 +24,57 @@ def check_inference(inference: Optional[dict]) -> dict:
 
 
 class DenseTeacher:
-    """MaskCLIP's per-pixel logits of a teacher for one vocabulary (a plain object: never trained or saved)."""
+    """MaskCLIP's per-pixel scores of a teacher for one vocabulary (a plain object: never trained or saved).
+
+    Prompt denoising and key smoothing refine each sliding window (or the whole image) on its own, and the
+    windows' scores are averaged, as in MaskCLIP's code (they are part of its decode head). `classes`:
+    the vocabulary positions MaskCLIP chooses among (default all), e.g. the novel classes when it labels the
+    pixels that base ground truth leaves unlabelled (MaskCLIP+'s `unlabeled_cats`): denoising and smoothing
+    then see those classes only.
+    """
 
     def __init__(self, teacher: Teacher, vocabulary: Vocabulary, templates: str = "maskclip",
                  key_smoothing: Optional[float] = None, prompt_denoising: Optional[float] = None,
-                 inference: Optional[dict] = None, temperature: Optional[float] = None):
+                 inference: Optional[dict] = None, temperature: Optional[float] = None,
+                 classes: Optional[Sequence[int]] = None):
         self.teacher, self.templates = teacher, templates
         self.key_smoothing, self.prompt_denoising = key_smoothing, prompt_denoising
         self.inference = check_inference(inference)
         # CLIP's own logit scale unless given: it sets how peaked the softmax is for prompt denoising.
         self.temperature = temperature or float(teacher.model.logit_scale.exp())
-        self.set_vocabulary(vocabulary)
+        self.set_vocabulary(vocabulary, classes)
 
-    def set_vocabulary(self, vocabulary: Vocabulary) -> None:
-        """Classify into these classes from now on (one text-encoder pass, cached)."""
-        self.vocabulary = vocabulary
+    def set_vocabulary(self, vocabulary: Vocabulary, classes: Optional[Sequence[int]] = None) -> None:
+        """Classify into these classes (only those at positions `classes`, if given) from now on: one
+        text-encoder pass, cached."""
+        self.vocabulary, self.classes = vocabulary, None if classes is None else list(classes)
         self.text = text_embeddings(self.teacher, vocabulary, self.templates)
+        if self.classes is not None:
+            self.text = self.text[self.classes]
 
-    def _window_logits(self, image: Tensor) -> Tensor:
+    def _window_scores(self, image: Tensor) -> Tensor:
         dense = dense_embeddings(self.teacher, image, short_side=min(image.shape[-2:]))
         return classify_dense(dense, self.text.to(dense.embeddings.device), self.temperature,
-                              key_smoothing=self.key_smoothing)
+                              key_smoothing=self.key_smoothing, prompt_denoising=self.prompt_denoising)
 
     @torch.inference_mode()
-    def logits(self, image: Tensor) -> Tensor:
-        """(K, H, W) logits of one image (uint8 or [0, 1] float) at its own size; classes removed by prompt
-        denoising get -inf."""
+    def scores(self, image: Tensor) -> Tensor:
+        """(K', H, W) MaskCLIP scores of one image (uint8 or [0, 1] float) at its own size, for the K' classes
+        it chooses among (`ovclip.dense.classify_dense`: logits, or, with key smoothing, smoothed class
+        probabilities), averaged over the sliding windows as MaskCLIP's code does."""
         self.teacher.to(image.device)
-        logits = infer_logits(self._window_logits, image, **self.inference).to(image.device)
-        return denoise_prompts(logits, self.prompt_denoising) if self.prompt_denoising is not None else logits
+        return infer_logits(self._window_scores, image, **self.inference).to(image.device)
+
+    def probabilities(self, image: Tensor) -> Tensor:
+        """(K, H, W) class probabilities over the whole vocabulary (0 for classes outside `classes`):
+        the softmax of the scores, or the key-smoothed scores themselves."""
+        scores = self.scores(image)
+        probs = scores if self.key_smoothing is not None else scores.softmax(dim=0)
+        if self.classes is None:
+            return probs
+        out = probs.new_zeros(len(self.vocabulary), *probs.shape[1:])
+        out[self.classes] = probs
+        return out
 
 
 @MODELS.register_module()
@@ -87,5 +109,9 @@ class MaskCLIP(SegmentationModel):
                            "(no checkpoint needed), or train a MaskCLIP+ student on its pseudo-labels")
 
     def logits(self, image: Tensor) -> Tensor:
-        """(K, H, W) logits of one image at its own size."""
-        return self.dense.logits(image)
+        """(K, H, W) MaskCLIP scores of one image at its own size (their argmax is the prediction)."""
+        return self.dense.scores(image)
+
+    def probabilities(self, image: Tensor) -> Tensor:
+        """(K, H, W) class probabilities (the key-smoothed scores themselves when key smoothing is on)."""
+        return self.dense.probabilities(image)

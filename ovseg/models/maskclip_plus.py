@@ -36,16 +36,16 @@ PSEUDO_DEFAULTS = {"classes": "novel", "threshold": None, "key_smoothing": None,
                    "inference": None, "self_train_from": None}
 
 
-def training_targets(gt: Tensor, pseudo_logits: Optional[Tensor], base: Optional[Tensor], classes: str = "novel",
+def training_targets(gt: Tensor, pseudo_probs: Optional[Tensor], base: Optional[Tensor], classes: str = "novel",
                      threshold: Optional[float] = None, gt_classes: str = "base") -> Tensor:
     """(B, H, W) training labels: ground truth where it is a base class, pseudo-labels elsewhere.
 
     Ground truth of a non-base class is never used, whatever the dataset passed in: unseen labels cannot
     leak into training (unless `gt_classes="all"`, said explicitly, for an oracle). Pseudo-labels are
-    the argmax of `pseudo_logits` (B, K, H, W) over the novel classes (`classes="novel"`, the zero-shot
-    setting: base pixels are annotated, so an unannotated object pixel is taken to be novel) or over all
-    classes (`"all"`, no annotations), kept where their softmax confidence reaches `threshold` (if
-    given). BACKGROUND pixels get neither. Without a split every ground-truth class is base.
+    the argmax of the class probabilities `pseudo_probs` (B, K, H, W) over the novel classes
+    (`classes="novel"`, the zero-shot setting: base pixels are annotated, so an unannotated object pixel is
+    taken to be novel) or over all classes (`"all"`, no annotations), kept where that probability reaches
+    `threshold` (if given). BACKGROUND pixels get neither. Without a split every ground-truth class is base.
     """
     if gt_classes not in ("base", "all"):
         raise ValueError(f"gt_classes must be 'base' or 'all', not '{gt_classes}'")
@@ -53,20 +53,29 @@ def training_targets(gt: Tensor, pseudo_logits: Optional[Tensor], base: Optional
     if base is not None and gt_classes == "base":
         known &= base.to(gt.device)[gt.clamp(0, len(base) - 1)]
     target = torch.where(known, gt, torch.full_like(gt, IGNORE))
-    if pseudo_logits is None:
+    if pseudo_probs is None:
         return target
     if classes not in ("novel", "all"):
         raise ValueError(f"pseudo_label.classes must be 'novel' or 'all', not '{classes}'")
-    logits = pseudo_logits.detach().float()
+    probs = pseudo_probs.detach().float()
     if classes == "novel":
         if base is None or bool(base.all()):
             raise ValueError("pseudo_label.classes='novel' needs a vocabulary with novel classes")
-        logits = logits.masked_fill(base.to(logits.device).view(1, -1, 1, 1), float("-inf"))
-    confidence, label = logits.softmax(dim=1).max(dim=1)
+        probs = probs.masked_fill(base.to(probs.device).view(1, -1, 1, 1), float("-inf"))
+    confidence, label = probs.max(dim=1)
     fill = ~known & (gt != BACKGROUND)
     if threshold is not None:
         fill &= confidence >= threshold
     return torch.where(fill, label, target)
+
+
+def student_probabilities(logits: Tensor, base: Optional[Tensor], classes: str = "novel") -> Tensor:
+    """The student's own class probabilities for self-training: the softmax of its logits over the classes
+    pseudo-labels may take (the novel ones for `classes="novel"`)."""
+    logits = logits.detach().float()
+    if classes == "novel" and base is not None:
+        logits = logits.masked_fill(base.to(logits.device).view(1, -1, 1, 1), float("-inf"))
+    return logits.softmax(dim=1)
 
 
 @MODELS.register_module()
@@ -121,19 +130,27 @@ class MaskCLIPPlus(SegmentationModel):
                 raise ValueError(f"pseudo_label.classes='novel' needs a vocabulary with novel classes; "
                                  f"'{self.vocabulary.name}' has none (use classes='all' without annotations)")
             self.pseudo_teacher = DenseTeacher(self.teacher, self.vocabulary, templates, p["key_smoothing"],
-                                               p["prompt_denoising"], p["inference"])
+                                               p["prompt_denoising"], p["inference"],
+                                               classes=self._pseudo_classes(self.vocabulary))
         # Counts training steps, saved with the weights, so that self-training starts on time after a resume.
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
     def _text(self, vocabulary: Vocabulary) -> Tensor:
         return text_embeddings(self.teacher, vocabulary, self.templates)
 
+    def _pseudo_classes(self, vocabulary: Vocabulary) -> Optional[list[int]]:
+        """The classes the teacher's pseudo-labels choose among. As MaskCLIP+'s code (`clip_unlabeled_cats`),
+        for classes='novel' only the novel ones: prompt denoising and key smoothing then see just those."""
+        if self.pseudo["classes"] == "novel" and vocabulary.split is not None and "novel" in vocabulary.split:
+            return vocabulary.novel
+        return None
+
     def set_vocabulary(self, vocabulary: "str | Sequence[str] | Vocabulary") -> Vocabulary:
         """Segment these classes from now on: one text-encoder pass, no weight changes."""
         vocab = load_vocabulary(vocabulary)
         self.classifier.set_text(self._text(vocab))
         if self.pseudo_teacher is not None:
-            self.pseudo_teacher.set_vocabulary(vocab)
+            self.pseudo_teacher.set_vocabulary(vocab, self._pseudo_classes(vocab))
         self.vocabulary = vocab
         return vocab
 
@@ -163,15 +180,15 @@ class MaskCLIPPlus(SegmentationModel):
         logits = F.interpolate(self.classifier(self.embed(images)), size=images.shape[-2:], mode="bilinear",
                                align_corners=False)
         gt = torch.stack([ds["gt"] for ds in data_samples]).to(logits.device)
-        pseudo = None
+        pseudo, base = None, base_mask(self.vocabulary)
+        classes = self.pseudo["classes"] if self.pseudo else "novel"
         if self.pseudo is not None:
             if self.self_training():
-                pseudo = logits.detach()
+                pseudo = student_probabilities(logits, base, classes)
             else:
-                pseudo = torch.stack([self.pseudo_teacher.logits(x) for x in inputs]).to(logits.device)
-        target = training_targets(gt, pseudo, base_mask(self.vocabulary),
-                                  self.pseudo["classes"] if self.pseudo else "novel",
-                                  self.pseudo["threshold"] if self.pseudo else None, self.gt_classes)
+                pseudo = torch.stack([self.pseudo_teacher.probabilities(x) for x in inputs]).to(logits.device)
+        target = training_targets(gt, pseudo, base, classes, self.pseudo["threshold"] if self.pseudo else None,
+                                  self.gt_classes)
         self.steps += 1
         if not bool((target != IGNORE).any()):  # nothing labelled in this batch: a zero loss keeps DDP in step
             return {"loss_seg": logits.sum() * 0.0}
