@@ -38,7 +38,8 @@ STUDENTS: list[tuple[str, dict[str, Any], str]] = [
     ("ViLD", {"model.distill.source": "store", "model.separate_heads": False, "model.inference_mode": "text"},
      "base"),
     ("ViLD-ensemble", {"model.distill.source": "store", "model.inference_mode": "ensemble"}, "base"),
-    ("oracle (novel boxes too)", {"model.distill.source": "none", "model.inference_mode": "text"}, "all"),
+    ("oracle (novel boxes too)", {"model.distill.source": "none", "model.inference_mode": "text",
+                                  "model.gt_classes": "all"}, "all"),
 ]
 
 

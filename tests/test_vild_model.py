@@ -1,8 +1,10 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from ovd.models.vild import ENSEMBLE_LAMBDA, build_vild, ensemble_scores
+from ovd.models.vild import ENSEMBLE_LAMBDA, ViLDPredictor, build_vild, ensemble_scores
 
 
 def tiny_vild(classes=3, dim=32, **kw):
@@ -78,7 +80,7 @@ def test_inference_modes_and_ensemble_weights():
     assert torch.allclose(text_scores, F.softmax(pred.logits(t_emb), -1)[:, 1:])
     heads.inference_mode = "image"
     image_scores = heads.class_scores(t_emb, i_emb)
-    assert torch.allclose(image_scores, F.softmax(pred.logits(i_emb), -1)[:, 1:])
+    assert torch.allclose(image_scores, F.softmax(pred.logits(i_emb)[:, 1:], -1))
     heads.inference_mode = "ensemble"
     assert torch.allclose(heads.class_scores(t_emb, i_emb), ensemble_scores(text_scores, image_scores, pred.base_mask))
     heads.score_thresh = 0.0
@@ -87,6 +89,101 @@ def test_inference_modes_and_ensemble_weights():
     heads.inference_mode = "both"
     with pytest.raises(ValueError, match="inference_mode"):
         model([torch.rand(3, 96, 128)])
+
+
+def hand_predictor(base_mask):
+    """2-d embeddings: classes (1, 0), (0, 1), (-1, 0); background (0, -1); temperature 1."""
+    pred = ViLDPredictor(8, torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]), temperature=1.0,
+                         base_mask=torch.tensor(base_mask))
+    with torch.no_grad():
+        pred.background.copy_(torch.tensor([0.0, -1.0]))
+    return pred
+
+
+def test_image_branch_is_scored_over_the_classes_without_background_unless_asked():
+    model = tiny_vild().eval()
+    heads = model.roi_heads
+    heads.box_predictor = hand_predictor([True, True, False])
+    emb = torch.tensor([[0.6, 0.8]])  # logits: background -0.8, classes 0.6, 0.8, -0.6
+    heads.inference_mode = "image"
+    exp = [math.exp(v) for v in (0.6, 0.8, -0.6)]
+    published = [e / sum(exp) for e in exp]  # ViLD (TPU reference) and DetPro: no background column
+    assert heads.class_scores(emb, emb)[0].tolist() == pytest.approx(published, abs=1e-6)
+    heads.image_background = True  # wusize/ovdet: softmax with the background, then dropped
+    with_bg = [e / (sum(exp) + math.exp(-0.8)) for e in exp]
+    assert heads.class_scores(emb, emb)[0].tolist() == pytest.approx(with_bg, abs=1e-6)
+    heads.image_background = False
+    heads.inference_mode = "ensemble"  # text keeps its background; base 0, 1 weight text by 2/3, novel 2 image
+    text = [e / (sum(exp) + math.exp(-0.8)) for e in exp]
+    lam = 2 / 3
+    expected = [text[0] ** lam * published[0] ** (1 - lam), text[1] ** lam * published[1] ** (1 - lam),
+                text[2] ** (1 - lam) * published[2] ** lam]
+    assert heads.class_scores(emb, emb)[0].tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_text_loss_is_over_background_and_base_classes_only():
+    model = tiny_vild()
+    heads = model.roi_heads
+    heads.box_predictor = hand_predictor([True, False, True])  # class 1 is novel
+    emb = torch.tensor([[0.6, 0.8], [0.0, -1.0]])  # logits [-0.8, 0.6, 0.8, -0.6] and [1, 0, -1, 0]
+    labels = torch.tensor([1, 0])  # class 0, background
+    # by hand: softmax over (background, class 0, class 2) only
+    expected = (-0.6 + math.log(math.exp(-0.8) + math.exp(0.6) + math.exp(-0.6))
+                - 1.0 + math.log(math.exp(1.0) + math.exp(0.0) + math.exp(0.0))) / 2
+    assert heads.text_loss(emb, labels).item() == pytest.approx(expected, abs=1e-6)
+    heads.gt_classes = "all"  # an oracle's softmax takes every class
+    full = (-0.6 + math.log(sum(math.exp(v) for v in (-0.8, 0.6, 0.8, -0.6)))
+            - 1.0 + math.log(sum(math.exp(v) for v in (1.0, 0.0, -1.0, 0.0)))) / 2
+    assert heads.text_loss(emb, labels).item() == pytest.approx(full, abs=1e-6)
+    assert heads.text_loss(emb, torch.tensor([2, 0])).item() > 0  # a novel box is fine for the oracle
+    heads.gt_classes = "base"
+    with pytest.raises(ValueError, match=r"positions \[1\], which are not base classes.*gt_classes='all'"):
+        heads.text_loss(emb, torch.tensor([2, 0]))
+
+
+def test_novel_logits_get_no_gradient_in_training():
+    model = tiny_vild()
+    model.predictor.set_vocabulary(model.predictor.text_embeddings, base_mask=torch.tensor([True, False, True]))
+    seen = []
+    logits = model.predictor.logits
+    def keep(emb):
+        out = logits(emb)
+        out.retain_grad()
+        seen.append(out)
+        return out
+    model.predictor.logits = keep
+    model.train()
+    images, targets = synthetic_batch()
+    targets[1]["labels"] = torch.tensor([2])  # classes 0 and 2 are base
+    losses = model(images, targets)
+    losses["loss_text"].backward()
+    grad = seen[0].grad
+    assert grad[:, 2].abs().max() == 0  # column 2 = class 1, novel
+    assert grad[:, [0, 1, 3]].abs().sum(0).min() > 0
+    targets[1]["labels"] = torch.tensor([1])
+    with pytest.raises(ValueError, match="not base classes"):
+        model(images, targets)
+
+
+def test_separate_heads_give_the_image_branch_its_own_box_head():
+    model = tiny_vild()
+    heads = model.roi_heads
+    assert heads.image_box_head is not None and heads.image_box_head is not heads.box_head
+    assert not torch.equal(heads.image_box_head.fc6.weight, heads.box_head.fc6.weight)
+    assert any(k.startswith("roi_heads.image_box_head.") for k in model.state_dict())
+    model.train()
+    images, targets = synthetic_batch()
+    losses = model(images, targets)
+    losses["loss_image"].backward()
+    assert heads.image_box_head.fc6.weight.grad.abs().sum() > 0
+    assert heads.box_head.fc6.weight.grad is None and heads.box_predictor.text_proj.weight.grad is None
+    model.zero_grad()
+    losses = model(images, targets)
+    losses["loss_text"].backward()
+    assert heads.image_box_head.fc6.weight.grad is None
+    shared = tiny_vild(separate_heads=False)
+    assert shared.roi_heads.image_box_head is None
+    assert shared.predictor.image_proj is shared.predictor.text_proj
 
 
 def test_mask_head_variant_trains_and_predicts_class_agnostic_masks():

@@ -33,6 +33,11 @@ class ViLDDetector(BaseModel):
     feature store, made by tools/precompute.py), "online" (the teacher embeds each step's top
     `num_regions` RPN proposals) or "none" (ViLD-text). The teacher is kept outside the module tree:
     it is never trained, saved in checkpoints or wrapped by DDP.
+
+    `gt_classes`: 'base' (ViLD) trains the text head over background + the vocabulary's base classes;
+    'all' over every class (an oracle trained with the novel boxes too). `image_background`: include the
+    learned background in the image branch's softmax at inference (wusize/ovdet's variant; ViLD and
+    DetPro leave it out). `separate_heads`: ViLD-ensemble's image branch with its own box head.
     """
 
     def __init__(self, teacher: "str | dict", vocabulary: "str | Sequence[str] | Vocabulary", templates: str = "vild",
@@ -41,9 +46,9 @@ class ViLDDetector(BaseModel):
                  anchor_sizes: Optional[Sequence[int]] = None, fpn_levels: int = 2,
                  temperature: float = 0.01, separate_heads: bool = True, text_loss_weight: float = 1.0,
                  image_loss_weight: float = 0.5, inference_mode: str = "ensemble", with_mask: bool = False,
-                 distill: Optional[dict] = None, detector: Optional[dict] = None,
-                 teacher_precision: str = "fp32", data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None):
+                 distill: Optional[dict] = None, detector: Optional[dict] = None, gt_classes: str = "base",
+                 image_background: bool = False, teacher_precision: str = "fp32",
+                 data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.distill = with_defaults("distill", distill, DISTILL_DEFAULTS, DistillConfigError)
         if self.distill["source"] not in ("store", "online", "none"):
@@ -68,7 +73,8 @@ class ViLDDetector(BaseModel):
             image_loss_weight=image_loss_weight if self.distill["source"] != "none" else 0.0,
             inference_mode=inference_mode, base_mask=self._base_mask(self.vocabulary), with_mask=with_mask,
             region_teacher=self._region_teacher if online else None,
-            num_distill_regions=int(self.distill["num_regions"]), trunk=trunk, **detector)
+            num_distill_regions=int(self.distill["num_regions"]), trunk=trunk, gt_classes=gt_classes,
+            image_background=image_background, **detector)
 
     @staticmethod
     def _base_mask(vocabulary: Vocabulary) -> Optional[Tensor]:

@@ -3,11 +3,14 @@
 Only the box predictor and the RoI-head losses / post-processing differ from torchvision: RoI features
 are projected to the teacher's embedding size and classified by cosine similarity against the
 vocabulary's text embeddings (a swappable buffer) plus one learned background embedding; box
-regression is class-agnostic.
+regression is class-agnostic. As in ViLD's TPU reference and DetPro: the text head trains over
+background + base classes only, ViLD-ensemble's image branch has its own box head, and the image
+branch is scored over the vocabulary's classes without the background.
 """
 from __future__ import annotations
 
 import math
+from copy import deepcopy
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -38,7 +41,12 @@ ENSEMBLE_LAMBDA = 2.0 / 3.0
 
 
 class ViLDPredictor(nn.Module):
-    """Projects RoI features to the embedding space (a text head and an image head) and regresses boxes."""
+    """Projects box-head features to the embedding space (a text head and an image head) and regresses boxes.
+
+    With `separate_heads` the image branch has its own projection; its box head (the same architecture
+    with its own weights) lives in ViLDRoIHeads, as in ViLD-ensemble (TPU reference: `distill_fc6/7`,
+    `distill-project-to-clip`; DetPro: `shared_fcs_for_image`, `projection_for_image`).
+    """
 
     def __init__(self, in_channels: int, text_embeddings: Tensor, temperature: float = 0.01,
                  separate_heads: bool = True, base_mask: Optional[Tensor] = None):
@@ -74,10 +82,25 @@ class ViLDPredictor(nn.Module):
         """Cosine similarity to background + classes, divided by the temperature."""
         return embeddings @ self.classifier().T / self.temperature
 
+    def training_columns(self, gt_classes: str = "base") -> Tensor:
+        """Columns of `logits` a training loss may use: background and the base classes ('base': ViLD
+        trains over the base categories only, so a novel class is never a negative), or every class
+        ('all', an oracle trained with every class's boxes)."""
+        if gt_classes not in ("base", "all"):
+            raise ValueError(f"gt_classes must be 'base' or 'all', not '{gt_classes}'")
+        classes = self.base_mask if gt_classes == "base" else torch.ones_like(self.base_mask)
+        return torch.cat([classes.new_ones(1), classes]).nonzero().flatten()
+
+    def embed_image(self, features: Tensor) -> Tensor:
+        """The image head: box-head features (of the image branch's own box head when heads are separate)
+        -> unit embeddings."""
+        return F.normalize(self.image_proj(features.flatten(1)), dim=-1)
+
     def forward(self, features: Tensor, with_image: bool = True) -> tuple[Tensor, Optional[Tensor], Tensor]:
-        """RoI features -> (text-head embeddings, image-head embeddings or None, class-agnostic box deltas)."""
+        """Box-head features -> (text-head embeddings, image-head embeddings of the same features or None,
+        class-agnostic box deltas)."""
         features = features.flatten(1)
-        image = F.normalize(self.image_proj(features), dim=-1) if with_image else None
+        image = self.embed_image(features) if with_image else None
         return F.normalize(self.text_proj(features), dim=-1), image, self.bbox_pred(features)
 
 
@@ -89,17 +112,43 @@ def ensemble_scores(text_probs: Tensor, image_probs: Tensor, base_mask: Tensor, 
 
 
 class ViLDRoIHeads(RoIHeads):
-    """RoIHeads with ViLD's losses (text cross-entropy, image L1 distillation), scoring modes and an
-    optional class-agnostic mask branch."""
+    """RoIHeads with ViLD's losses (text cross-entropy over background + base classes, image L1
+    distillation), scoring modes and an optional class-agnostic mask branch.
 
-    def __init__(self, *args, image_loss_weight: float = 0.5, text_loss_weight: float = 1.0,
-                 inference_mode: str = "ensemble", **kwargs):
+    `image_box_head`: the image branch's own box head (ViLD-ensemble's separate heads), or None to share
+    the text branch's. `gt_classes`: 'base' (ViLD) trains the text head over background + base classes
+    only; 'all' over every class (an oracle). `image_background`: whether the image branch's softmax at
+    inference includes the learned background (wusize/ovdet's variant); ViLD's TPU reference and DetPro
+    score the image branch over the vocabulary's classes only (the default).
+    """
+
+    def __init__(self, *args, image_box_head: Optional[nn.Module] = None, image_loss_weight: float = 0.5,
+                 text_loss_weight: float = 1.0, inference_mode: str = "ensemble", gt_classes: str = "base",
+                 image_background: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        if gt_classes not in ("base", "all"):
+            raise ValueError(f"gt_classes must be 'base' or 'all', not '{gt_classes}'")
+        self.image_box_head = image_box_head
         self.image_loss_weight, self.text_loss_weight = image_loss_weight, text_loss_weight
-        self.inference_mode = inference_mode
+        self.inference_mode, self.gt_classes, self.image_background = inference_mode, gt_classes, image_background
 
     def _embed(self, features, boxes, image_shapes, with_image: bool = True):
-        return self.box_predictor(self.box_head(self.box_roi_pool(features, boxes, image_shapes)), with_image)
+        """(text embeddings, image embeddings or None, box deltas) of boxes."""
+        pooled = self.box_roi_pool(features, boxes, image_shapes)
+        shared = self.image_box_head is None
+        text, image, deltas = self.box_predictor(self.box_head(pooled), with_image and shared)
+        if with_image and not shared:
+            image = self.box_predictor.embed_image(self.image_box_head(pooled))
+        return text, image, deltas
+
+    def _embed_image(self, features, boxes, image_shapes) -> Tensor:
+        """The image branch alone (distillation regions need no text head or box deltas)."""
+        head = self.box_head if self.image_box_head is None else self.image_box_head
+        return self.box_predictor.embed_image(head(self.box_roi_pool(features, boxes, image_shapes)))
+
+    def _image_parameters(self) -> list[nn.Parameter]:
+        parts = [self.box_predictor.image_proj] + ([self.image_box_head] if self.image_box_head is not None else [])
+        return [p for part in parts for p in part.parameters()]
 
     def _mask_logits(self, features, boxes, image_shapes) -> Tensor:
         return self.mask_predictor(self.mask_head(self.mask_roi_pool(features, boxes, image_shapes)))
@@ -121,13 +170,29 @@ class ViLDRoIHeads(RoIHeads):
                 d["masks"] = m
         return detections, {}
 
+    def text_loss(self, text_emb: Tensor, labels: Tensor) -> Tensor:
+        """Cross-entropy of the text head over the columns `gt_classes` allows (background + base for ViLD):
+        the other classes' logits are left out of the softmax, so they get no gradient."""
+        predictor = self.box_predictor
+        columns = predictor.training_columns(self.gt_classes)
+        position = torch.full((len(predictor.base_mask) + 1,), -1, dtype=torch.long, device=labels.device)
+        position[columns] = torch.arange(len(columns), device=labels.device)
+        target = position[labels]
+        if bool((target < 0).any()):
+            outside = sorted({int(v) - 1 for v in labels[target < 0]})
+            raise ValueError(f"training boxes are labelled with vocabulary positions {outside}, which are not base "
+                             f"classes: ViLD trains over the base classes only (gt_classes='base'). Train on base "
+                             f"annotations (the dataset's train_classes='base'), or set gt_classes='all' for an "
+                             f"oracle trained with every class")
+        return F.cross_entropy(predictor.logits(text_emb)[:, columns], target)
+
     def _losses(self, features, proposals, image_shapes, targets) -> dict[str, Tensor]:
         if self.has_mask() and (targets is None or any("masks" not in t for t in targets)):
             raise ValueError("the mask head needs 'masks' in every target (dataset with_masks=True)")
         proposals, matched_idxs, labels, regression_targets = self.select_training_samples(proposals, targets)
         text_emb, _, deltas = self._embed(features, proposals, image_shapes, with_image=False)
         flat_labels = torch.cat(labels)
-        loss_text = F.cross_entropy(self.box_predictor.logits(text_emb), flat_labels)
+        loss_text = self.text_loss(text_emb, flat_labels)
         pos = torch.where(flat_labels > 0)[0]
         loss_box = F.smooth_l1_loss(deltas[pos], torch.cat(regression_targets)[pos], beta=1 / 9,
                                     reduction="sum") / flat_labels.numel()
@@ -135,12 +200,12 @@ class ViLDRoIHeads(RoIHeads):
         if self.image_loss_weight > 0:
             boxes = [t["distill_boxes"] for t in targets] if "distill_boxes" in targets[0] else []
             if sum(len(b) for b in boxes):
-                _, image_emb, _ = self._embed(features, boxes, image_shapes)
+                image_emb = self._embed_image(features, boxes, image_shapes)
                 teacher = F.normalize(torch.cat([t["distill_embeddings"] for t in targets]).float(), dim=-1)
                 losses["loss_image"] = self.image_loss_weight * F.l1_loss(image_emb, teacher, reduction="sum") \
                     / max(1, len(teacher))
             else:  # keeps every parameter in the graph (as DDP wants) when the batch has no regions
-                losses["loss_image"] = self.box_predictor.image_proj.weight.sum() * 0.0
+                losses["loss_image"] = sum(p.sum() for p in self._image_parameters()) * 0.0
         if self.has_mask():
             pos_props = [p[lab > 0] for p, lab in zip(proposals, labels)]
             pos_idxs = [m[lab > 0] for m, lab in zip(matched_idxs, labels)]
@@ -150,12 +215,16 @@ class ViLDRoIHeads(RoIHeads):
         return losses
 
     def class_scores(self, text_emb: Tensor, image_emb: Optional[Tensor]) -> Tensor:
-        """(N, C) class scores by the configured mode: 'text', 'image' or 'ensemble'."""
+        """(N, C) class scores by the configured mode: 'text', 'image' or 'ensemble'. The text branch's
+        softmax includes the background (then dropped); the image branch's is over the classes alone
+        unless `image_background`."""
         p = self.box_predictor
         text = F.softmax(p.logits(text_emb), dim=-1)[:, 1:]
         if self.inference_mode == "text":
             return text
-        image = F.softmax(p.logits(image_emb), dim=-1)[:, 1:]
+        image_logits = p.logits(image_emb)
+        image = F.softmax(image_logits, dim=-1)[:, 1:] if self.image_background else \
+            F.softmax(image_logits[:, 1:], dim=-1)
         if self.inference_mode == "image":
             return image
         if self.inference_mode != "ensemble":
@@ -188,13 +257,18 @@ class ViLD(FasterRCNN):
     Distillation targets come either with the targets (`distill_boxes` in image pixels and
     `distill_embeddings`, read from a feature store) or, when a `region_teacher` is set, are computed
     online: the teacher embeds this step's top `num_distill_regions` RPN proposals of every image.
+
+    `separate_heads`: ViLD-ensemble's image branch, a box head and projection of its own (the same
+    architecture, its own weights); False shares them with the text branch (ViLD). `gt_classes` and
+    `image_background`: see ViLDRoIHeads.
     """
 
     def __init__(self, backbone: nn.Module, text_embeddings: Tensor, temperature: float = 0.01,
                  separate_heads: bool = True, image_loss_weight: float = 0.5, text_loss_weight: float = 1.0,
                  inference_mode: str = "ensemble", base_mask: Optional[Tensor] = None, with_mask: bool = False,
                  region_teacher: Optional[RegionTeacher] = None, num_distill_regions: int = 300,
-                 mask_featmaps: Sequence[str] = ("0", "1", "2", "3"), **kwargs):
+                 mask_featmaps: Sequence[str] = ("0", "1", "2", "3"), gt_classes: str = "base",
+                 image_background: bool = False, **kwargs):
         super().__init__(backbone, num_classes=None, box_predictor=nn.Identity(), **kwargs)
         old = self.roi_heads
         predictor = ViLDPredictor(old.box_head.fc7.out_features, text_embeddings, temperature, separate_heads,
@@ -210,8 +284,9 @@ class ViLD(FasterRCNN):
             old.box_roi_pool, old.box_head, predictor, old.proposal_matcher.high_threshold,
             old.proposal_matcher.low_threshold, old.fg_bg_sampler.batch_size_per_image,
             old.fg_bg_sampler.positive_fraction, old.box_coder.weights, old.score_thresh, old.nms_thresh,
-            old.detections_per_img, **mask_parts, image_loss_weight=image_loss_weight,
-            text_loss_weight=text_loss_weight, inference_mode=inference_mode)
+            old.detections_per_img, **mask_parts, image_box_head=_fresh_copy(old.box_head) if separate_heads else None,
+            image_loss_weight=image_loss_weight, text_loss_weight=text_loss_weight, inference_mode=inference_mode,
+            gt_classes=gt_classes, image_background=image_background)
         self.region_teacher = region_teacher
         self.num_distill_regions = num_distill_regions
 
@@ -267,6 +342,15 @@ class ViLD(FasterRCNN):
         if self.training:
             return {**proposal_losses, **detector_losses}
         return self.transform.postprocess(detections, images_t.image_sizes, original_sizes)
+
+
+def _fresh_copy(module: nn.Module) -> nn.Module:
+    """The same architecture with its own, newly initialised weights."""
+    copy = deepcopy(module)
+    for m in copy.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    return copy
 
 
 # GroupNorm with up to 32 groups that divide the channels, for small batches trained from scratch.
