@@ -139,6 +139,8 @@ def test_text_loss_is_over_background_and_base_classes_only():
     heads.gt_classes = "base"
     with pytest.raises(ValueError, match=r"positions \[1\], which are not base classes.*gt_classes='all'"):
         heads.text_loss(emb, torch.tensor([2, 0]))
+    with pytest.raises(ValueError, match="gt_classes must be 'base' or 'all'"):
+        tiny_vild(gt_classes="novel")
 
 
 def test_novel_logits_get_no_gradient_in_training():

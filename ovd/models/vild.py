@@ -126,8 +126,7 @@ class ViLDRoIHeads(RoIHeads):
                  text_loss_weight: float = 1.0, inference_mode: str = "ensemble", gt_classes: str = "base",
                  image_background: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        if gt_classes not in ("base", "all"):
-            raise ValueError(f"gt_classes must be 'base' or 'all', not '{gt_classes}'")
+        self.box_predictor.training_columns(gt_classes)  # a wrong value fails here, not at the first step
         self.image_box_head = image_box_head
         self.image_loss_weight, self.text_loss_weight = image_loss_weight, text_loss_weight
         self.inference_mode, self.gt_classes, self.image_background = inference_mode, gt_classes, image_background
