@@ -30,10 +30,10 @@ def draw_detections(image: torch.Tensor, det: Detections) -> torch.Tensor:
 
 
 def run_demo(config: str, checkpoint: Optional[str], images: Sequence[str], vocabulary: str, out_dir: str,
-             score_thr: float = 0.3, device: str = "cpu") -> list[str]:
+             score_thr: float = 0.3, device: str = "cpu", cfg_options: Optional[dict] = None) -> list[str]:
     """Write `<stem>_det.png` and `<stem>.json` for every image into out_dir; returns the images that
-    could not be read (each is reported, the others still run)."""
-    detector = Detector.from_config(config, checkpoint, device=device)
+    could not be read (each is reported, the others still run). `cfg_options` override config keys."""
+    detector = Detector.from_config(config, checkpoint, device=device, cfg_options=cfg_options)
     vocab = detector.set_vocabulary(vocabulary)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

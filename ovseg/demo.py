@@ -45,10 +45,11 @@ def draw_segmentation(image: torch.Tensor, seg: Segmentation, alpha: float = 0.5
 
 
 def run_segmentation_demo(config: str, checkpoint: Optional[str], images: Sequence[str], vocabulary: str,
-                          out_dir: str, device: str = "cpu") -> list[str]:
+                          out_dir: str, device: str = "cpu", cfg_options: Optional[dict] = None) -> list[str]:
     """Write `<stem>_seg.png` (overlay + legend), `<stem>_labels.png` (vocabulary positions) and `<stem>.json`
-    (class shares) for every image into out_dir; returns the images that could not be read."""
-    segmenter = Segmenter.from_config(config, checkpoint, device=device)
+    (class shares) for every image into out_dir; returns the images that could not be read. `cfg_options`
+    override config keys."""
+    segmenter = Segmenter.from_config(config, checkpoint, device=device, cfg_options=cfg_options)
     vocab = segmenter.set_vocabulary(vocabulary)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,8 @@ configs a coloured overlay with a legend; plus a json per image.
 import argparse
 import sys
 
+from mmengine.config import DictAction
+
 from ovclip.engine import config_scope
 
 
@@ -20,15 +22,18 @@ def main(argv=None) -> int:
     p.add_argument("--out-dir", required=True, help="folder for the annotated images and json files")
     p.add_argument("--score-thr", type=float, default=0.3, help="detection: lowest score drawn and listed")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
+                   help="override config keys: key=value (e.g. model.inference_mode=image)")
     args = p.parse_args(argv)
     checkpoint = None if args.checkpoint.lower() == "none" else args.checkpoint
     if config_scope(args.config) == "ovseg":
         from ovseg.demo import run_segmentation_demo
-        failed = run_segmentation_demo(args.config, checkpoint, args.images, args.vocab, args.out_dir, args.device)
+        failed = run_segmentation_demo(args.config, checkpoint, args.images, args.vocab, args.out_dir, args.device,
+                                       args.cfg_options)
     else:
         from ovd.demo import run_demo
         failed = run_demo(args.config, checkpoint, args.images, args.vocab, args.out_dir, args.score_thr,
-                          args.device)
+                          args.device, args.cfg_options)
     return 1 if failed else 0
 
 
