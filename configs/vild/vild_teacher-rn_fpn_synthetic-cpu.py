@@ -4,8 +4,8 @@
 # teacher's own ModifiedResNet tower (its batch-norm statistics follow the data) under a 128-channel
 # FPN, at 128 pixels upsampled to 256 inside the model. Its last stage (layer4) trains, as the paper
 # trains its backbone: with the whole trunk frozen, ViLD-text inherits CLIP's features on novel shapes
-# for free and the bench no longer measures what distillation adds (ViLD / ViLD-text novel AP50 was
-# 1.65x-2.34x over seeds 0-4 frozen, 2.01x-2.77x with layer4 trained; steps cost the same). A
+# for free and the bench no longer measures what distillation adds (benchmarks/RESULTS.md has the
+# figures, and why the 32 store regions and 550 iterations stay; steps cost the same). A
 # MobileNetV3 FPN trained from scratch (backbone="mobilenet_v3_small", backbone_norm="gn") under-fits
 # in a CPU budget: its image head reached cosine 0.65 with the teacher's region embeddings against 0.89
 # with the teacher's frozen tower (see model_zoo/README.md).
