@@ -120,13 +120,13 @@ def dense_embeddings(teacher: Teacher, image: Any, short_side: "int | None" = No
     return DenseEmbeddings(F.normalize(emb[0].float(), dim=0).cpu(), keys[0].float().cpu(), (height, width))
 
 
-def classify_dense(dense: DenseEmbeddings, text_embeddings: torch.Tensor, temperature: float = 100.0,
+def classify_dense(dense: DenseEmbeddings, text_embeddings: torch.Tensor, logit_scale: float = 100.0,
                    key_smoothing: "float | None" = None, prompt_denoising: "float | None" = None) -> torch.Tensor:
     """MaskCLIP's per-pixel class scores (K, h, w) of a dense map against unit (K, D) text embeddings; their
     argmax is the prediction. As MaskCLIP's head refines its output (chongzhou96/MaskCLIP, MaskClipHead.
     refine_output), prompt denoising first, then key smoothing:
 
-    - the scores start as logits, `temperature` x cosine similarity;
+    - the scores start as logits, `logit_scale` x cosine similarity;
     - prompt_denoising=t: classes whose probability (softmax of the logits over classes) stays below t at
       every pixel are taken to be absent: their cosine similarity becomes -100 (`denoise_prompts`);
     - key_smoothing=t: the scores become the class probabilities, and at the pixels whose top probability
@@ -137,10 +137,10 @@ def classify_dense(dense: DenseEmbeddings, text_embeddings: torch.Tensor, temper
     d, h, w = dense.embeddings.shape
     if text_embeddings.ndim != 2 or text_embeddings.shape[1] != d:
         raise ValueError(f"text embeddings must be (K, {d}), got {tuple(text_embeddings.shape)}")
-    logits = temperature * (F.normalize(text_embeddings.float(), dim=-1) @ dense.embeddings.reshape(d, -1))
+    logits = logit_scale * (F.normalize(text_embeddings.float(), dim=-1) @ dense.embeddings.reshape(d, -1))
     logits = logits.reshape(-1, h, w)
     if prompt_denoising is not None:
-        logits = denoise_prompts(logits, prompt_denoising, temperature)
+        logits = denoise_prompts(logits, prompt_denoising, logit_scale)
     if key_smoothing is None:
         return logits
     probs = logits.flatten(1).softmax(dim=0)  # (K, hw)
@@ -150,8 +150,8 @@ def classify_dense(dense: DenseEmbeddings, text_embeddings: torch.Tensor, temper
     return torch.where(low[None], smoothed, probs).reshape(-1, h, w)
 
 
-def denoise_prompts(logits: torch.Tensor, threshold: float, temperature: float = 1.0) -> torch.Tensor:
-    """MaskCLIP's prompt denoising on (K, h, w) logits (`temperature` x cosine similarity): classes whose
+def denoise_prompts(logits: torch.Tensor, threshold: float, logit_scale: float = 1.0) -> torch.Tensor:
+    """MaskCLIP's prompt denoising on (K, h, w) logits (`logit_scale` x cosine similarity): classes whose
     softmax confidence stays below `threshold` at every pixel are taken to be absent and get the logit of a
     cosine similarity of ABSENT_COSINE (-100, as MaskCLIP sets them): finite, so that bilinear resizing and
     averaging over windows treat them as the reference does. Never every class: the most confident stays."""
@@ -160,5 +160,5 @@ def denoise_prompts(logits: torch.Tensor, threshold: float, temperature: float =
     if bool(absent.all()):  # never remove every class: keep the most confident one
         absent[confidence.argmax()] = False
     out = logits.clone()
-    out[absent] = ABSENT_COSINE * temperature
+    out[absent] = ABSENT_COSINE * logit_scale
     return out

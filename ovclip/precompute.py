@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from .coco import load_coco_images, load_proposals
 from .io import ImageReadError, read_image
+from .options import ConfigError
 from .regions import region_embeddings
 from .store import StoreWriter
 from .teacher import load_teacher
@@ -25,10 +26,6 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "store": {"shard_size": 64, "flush_seconds": 60.0},
     "run": {"on_bad_image": "skip"},
 }
-
-
-class ConfigError(ValueError):
-    """A config has an unknown or missing key."""
 
 
 def resolve_config(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -162,8 +162,7 @@ def builtin_vocabulary(name: str) -> Vocabulary:
         return Vocabulary(tuple((c["name"],) for c in cats), tuple(c["id"] for c in cats),
                           name="ade20k-150")
     if name == "synthetic-shapes":
-        from .synthetic import vocabulary_entries  # the CPU benchmark's world: 8 base, 4 novel shapes
-        entries = vocabulary_entries()
+        entries = _package_json("synthetic_shapes.json")  # the CPU benchmark's world: 8 base, 4 novel shapes
         return Vocabulary(tuple((e["name"],) for e in entries), tuple(e["id"] for e in entries),
                           tuple(e["split"] for e in entries), name=name)
     raise VocabularyError(_unknown_builtin_message(name))

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from mmengine.runner import Runner
 from torchvision.ops import batched_nms
 
-from ovclip.bench import BenchRow, train_and_test
-from ovclip.engine.runner import load_config, with_defaults
+from ovclip.synthetic.bench import BenchRow, train_and_test
+from ovclip.engine.runner import load_config
+from ovclip.options import with_defaults
 from ovclip.io import atomic_torch_save, read_image, to_unit_float
 from ovclip.precompute import run_precompute
 from ovclip.regions import region_embeddings
@@ -29,7 +30,9 @@ from .proposals import write_proposals
 
 log = logging.getLogger(__name__)
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "vild" / "vild_teacher-rn_fpn_synthetic-cpu.py"
+# the detection students' config, under the configs folder the caller names (the library never looks for
+# configs/ by its place in the repository)
+CONFIG = "vild/vild_teacher-rn_fpn_synthetic-cpu.py"
 
 # name, config options, which training annotations ("base" or "all"). The distilled students learn from a
 # feature store of the teacher's embeddings of ViLD-text's proposals (region_store), ViLD's offline recipe.
@@ -43,10 +46,10 @@ STUDENTS: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
-def distill_settings(options: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+def distill_settings(configs: Path, options: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """The synthetic config's `model.distill` (its defaults filled in, `options` applied): the region store
     uses the same number of regions per train image and crop scales as the config's online distillation."""
-    cfg = load_config(CONFIG, options or {})
+    cfg = load_config(Path(configs) / CONFIG, options or {})
     return with_defaults("distill", cfg.model.distill, DISTILL_DEFAULTS, DistillConfigError)
 
 
@@ -81,9 +84,10 @@ def region_store(model: torch.nn.Module, world: dict[str, str], teacher_spec: di
             "train_dataloader.dataset.max_distill_regions": num_regions}
 
 
-def train_student(name: str, options: dict[str, Any], work_dir: Path, iters: int, seed: int) -> tuple[Runner, dict]:
-    """Train one detection student of the synthetic config and evaluate it on the world's val split."""
-    return train_and_test(CONFIG, options, work_dir, iters, seed)
+def train_student(configs: Path, options: dict[str, Any], work_dir: Path, iters: int, seed: int) -> tuple[Runner, dict]:
+    """Train one detection student of the synthetic config (under `configs`) and evaluate it on the world's
+    val split."""
+    return train_and_test(Path(configs) / CONFIG, options, work_dir, iters, seed)
 
 
 @torch.inference_mode()
@@ -110,10 +114,11 @@ def teacher_on_proposals(proposals: Callable[[torch.Tensor], tuple[torch.Tensor,
 
 
 def run_detection_rows(world: dict[str, str], teacher: Teacher, teacher_spec: dict, work_dir: Path, iters: int,
-                       seed: int, progress: Optional[Callable[[BenchRow], None]] = None,
+                       seed: int, configs: Path, progress: Optional[Callable[[BenchRow], None]] = None,
                        cfg_options: Optional[dict[str, Any]] = None) -> list[BenchRow]:
     """Train and evaluate every student (ViLD-text first: its proposals are the distilled regions of the
-    others, and the teacher's alone), then the teacher on ViLD-text's proposals. `cfg_options` override keys
+    others, and the teacher's alone), then the teacher on ViLD-text's proposals. `configs`: the folder of
+    the project's configs (the repository's configs/). `cfg_options` override keys
     of the synthetic config for every student (e.g. {"model.trainable_layers": 0}); a row's own settings
     (distillation source, inference mode) still apply on top."""
     rows, trained, store, cfg_options = [], {}, {}, cfg_options or {}
@@ -121,10 +126,10 @@ def run_detection_rows(world: dict[str, str], teacher: Teacher, teacher_spec: di
         t0 = time.perf_counter()
         uses_store = options.get("model.distill.source") == "store"
         if uses_store and not store:
-            distill = distill_settings(cfg_options)
+            distill = distill_settings(configs, cfg_options)
             store = region_store(trained["ViLD-text"], world, teacher_spec, work_dir / "regions",
                                  distill["num_regions"], distill["scales"])
-        runner, m = train_student(name, {**world_options(world, teacher_spec, train_annotations), **cfg_options,
+        runner, m = train_student(configs, {**world_options(world, teacher_spec, train_annotations), **cfg_options,
                                          **options, **(store if uses_store else {})},
                                   work_dir / name.split()[0], iters, seed)
         trained[name] = runner.model

@@ -7,16 +7,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ovclip.bench import BenchRow, evaluate_config, train_and_test
+from ovclip.synthetic.bench import BenchRow, evaluate_config, train_and_test
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-MASKCLIP_CONFIG = CONFIGS / "maskclip" / "maskclip_synthetic-cpu.py"
-MASKCLIP_PLUS_CONFIG = CONFIGS / "maskclip_plus" / "maskclip-plus_teacher-rn_synthetic-cpu.py"
-MASKPROP_CONFIG = CONFIGS / "maskprop" / "maskprop_mnv3_synthetic-cpu.py"
+# configs under the folder the caller names (the library never looks for configs/ by its place)
+MASKCLIP_CONFIG = "maskclip/maskclip_synthetic-cpu.py"
+MASKCLIP_PLUS_CONFIG = "maskclip_plus/maskclip-plus_teacher-rn_synthetic-cpu.py"
+MASKPROP_CONFIG = "maskprop/maskprop_mnv3_synthetic-cpu.py"
 SELF_TRAIN_FROM = 0.75  # share of the iterations trained on MaskCLIP's pseudo-labels before self-training
 
 # name, config, config options, training labels ("base" or "all").
-STUDENTS: list[tuple[str, Path, dict[str, Any], str]] = [
+STUDENTS: list[tuple[str, str, dict[str, Any], str]] = [
     ("MaskCLIP+", MASKCLIP_PLUS_CONFIG, {}, "base"),
     ("mask proposals (student + teacher ensemble)", MASKPROP_CONFIG, {}, "base"),
     ("oracle (novel labels too)", MASKCLIP_PLUS_CONFIG, {"model.pseudo_label": None, "model.gt_classes": "all"},
@@ -36,8 +36,10 @@ def seg_world_options(world: dict[str, str], teacher_spec: dict, train_classes: 
 
 
 def run_segmentation_rows(world: dict[str, str], teacher_spec: dict, work_dir: Path, iters: int, seed: int,
-                          progress: Optional[Callable[[BenchRow], None]] = None) -> list[BenchRow]:
-    """Evaluate MaskCLIP, then train and evaluate each student."""
+                          configs: Path, progress: Optional[Callable[[BenchRow], None]] = None) -> list[BenchRow]:
+    """Evaluate MaskCLIP, then train and evaluate each student; `configs`: the folder of the project's
+    configs (the repository's configs/)."""
+    configs = Path(configs)
     rows = []
 
     def add(name: str, m: dict, t0: float, note: str = "") -> None:
@@ -47,13 +49,13 @@ def run_segmentation_rows(world: dict[str, str], teacher_spec: dict, work_dir: P
             progress(rows[-1])
     t0 = time.perf_counter()
     opts = seg_world_options(world, teacher_spec)
-    add("MaskCLIP (teacher zero-shot)", evaluate_config(MASKCLIP_CONFIG, opts, work_dir / "MaskCLIP"), t0,
+    add("MaskCLIP (teacher zero-shot)", evaluate_config(configs / MASKCLIP_CONFIG, opts, work_dir / "MaskCLIP"), t0,
         "evaluation only")
     for name, config, options, train_classes in STUDENTS:
         t0 = time.perf_counter()
         opts = {**seg_world_options(world, teacher_spec, train_classes), **options}
         if config == MASKCLIP_PLUS_CONFIG and options.get("model.pseudo_label", {}) is not None:
             opts["model.pseudo_label.self_train_from"] = int(SELF_TRAIN_FROM * iters)
-        _, m = train_and_test(config, opts, work_dir / name.split()[0], iters, seed)
+        _, m = train_and_test(configs / config, opts, work_dir / name.split()[0], iters, seed)
         add(name, m, t0)
     return rows

@@ -79,9 +79,9 @@ def test_prompt_denoising_removes_an_absent_class():
     t0, t1 = text[0], text[1]
     # Five pixels clearly of class 0, one pixel where class 1 only narrowly wins.
     dense = _toy_dense(text, [t0] * 5 + [t0 + 1.05 * t1])
-    plain = classify_dense(dense, text, temperature=10.0)
+    plain = classify_dense(dense, text, logit_scale=10.0)
     assert plain.argmax(0).flatten().tolist() == [0, 0, 0, 0, 0, 1]
-    denoised = classify_dense(dense, text, temperature=10.0, prompt_denoising=0.6)
+    denoised = classify_dense(dense, text, logit_scale=10.0, prompt_denoising=0.6)
     assert denoised.argmax(0).flatten().tolist() == [0] * 6
     assert (denoised[1:] == -100 * 10.0).all()  # MaskCLIP sets their cosine similarity to -100
     assert (denoised[0] > -10.0).all()
@@ -95,7 +95,7 @@ def _hand_dense():
 
 def test_key_smoothing_follows_maskclip_reference_formula():
     text = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    out = classify_dense(_hand_dense(), text, temperature=1.0, key_smoothing=0.6).flatten(1)
+    out = classify_dense(_hand_dense(), text, logit_scale=1.0, key_smoothing=0.6).flatten(1)
     # By hand, MaskCLIP's refine_output: probabilities = softmax(1 x cosine) per pixel
     e = math.e
     p0, p1, p2 = [e / (e + 1), 1 / (e + 1)], [1 / (1 + e ** 0.2), e ** 0.2 / (1 + e ** 0.2)], [1 / (e + 1), e / (e + 1)]
@@ -109,7 +109,7 @@ def test_key_smoothing_follows_maskclip_reference_formula():
     # prompt denoising comes first: an absent third class (top probability 1 / (2 + e) < 0.5) is removed
     # before smoothing (its cosine set to -100), so the two others are smoothed as above and it scores ~0
     text3 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
-    out3 = classify_dense(_hand_dense(), text3, temperature=1.0, key_smoothing=0.6, prompt_denoising=0.5).flatten(1)
+    out3 = classify_dense(_hand_dense(), text3, logit_scale=1.0, key_smoothing=0.6, prompt_denoising=0.5).flatten(1)
     assert out3[2].tolist() == pytest.approx([0.0, 0.0, 0.0], abs=1e-40)
     assert out3[:2, 1].tolist() == pytest.approx(smoothed, abs=1e-6)
     assert torch.allclose(out3[:2, [0, 2]], out[:, [0, 2]], atol=1e-6)

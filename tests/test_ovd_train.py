@@ -14,7 +14,7 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
-from ovclip.precompute import ConfigError
+from ovclip.options import ConfigError
 from ovd import Detector
 from ovd.engine import CheckpointError, load_checkpoint_file, load_config, model_state_dict
 from ovd.models.detector import DistillConfigError

@@ -157,9 +157,9 @@ def test_prompt_denoising_removes_a_class_absent_from_the_image():
     emb[:, :, :2] = text[0, :, None, None]
     emb[:, :, 2:] = text[1, :, None, None]
     dense = DenseEmbeddings(emb, torch.randn(6, 4, 4), (4, 4))
-    plain = classify_dense(dense, text, temperature=10.0)
+    plain = classify_dense(dense, text, logit_scale=10.0)
     assert torch.isfinite(plain).all()
-    denoised = classify_dense(dense, text, temperature=10.0, prompt_denoising=0.5)
+    denoised = classify_dense(dense, text, logit_scale=10.0, prompt_denoising=0.5)
     assert (denoised[2] == -100 * 10.0).all() and (denoised[:2] > -100).all()  # MaskCLIP's cosine -100
     assert set(denoised.argmax(0).unique().tolist()) == {0, 1}
     # never every class: the most confident survives
@@ -171,7 +171,7 @@ def test_maskclip_map_shape_and_sliding_windows(tiny_rn):
     whole = MaskCLIP("tiny-rn", "cat, dog, car", templates="single", prompt_denoising=0.4)
     logits = whole([img], mode="tensor")[0]
     assert logits.shape == (3, 50, 70)
-    removed = [k for k in range(3) if (logits[k] <= -50 * whole.dense.temperature).all()]
+    removed = [k for k in range(3) if (logits[k] <= -50 * whole.dense.logit_scale).all()]
     pred = whole([img], [{"gt": torch.zeros(50, 70)}], mode="predict")[0]["pred"]
     assert pred.shape == (50, 70) and not set(pred.unique().tolist()) & set(removed)
     slide = MaskCLIP("tiny-rn", "cat, dog, car", templates="single",
@@ -196,9 +196,9 @@ def test_maskclip_denoises_each_sliding_window_on_its_own(monkeypatch):
     """As MaskCLIP's decode head: a class absent from one window is removed there, even though another window
     holds it (denoising the averaged map would keep both classes everywhere)."""
     import ovseg.models.maskclip as maskclip
-    model = MaskCLIP("tiny-rn", "cat, dog", templates="single", prompt_denoising=0.5, temperature=100.0,
+    model = MaskCLIP("tiny-rn", "cat, dog", templates="single", prompt_denoising=0.5, logit_scale=100.0,
                      inference=dict(mode="slide", crop_size=16, stride=16))
-    text = model.dense.text
+    text = model.dense.text_embeddings()
 
     def fake_dense(teacher, image, short_side=None):  # red pixels are cats, the others dogs
         emb = torch.where(image[0][None] > 0.5, text[0][:, None, None], text[1][:, None, None])
@@ -237,7 +237,7 @@ def test_maskclip_plus_teacher_pseudo_labels_choose_among_the_novel_classes_only
     model = MaskCLIPPlus("tiny-rn", "synthetic-shapes", pseudo_label=dict(prompt_denoising=0.3), **TINY)
     vocab = model.vocabulary
     teacher = model.pseudo_teacher
-    assert teacher.classes == vocab.novel and teacher.text.shape[0] == len(vocab.novel)
+    assert teacher.classes == vocab.novel and teacher.text_embeddings().shape[0] == len(vocab.novel)
     img = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)
     probs = teacher.probabilities(img)
     assert probs.shape == (len(vocab), 64, 64)

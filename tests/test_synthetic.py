@@ -77,7 +77,7 @@ def test_every_shape_draws_a_distinct_mask():
 
 
 def test_teacher_training_lowers_the_loss_and_loads_as_a_teacher(tmp_path):
-    from ovclip.train_teacher import load_synthetic_teacher, train_tiny_clip, zero_shot_accuracy
+    from ovclip.synthetic.tiny_clip import load_synthetic_teacher, train_tiny_clip, zero_shot_accuracy
     r = train_tiny_clip(tmp_path, seed=0, steps=40, batch_size=32, pool_size=320, log_every=0)
     loss = np.asarray(r["loss"])
     assert loss[-8:].mean() < loss[:8].mean() - 0.3, loss.round(2).tolist()
@@ -112,11 +112,11 @@ def test_bench_quick_runs_end_to_end(tmp_path):
     from ovd.bench import distill_settings
     store = FeatureStore(tmp_path / "quick" / "students-s0" / "regions" / "store")
     assert len(store) == 32 and store.meta["boxes"] == "proposals"
-    assert all(0 < len(store[i][0]) <= distill_settings()["num_regions"] == 32 for i in store.image_ids)
+    assert all(0 < len(store[i][0]) <= distill_settings(ROOT / "configs")["num_regions"] == 32 for i in store.image_ids)
 
 
 def test_shipped_teacher_and_student_work_out_of_the_box():
-    from ovclip.train_teacher import load_synthetic_teacher, zero_shot_accuracy
+    from ovclip.synthetic.tiny_clip import load_synthetic_teacher, zero_shot_accuracy
     from ovd import Detector
     teacher = load_synthetic_teacher(ROOT / "model_zoo" / "synthetic")
     zs = zero_shot_accuracy(teacher, seed=99, n_images=40)
@@ -134,7 +134,7 @@ def test_region_store_is_rebuilt_from_the_model_it_is_given(world, tmp_path):
     import torch
 
     from ovclip.store import FeatureStore
-    from ovclip.train_teacher import teacher_spec
+    from ovclip.synthetic.tiny_clip import teacher_spec
     from ovd.bench import region_store
 
     def fake_student(box):
@@ -150,3 +150,15 @@ def test_region_store_is_rebuilt_from_the_model_it_is_given(world, tmp_path):
         assert torch.as_tensor(boxes).tolist() == [box]
         stored.append(torch.as_tensor(emb))
     assert not torch.allclose(stored[0], stored[1])
+
+
+def test_the_packaged_synthetic_vocabulary_is_the_worlds():
+    """The teacher core reads the world's vocabulary as data; it must say what the world generates."""
+    from ovclip.synthetic import vocabulary_entries
+    from ovclip.vocabulary import load_vocabulary
+    vocab = load_vocabulary("synthetic-shapes")
+    entries = vocabulary_entries()
+    assert [n[0] for n in vocab.synonyms] == [e["name"] for e in entries] == list(SHAPES)
+    assert list(vocab.ids) == [e["id"] for e in entries]
+    assert list(vocab.split) == [e["split"] for e in entries]
+    assert [vocab.names[i] for i in vocab.novel] == list(NOVEL_SHAPES)

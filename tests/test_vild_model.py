@@ -51,7 +51,7 @@ def test_vocabulary_swap_changes_only_the_classifier():
     model = tiny_vild().eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     new = F.normalize(torch.randn(7, 32), dim=-1)
-    model.set_vocabulary(new, base_mask=torch.tensor([True, False] * 3 + [False]))
+    model.predictor.classifier.set_text_embeddings(new, base_mask=torch.tensor([True, False] * 3 + [False]))
     after = model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert torch.allclose(model.predictor.text_embeddings, new, atol=1e-6)
@@ -59,7 +59,7 @@ def test_vocabulary_swap_changes_only_the_classifier():
     out = model([torch.rand(3, 96, 128)])[0]
     assert out["labels"].max() < 7 and out["scores"].shape == out["labels"].shape
     with pytest.raises(ValueError, match=r"\(C>0, 32\)"):
-        model.set_vocabulary(torch.randn(3, 16))
+        model.predictor.classifier.set_text_embeddings(torch.randn(3, 16))
 
 
 def test_inference_modes_and_ensemble_weights():
@@ -72,8 +72,8 @@ def test_inference_modes_and_ensemble_weights():
     assert torch.allclose(s[0, 1], text[0, 1] ** (1 - lam) * image[0, 1] ** lam)
     model = tiny_vild().eval()
     heads, pred = model.roi_heads, model.predictor
-    pred.temperature = 1.0  # unsaturated softmax so that the modes can be told apart
-    pred.set_vocabulary(pred.text_embeddings, base_mask=torch.tensor([True, True, False]))
+    pred.classifier.temperature = 1.0  # unsaturated softmax so that the modes can be told apart
+    pred.classifier.set_text_embeddings(pred.text_embeddings, base_mask=torch.tensor([True, True, False]))
     t_emb, i_emb = F.normalize(torch.randn(4, 32), dim=-1), F.normalize(torch.randn(4, 32), dim=-1)
     heads.inference_mode = "text"
     text_scores = heads.class_scores(t_emb, i_emb)
@@ -96,7 +96,7 @@ def hand_predictor(base_mask):
     pred = ViLDPredictor(8, torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]), temperature=1.0,
                          base_mask=torch.tensor(base_mask))
     with torch.no_grad():
-        pred.background.copy_(torch.tensor([0.0, -1.0]))
+        pred.classifier.background.copy_(torch.tensor([0.0, -1.0]))
     return pred
 
 
@@ -145,7 +145,7 @@ def test_text_loss_is_over_background_and_base_classes_only():
 
 def test_novel_logits_get_no_gradient_in_training():
     model = tiny_vild()
-    model.predictor.set_vocabulary(model.predictor.text_embeddings, base_mask=torch.tensor([True, False, True]))
+    model.predictor.classifier.set_text_embeddings(model.predictor.text_embeddings, base_mask=torch.tensor([True, False, True]))
     seen = []
     logits = model.predictor.logits
     def keep(emb):

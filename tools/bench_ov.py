@@ -19,8 +19,8 @@ from pathlib import Path
 from mmengine.config import DictAction
 
 from ovclip.synthetic import make_world
-from ovclip.train_teacher import load_synthetic_teacher, teacher_spec, train_tiny_clip, zero_shot_accuracy
-from ovclip.bench import BenchRow
+from ovclip.synthetic.tiny_clip import load_synthetic_teacher, teacher_spec, train_tiny_clip, zero_shot_accuracy
+from ovclip.synthetic.bench import BenchRow
 from ovd.bench import run_detection_rows
 from ovseg.bench import run_segmentation_rows
 
@@ -29,6 +29,7 @@ SETTINGS = {
     "quick": {"n_train": 32, "n_val": 16, "iters": 20, "seg_iters": 20, "teacher_steps": 60},
 }
 METRIC = {"detection": "AP50", "segmentation": "mIoU"}
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def print_table(rows: list[BenchRow], title: str) -> None:
@@ -58,6 +59,7 @@ def main(argv=None) -> int:
     p.add_argument("--work-dir", default="work_dirs/bench_ov")
     p.add_argument("--teacher-dir", default="model_zoo/synthetic", help="where the trained teacher is (or goes)")
     p.add_argument("--train-teacher", action="store_true", help="train the teacher even if one is there")
+    p.add_argument("--configs", default=str(CONFIGS), help="the project's configs folder (default: the repository's)")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
                    help="override keys of the detection config for every detection row: key=value")
     args = p.parse_args(argv)
@@ -86,10 +88,11 @@ def main(argv=None) -> int:
         rows = []
         if "detection" in args.task:
             rows += run_detection_rows(world, teacher, teacher_spec(teacher_dir), work / f"students-s{seed}",
-                                       s["iters"], seed, progress=progress, cfg_options=args.cfg_options)
+                                       s["iters"], seed, Path(args.configs), progress=progress,
+                                       cfg_options=args.cfg_options)
         if "segmentation" in args.task:
             rows += run_segmentation_rows(world, teacher_spec(teacher_dir), work / f"segmenters-s{seed}",
-                                          s["seg_iters"], seed, progress=progress)
+                                          s["seg_iters"], seed, Path(args.configs), progress=progress)
         overrides = f", detection config options {args.cfg_options}" if args.cfg_options else ""
         print_table(rows, f"open-vocabulary transfer, seed {seed}{' (quick)' if args.quick else ''}{overrides}")
         (work / f"results-s{seed}.json").write_text(json.dumps({"seed": seed, "zero_shot": zs,

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from ovclip.synthetic import NOVEL_SHAPES, SHAPES, make_world
-from ovclip.train_teacher import load_synthetic_teacher, teacher_spec, train_tiny_clip, zero_shot_accuracy
+from ovclip.synthetic.tiny_clip import load_synthetic_teacher, teacher_spec, train_tiny_clip, zero_shot_accuracy
 from ovd.bench import STUDENTS, export_student, train_student, world_options
 
 
@@ -28,6 +28,8 @@ def main(argv=None) -> int:
     p.add_argument("--teacher-steps", type=int, default=1200)
     p.add_argument("--iters", type=int, default=600)
     p.add_argument("--keep-teacher", action="store_true", help="reuse the teacher already in --out")
+    p.add_argument("--configs", default=str(Path(__file__).resolve().parents[1] / "configs"),
+                   help="the project's configs folder (default: the repository's)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out, work = Path(args.out), Path(args.work_dir)
@@ -40,7 +42,7 @@ def main(argv=None) -> int:
     name, options, annotations = next(s for s in STUDENTS if s[0] == "ViLD-ensemble")
     # the config's online distillation: no ViLD-text run (whose proposals the benchmark's store holds)
     options = {**options, "model.distill.source": "online"}
-    runner, metrics = train_student(name, {**world_options(world, teacher_spec(out), annotations), **options},
+    runner, metrics = train_student(Path(args.configs), {**world_options(world, teacher_spec(out), annotations), **options},
                                     work / "student", args.iters, args.seed)
     size = export_student(runner.model, out / "vild_teacher-rn_synthetic.pth")
     val = json.loads(Path(world["val"]).read_text())

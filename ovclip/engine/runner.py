@@ -13,7 +13,7 @@ from mmengine.registry import MODELS, DefaultScope
 from mmengine.runner import Runner
 
 from ..io import atomic_json_dump
-from ..precompute import ConfigError
+from ..options import ConfigError
 from .checkpoint import model_state_dict
 
 # The top-level keys mmengine's Runner.from_cfg reads, plus mmengine's own config bookkeeping.
@@ -36,15 +36,6 @@ def check_config_keys(cfg: Config) -> None:
         close = difflib.get_close_matches(key, RUNNER_KEYS, n=1, cutoff=0.85)
         if close:
             raise ConfigError(f"unknown config key '{key}': did you mean '{close[0]}'?")
-
-
-def with_defaults(section: str, given: Optional[dict], defaults: dict, error: type = ConfigError) -> dict:
-    """A model's option dict (e.g. `model.distill`) filled in with its defaults; a key that is not among
-    them raises `error` naming the section and the allowed keys, instead of being ignored."""
-    unknown = set(given or {}) - set(defaults)
-    if unknown:
-        raise error(f"unknown key(s) {sorted(unknown)} in model.{section}; allowed: {sorted(defaults)}")
-    return {**defaults, **(given or {})}
 
 
 def load_config(config: "str | Path", cfg_options: Optional[dict] = None, work_dir: Optional[str] = None) -> Config:

@@ -3,16 +3,15 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-import torch
 from mmengine.model import BaseModel
 from torch import Tensor
 
-from ovclip.engine.runner import with_defaults
+from ovclip.options import with_defaults
 from ovclip.io import to_unit_float
 from ovclip.regions import region_embeddings
 from ovclip.teacher import image_trunk, load_teacher
-from ovclip.text import text_embeddings
-from ovclip.vocabulary import Vocabulary, load_vocabulary
+from ovclip.classifier import VocabularyEmbeddings
+from ovclip.vocabulary import Vocabulary
 
 from ..registry import MODELS
 from .vild import build_vild
@@ -54,9 +53,8 @@ class ViLDDetector(BaseModel):
         if self.distill["source"] not in ("store", "online", "none"):
             raise DistillConfigError(f"model.distill.source must be 'store', 'online' or 'none', "
                                      f"not '{self.distill['source']}'")
-        self.templates = templates
         self.teacher = load_teacher(teacher, device="cpu", precision=teacher_precision)
-        self.vocabulary = load_vocabulary(vocabulary)
+        self.text = VocabularyEmbeddings(self.teacher, vocabulary, templates)
         online = self.distill["source"] == "online" and image_loss_weight > 0
         detector = dict(detector or {})
         trunk = None
@@ -65,25 +63,21 @@ class ViLDDetector(BaseModel):
             detector.setdefault("image_mean", list(self.teacher.mean))
             detector.setdefault("image_std", list(self.teacher.std))
         self.detector = build_vild(
-            self._text_embeddings(self.vocabulary), backbone=backbone, backbone_weights=backbone_weights,
+            self.text, backbone=backbone, backbone_weights=backbone_weights,
             trainable_layers=trainable_layers, backbone_norm=backbone_norm, box_head_dim=box_head_dim,
             fpn_channels=fpn_channels, anchor_sizes=anchor_sizes, fpn_levels=fpn_levels,
             temperature=temperature, separate_heads=separate_heads,
             text_loss_weight=text_loss_weight,
             image_loss_weight=image_loss_weight if self.distill["source"] != "none" else 0.0,
-            inference_mode=inference_mode, base_mask=self._base_mask(self.vocabulary), with_mask=with_mask,
+            inference_mode=inference_mode, with_mask=with_mask,
             region_teacher=self._region_teacher if online else None,
             num_distill_regions=int(self.distill["num_regions"]), trunk=trunk, gt_classes=gt_classes,
             image_background=image_background, **detector)
 
-    @staticmethod
-    def _base_mask(vocabulary: Vocabulary) -> Optional[Tensor]:
-        if vocabulary.split is None:
-            return None
-        return torch.tensor([s == "base" for s in vocabulary.split])
-
-    def _text_embeddings(self, vocabulary: Vocabulary) -> Tensor:
-        return text_embeddings(self.teacher, vocabulary, self.templates)
+    @property
+    def vocabulary(self) -> Vocabulary:
+        """The classes detected now."""
+        return self.text.vocabulary
 
     def _region_teacher(self, image: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
         teacher = self.teacher.to(image.device)
@@ -91,11 +85,9 @@ class ViLDDetector(BaseModel):
         return r.embeddings, r.valid
 
     def set_vocabulary(self, vocabulary: "str | Sequence[str] | Vocabulary") -> Vocabulary:
-        """Detect these classes from now on: one text-encoder pass (cached), no weight changes."""
-        vocab = load_vocabulary(vocabulary)
-        self.detector.set_vocabulary(self._text_embeddings(vocab), self._base_mask(vocab))
-        self.vocabulary = vocab
-        return vocab
+        """Detect these classes from now on: one text-encoder pass (cached) at the next forward, no weight
+        changes."""
+        return self.text.set_vocabulary(vocabulary)
 
     def forward(self, inputs: Sequence[Tensor], data_samples: Optional[Sequence[dict]] = None,
                 mode: str = "tensor") -> Any:

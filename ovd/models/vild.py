@@ -37,6 +37,8 @@ from torchvision.ops import boxes as box_ops
 from torchvision.ops.misc import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from ovclip.classifier import OpenVocabularyClassifier, VocabularyEmbeddings, check_gt_classes
+
 ENSEMBLE_LAMBDA = 2.0 / 3.0
 
 
@@ -48,48 +50,38 @@ class ViLDPredictor(nn.Module):
     `distill-project-to-clip`; DetPro: `shared_fcs_for_image`, `projection_for_image`).
     """
 
-    def __init__(self, in_channels: int, text_embeddings: Tensor, temperature: float = 0.01,
+    def __init__(self, in_channels: int, text: "VocabularyEmbeddings | Tensor", temperature: float = 0.01,
                  separate_heads: bool = True, base_mask: Optional[Tensor] = None):
         super().__init__()
-        dim = text_embeddings.shape[1]
-        self.text_proj = nn.Linear(in_channels, dim)
-        self.image_proj = nn.Linear(in_channels, dim) if separate_heads else self.text_proj
-        self.background = nn.Parameter(F.normalize(torch.randn(dim), dim=0))
-        self.bbox_pred = nn.Linear(in_channels, 4)
-        self.temperature = temperature
-        self.register_buffer("text_embeddings", torch.empty(0, dim), persistent=False)
-        self.register_buffer("base_mask", torch.empty(0, dtype=torch.bool), persistent=False)
-        self.set_vocabulary(text_embeddings, base_mask)
+        dim = text.shape[1] if isinstance(text, Tensor) else text.teacher.embed_dim
+        text_proj = nn.Linear(in_channels, dim)
+        image_proj = nn.Linear(in_channels, dim) if separate_heads else text_proj
+        classifier = OpenVocabularyClassifier(text, temperature, F.normalize(torch.randn(dim), dim=0), base_mask,
+                                              embed_dim=dim)
+        bbox_pred = nn.Linear(in_channels, 4)
+        # Initialised in the order above and registered with the classifier first: the parameters keep the
+        # order they had when the background was this module's own (gradient clipping sums the norms in
+        # that order), so trained models are the same to the bit as before the classifier was shared.
+        self.classifier = classifier
+        self.text_proj, self.image_proj, self.bbox_pred = text_proj, image_proj, bbox_pred
 
-    def set_vocabulary(self, text_embeddings: Tensor, base_mask: Optional[Tensor] = None) -> None:
-        """Swap the classifier for another vocabulary: one buffer, no other weight changes."""
-        if text_embeddings.ndim != 2 or text_embeddings.shape[0] == 0 or \
-                text_embeddings.shape[1] != self.background.shape[0]:
-            raise ValueError(f"text embeddings must be (C>0, {self.background.shape[0]}), "
-                             f"got {tuple(text_embeddings.shape)}")
-        device = self.background.device
-        self.text_embeddings = F.normalize(text_embeddings.float(), dim=-1).to(device)
-        mask = torch.ones(len(text_embeddings), dtype=torch.bool) if base_mask is None else base_mask.bool()
-        if mask.shape != (len(text_embeddings),):
-            raise ValueError("base_mask needs one entry per class")
-        self.base_mask = mask.to(device)
+    @property
+    def text_embeddings(self) -> Tensor:
+        """(C, D) unit text embeddings of the vocabulary."""
+        return self.classifier.text_embeddings
 
-    def classifier(self) -> Tensor:
-        """(1 + C, D) unit embeddings: background first, then the vocabulary."""
-        return torch.cat([F.normalize(self.background, dim=0)[None], self.text_embeddings])
+    @property
+    def base_mask(self) -> Tensor:
+        """Bool (C,): the vocabulary's base classes."""
+        return self.classifier.base_mask
 
     def logits(self, embeddings: Tensor) -> Tensor:
         """Cosine similarity to background + classes, divided by the temperature."""
-        return embeddings @ self.classifier().T / self.temperature
+        return self.classifier(embeddings)
 
     def training_columns(self, gt_classes: str = "base") -> Tensor:
-        """Columns of `logits` a training loss may use: background and the base classes ('base': ViLD
-        trains over the base categories only, so a novel class is never a negative), or every class
-        ('all', an oracle trained with every class's boxes)."""
-        if gt_classes not in ("base", "all"):
-            raise ValueError(f"gt_classes must be 'base' or 'all', not '{gt_classes}'")
-        classes = self.base_mask if gt_classes == "base" else torch.ones_like(self.base_mask)
-        return torch.cat([classes.new_ones(1), classes]).nonzero().flatten()
+        """Columns of `logits` a training loss may use (`OpenVocabularyClassifier.training_columns`)."""
+        return self.classifier.training_columns(gt_classes)
 
     def embed_image(self, features: Tensor) -> Tensor:
         """The image head: box-head features (of the image branch's own box head when heads are separate)
@@ -126,7 +118,7 @@ class ViLDRoIHeads(RoIHeads):
                  text_loss_weight: float = 1.0, inference_mode: str = "ensemble", gt_classes: str = "base",
                  image_background: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        self.box_predictor.training_columns(gt_classes)  # a wrong value fails here, not at the first step
+        check_gt_classes(gt_classes)  # a wrong value fails here, not at the first step
         self.image_box_head = image_box_head
         self.image_loss_weight, self.text_loss_weight = image_loss_weight, text_loss_weight
         self.inference_mode, self.gt_classes, self.image_background = inference_mode, gt_classes, image_background
@@ -262,7 +254,7 @@ class ViLD(FasterRCNN):
     `image_background`: see ViLDRoIHeads.
     """
 
-    def __init__(self, backbone: nn.Module, text_embeddings: Tensor, temperature: float = 0.01,
+    def __init__(self, backbone: nn.Module, text: "VocabularyEmbeddings | Tensor", temperature: float = 0.01,
                  separate_heads: bool = True, image_loss_weight: float = 0.5, text_loss_weight: float = 1.0,
                  inference_mode: str = "ensemble", base_mask: Optional[Tensor] = None, with_mask: bool = False,
                  region_teacher: Optional[RegionTeacher] = None, num_distill_regions: int = 300,
@@ -270,7 +262,7 @@ class ViLD(FasterRCNN):
                  image_background: bool = False, **kwargs):
         super().__init__(backbone, num_classes=None, box_predictor=nn.Identity(), **kwargs)
         old = self.roi_heads
-        predictor = ViLDPredictor(old.box_head.fc7.out_features, text_embeddings, temperature, separate_heads,
+        predictor = ViLDPredictor(old.box_head.fc7.out_features, text, temperature, separate_heads,
                                   base_mask)
         mask_parts = {}
         if with_mask:  # class-agnostic Mask R-CNN branch: one mask channel for any class
@@ -293,10 +285,6 @@ class ViLD(FasterRCNN):
     def predictor(self) -> ViLDPredictor:
         """The text-embedding box predictor."""
         return self.roi_heads.box_predictor
-
-    def set_vocabulary(self, text_embeddings: Tensor, base_mask: Optional[Tensor] = None) -> None:
-        """Detect another list of classes from now on (one text-encoder pass, no retraining)."""
-        self.predictor.set_vocabulary(text_embeddings, base_mask)
 
     def _online_distill_targets(self, images, proposals, targets_t, original_sizes, image_sizes) -> None:
         """Give each target the teacher's embeddings of this step's top proposals (in resized pixels)."""
@@ -412,7 +400,7 @@ def _freeze_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-def build_vild(text_embeddings: Tensor, backbone: str = "resnet50", trainable_layers: int = 3,
+def build_vild(text: "VocabularyEmbeddings | Tensor", backbone: str = "resnet50", trainable_layers: int = 3,
                backbone_weights: Optional[str] = None, backbone_norm: str = "frozen_bn", box_head_dim: int = 1024,
                fpn_channels: int = 256, anchor_sizes: Optional[Sequence[int]] = None, fpn_levels: int = 2,
                trunk: Optional[nn.Module] = None, roi_sampling_ratio: Optional[int] = None, **kwargs) -> ViLD:
@@ -461,4 +449,4 @@ def build_vild(text_embeddings: Tensor, backbone: str = "resnet50", trainable_la
         kwargs.setdefault("box_roi_pool", MultiScaleRoIAlign(featmaps, 7, 2))
     if box_head_dim != 1024 or body.out_channels != 256:
         kwargs["box_head"] = TwoMLPHead(body.out_channels * 7 * 7, box_head_dim)
-    return ViLD(body, text_embeddings, mask_featmaps=featmaps, **kwargs)
+    return ViLD(body, text, mask_featmaps=featmaps, **kwargs)

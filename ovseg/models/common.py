@@ -13,7 +13,6 @@ from torchvision.models._utils import IntermediateLayerGetter
 
 from ovclip.io import to_unit_float
 from ovclip.teacher import Teacher, image_trunk
-from ovclip.vocabulary import Vocabulary
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -130,29 +129,6 @@ def _dilate_last_stage(layer: nn.Sequential) -> None:
             module.stride = (1, 1)
             if module.kernel_size == (3, 3):
                 module.dilation, module.padding = (2, 2), (2, 2)
-
-
-class TextClassifier(nn.Module):
-    """Cosine similarity of per-pixel embeddings with the vocabulary's unit text embeddings, divided by a
-    temperature. The text embeddings are a non-persistent buffer: swapping the vocabulary retrains nothing."""
-
-    def __init__(self, text_embeddings: Tensor, temperature: float):
-        super().__init__()
-        self.temperature = temperature
-        self.register_buffer("text", F.normalize(text_embeddings.float(), dim=-1), persistent=False)
-
-    def set_text(self, text_embeddings: Tensor) -> None:
-        """Classify against these (K, D) embeddings from now on."""
-        self.text = F.normalize(text_embeddings.float(), dim=-1).to(self.text.device)
-
-    def forward(self, embeddings: Tensor) -> Tensor:
-        """(B, D, h, w) embeddings -> (B, K, h, w) logits."""
-        return torch.einsum("bdhw,kd->bkhw", F.normalize(embeddings, dim=1), self.text) / self.temperature
-
-
-def base_mask(vocabulary: Vocabulary) -> Optional[Tensor]:
-    """Bool (K,) of the vocabulary's base classes, None without a split."""
-    return None if vocabulary.split is None else torch.tensor([s == "base" for s in vocabulary.split])
 
 
 def windows(height: int, width: int, crop: int, stride: int) -> list[tuple[int, int, int, int]]:

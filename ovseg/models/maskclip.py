@@ -7,10 +7,10 @@ import torch
 from torch import Tensor
 
 from ovclip.dense import classify_dense, dense_embeddings
-from ovclip.engine.runner import with_defaults
-from ovclip.teacher import Teacher, load_teacher
-from ovclip.text import text_embeddings
-from ovclip.vocabulary import Vocabulary, load_vocabulary
+from ovclip.options import with_defaults
+from ovclip.classifier import VocabularyEmbeddings
+from ovclip.teacher import load_teacher
+from ovclip.vocabulary import Vocabulary
 
 from ..registry import MODELS
 from .common import SegmentationModel, infer_logits
@@ -24,37 +24,48 @@ def check_inference(inference: Optional[dict]) -> dict:
 
 
 class DenseTeacher:
-    """MaskCLIP's per-pixel scores of a teacher for one vocabulary (a plain object: never trained or saved).
+    """MaskCLIP's per-pixel scores of a teacher for the vocabulary of `text` (a plain object: never trained or
+    saved; it follows `text`'s vocabulary).
 
     Prompt denoising and key smoothing refine each sliding window (or the whole image) on its own, and the
-    windows' scores are averaged, as in MaskCLIP's code (they are part of its decode head). `classes`:
-    the vocabulary positions MaskCLIP chooses among (default all), e.g. the novel classes when it labels the
-    pixels that base ground truth leaves unlabelled (MaskCLIP+'s `unlabeled_cats`): denoising and smoothing
-    then see those classes only.
+    windows' scores are averaged, as in MaskCLIP's code (they are part of its decode head). `classes`: which
+    classes MaskCLIP chooses among: "all", or "novel", the vocabulary's novel classes when it has any, as
+    when it labels the pixels that base ground truth leaves unlabelled (MaskCLIP+'s `unlabeled_cats`):
+    denoising and smoothing then see those classes only. `logit_scale` multiplies the cosine similarities
+    (CLIP's own logit scale unless given: it sets how peaked the softmax is for prompt denoising).
     """
 
-    def __init__(self, teacher: Teacher, vocabulary: Vocabulary, templates: str = "maskclip",
-                 key_smoothing: Optional[float] = None, prompt_denoising: Optional[float] = None,
-                 inference: Optional[dict] = None, temperature: Optional[float] = None,
-                 classes: Optional[Sequence[int]] = None):
-        self.teacher, self.templates = teacher, templates
+    def __init__(self, text: VocabularyEmbeddings, key_smoothing: Optional[float] = None,
+                 prompt_denoising: Optional[float] = None, inference: Optional[dict] = None,
+                 logit_scale: Optional[float] = None, classes: str = "all"):
+        if classes not in ("all", "novel"):
+            raise ValueError(f"the classes MaskCLIP chooses among must be 'all' or 'novel', not '{classes}'")
+        self.text, self.teacher, self.class_set = text, text.teacher, classes
         self.key_smoothing, self.prompt_denoising = key_smoothing, prompt_denoising
         self.inference = check_inference(inference)
-        # CLIP's own logit scale unless given: it sets how peaked the softmax is for prompt denoising.
-        self.temperature = temperature or float(teacher.model.logit_scale.exp())
-        self.set_vocabulary(vocabulary, classes)
+        self.logit_scale = logit_scale or float(self.teacher.model.logit_scale.exp())
 
-    def set_vocabulary(self, vocabulary: Vocabulary, classes: Optional[Sequence[int]] = None) -> None:
-        """Classify into these classes (only those at positions `classes`, if given) from now on: one
-        text-encoder pass, cached."""
-        self.vocabulary, self.classes = vocabulary, None if classes is None else list(classes)
-        self.text = text_embeddings(self.teacher, vocabulary, self.templates)
-        if self.classes is not None:
-            self.text = self.text[self.classes]
+    @property
+    def vocabulary(self) -> Vocabulary:
+        """The vocabulary classified (its owner's)."""
+        return self.text.vocabulary
+
+    @property
+    def classes(self) -> Optional[list[int]]:
+        """Positions of the classes MaskCLIP chooses among, None for all of them."""
+        vocab = self.vocabulary
+        if self.class_set == "novel" and vocab.split is not None and "novel" in vocab.split:
+            return vocab.novel
+        return None
+
+    def text_embeddings(self) -> Tensor:
+        """(K', D) unit text embeddings of the classes chosen among."""
+        classes, text = self.classes, self.text.embeddings()
+        return text if classes is None else text[classes]
 
     def _window_scores(self, image: Tensor) -> Tensor:
         dense = dense_embeddings(self.teacher, image, short_side=min(image.shape[-2:]))
-        return classify_dense(dense, self.text.to(dense.embeddings.device), self.temperature,
+        return classify_dense(dense, self.text_embeddings().to(dense.embeddings.device), self.logit_scale,
                               key_smoothing=self.key_smoothing, prompt_denoising=self.prompt_denoising)
 
     @torch.inference_mode()
@@ -70,10 +81,11 @@ class DenseTeacher:
         the softmax of the scores, or the key-smoothed scores themselves."""
         scores = self.scores(image)
         probs = scores if self.key_smoothing is not None else scores.softmax(dim=0)
-        if self.classes is None:
+        classes = self.classes
+        if classes is None:
             return probs
         out = probs.new_zeros(len(self.vocabulary), *probs.shape[1:])
-        out[self.classes] = probs
+        out[classes] = probs
         return out
 
 
@@ -81,27 +93,26 @@ class DenseTeacher:
 class MaskCLIP(SegmentationModel):
     """Zero-shot segmentation by the teacher alone. `key_smoothing` and `prompt_denoising` (thresholds, or
     None to switch off) are MaskCLIP's two refinements; `inference` selects whole-image or sliding-window
-    inference (mode, crop_size, stride, short_side)."""
+    inference (mode, crop_size, stride, short_side); `logit_scale` multiplies the cosine similarities
+    (CLIP's own by default)."""
 
     def __init__(self, teacher: "str | dict", vocabulary: "str | Sequence[str] | Vocabulary",
                  templates: str = "maskclip", key_smoothing: Optional[float] = None,
                  prompt_denoising: Optional[float] = None, inference: Optional[dict] = None,
-                 temperature: Optional[float] = None, teacher_precision: str = "fp32",
+                 logit_scale: Optional[float] = None, teacher_precision: str = "fp32",
                  data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        self.dense = DenseTeacher(load_teacher(teacher, precision=teacher_precision), load_vocabulary(vocabulary),
-                                  templates, key_smoothing, prompt_denoising, inference, temperature)
+        self.text = VocabularyEmbeddings(load_teacher(teacher, precision=teacher_precision), vocabulary, templates)
+        self.dense = DenseTeacher(self.text, key_smoothing, prompt_denoising, inference, logit_scale)
 
     @property
     def vocabulary(self) -> Vocabulary:
         """The classes segmented now."""
-        return self.dense.vocabulary
+        return self.text.vocabulary
 
     def set_vocabulary(self, vocabulary: "str | Sequence[str] | Vocabulary") -> Vocabulary:
-        """Segment these classes from now on."""
-        vocab = load_vocabulary(vocabulary)
-        self.dense.set_vocabulary(vocab)
-        return vocab
+        """Segment these classes from now on (one text-encoder pass, cached, at the next use)."""
+        return self.text.set_vocabulary(vocabulary)
 
     def loss(self, inputs: Sequence[Tensor], data_samples: Sequence[dict]) -> dict[str, Tensor]:
         """MaskCLIP has nothing to train."""

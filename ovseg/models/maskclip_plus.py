@@ -10,10 +10,10 @@ from torch import Tensor
 from torchvision.models.segmentation import DeepLabV3
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
-from ovclip.engine.runner import with_defaults
+from ovclip.options import with_defaults
+from ovclip.classifier import OpenVocabularyClassifier, VocabularyEmbeddings, base_mask_of, check_gt_classes
 from ovclip.teacher import load_teacher
-from ovclip.text import text_embeddings
-from ovclip.vocabulary import Vocabulary, load_vocabulary
+from ovclip.vocabulary import Vocabulary
 
 from ..data import BACKGROUND, IGNORE
 from ..registry import MODELS
@@ -23,8 +23,6 @@ from .common import (
     DeepLabV3PlusHead,
     SegmentationModel,
     TeacherTrunk,
-    TextClassifier,
-    base_mask,
     build_backbone,
     feature_channels,
     infer_logits,
@@ -47,8 +45,7 @@ def training_targets(gt: Tensor, pseudo_probs: Optional[Tensor], base: Optional[
     taken to be novel) or over all classes (`"all"`, no annotations), kept where that probability reaches
     `threshold` (if given). BACKGROUND pixels get neither. Without a split every ground-truth class is base.
     """
-    if gt_classes not in ("base", "all"):
-        raise ValueError(f"gt_classes must be 'base' or 'all', not '{gt_classes}'")
+    check_gt_classes(gt_classes)
     known = (gt != IGNORE) & (gt != BACKGROUND)
     if base is not None and gt_classes == "base":
         known &= base.to(gt.device)[gt.clamp(0, len(base) - 1)]
@@ -99,11 +96,9 @@ class MaskCLIPPlus(SegmentationModel):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.pseudo = None if pseudo_label is None else with_defaults("pseudo_label", pseudo_label,
                                                                       PSEUDO_DEFAULTS, ValueError)
-        if gt_classes not in ("base", "all"):
-            raise ValueError(f"gt_classes must be 'base' or 'all', not '{gt_classes}'")
-        self.templates, self.gt_classes = templates, gt_classes
+        self.gt_classes = check_gt_classes(gt_classes)
         self.teacher = load_teacher(teacher, precision=teacher_precision)
-        self.vocabulary = load_vocabulary(vocabulary)
+        self.text = VocabularyEmbeddings(self.teacher, vocabulary, templates)
         self.inference = check_inference(inference)
         if decoder not in ("deeplabv3", "deeplabv3plus"):
             raise ValueError(f"decoder must be 'deeplabv3' or 'deeplabv3plus', not '{decoder}'")
@@ -121,38 +116,35 @@ class MaskCLIPPlus(SegmentationModel):
             body.requires_grad_(False)
         self.student = DeepLabV3(body, head)
         self.decoder = decoder
-        self.classifier = TextClassifier(self._text(self.vocabulary), temperature)
+        self.classifier = OpenVocabularyClassifier(self.text, temperature)
         self.pseudo_teacher = None
         if self.pseudo is not None:
             p = self.pseudo
             split = self.vocabulary.split
+            if p["classes"] not in ("novel", "all"):
+                raise ValueError(f"pseudo_label.classes must be 'novel' or 'all', not '{p['classes']}'")
             if p["classes"] == "novel" and (split is None or "novel" not in split):
                 raise ValueError(f"pseudo_label.classes='novel' needs a vocabulary with novel classes; "
                                  f"'{self.vocabulary.name}' has none (use classes='all' without annotations)")
-            self.pseudo_teacher = DenseTeacher(self.teacher, self.vocabulary, templates, p["key_smoothing"],
-                                               p["prompt_denoising"], p["inference"],
-                                               classes=self._pseudo_classes(self.vocabulary))
+            # As MaskCLIP+'s code (`clip_unlabeled_cats`), for classes='novel' the teacher chooses among the
+            # novel classes only: prompt denoising and key smoothing then see just those.
+            self.pseudo_teacher = DenseTeacher(self.text, p["key_smoothing"], p["prompt_denoising"], p["inference"],
+                                               classes=p["classes"])
         # Counts training steps, saved with the weights, so that self-training starts on time after a resume.
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
-    def _text(self, vocabulary: Vocabulary) -> Tensor:
-        return text_embeddings(self.teacher, vocabulary, self.templates)
-
-    def _pseudo_classes(self, vocabulary: Vocabulary) -> Optional[list[int]]:
-        """The classes the teacher's pseudo-labels choose among. As MaskCLIP+'s code (`clip_unlabeled_cats`),
-        for classes='novel' only the novel ones: prompt denoising and key smoothing then see just those."""
-        if self.pseudo["classes"] == "novel" and vocabulary.split is not None and "novel" in vocabulary.split:
-            return vocabulary.novel
-        return None
+    @property
+    def vocabulary(self) -> Vocabulary:
+        """The classes segmented now."""
+        return self.text.vocabulary
 
     def set_vocabulary(self, vocabulary: "str | Sequence[str] | Vocabulary") -> Vocabulary:
-        """Segment these classes from now on: one text-encoder pass, no weight changes."""
-        vocab = load_vocabulary(vocabulary)
-        self.classifier.set_text(self._text(vocab))
-        if self.pseudo_teacher is not None:
-            self.pseudo_teacher.set_vocabulary(vocab, self._pseudo_classes(vocab))
-        self.vocabulary = vocab
-        return vocab
+        """Segment these classes from now on: one text-encoder pass (at the next use), no weight changes."""
+        return self.text.set_vocabulary(vocabulary)
+
+    def classify(self, embeddings: Tensor) -> Tensor:
+        """(B, D, h, w) per-pixel embeddings -> (B, K, h, w) logits."""
+        return self.classifier(F.normalize(embeddings, dim=1), dim=1)
 
     def embed(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) normalised images -> (B, D, h, w) per-pixel embeddings at the backbone's stride."""
@@ -161,7 +153,7 @@ class MaskCLIPPlus(SegmentationModel):
 
     def logits(self, image: Tensor) -> Tensor:
         """(K, H, W) logits of one image at its own size (whole or sliding-window, as configured)."""
-        return infer_logits(lambda x: self.classifier(self.embed(normalize_batch([x], *self.pixel_stats)))[0], image,
+        return infer_logits(lambda x: self.classify(self.embed(normalize_batch([x], *self.pixel_stats)))[0], image,
                             **self.inference)
 
     def self_training(self) -> bool:
@@ -177,10 +169,10 @@ class MaskCLIPPlus(SegmentationModel):
             raise ValueError("MaskCLIP+ trains its DeepLab head (ASPP image pooling + batch norm) on at least 2 "
                              "images per batch and device: set train_dataloader.batch_size >= 2")
         images = normalize_batch(inputs, *self.pixel_stats)
-        logits = F.interpolate(self.classifier(self.embed(images)), size=images.shape[-2:], mode="bilinear",
+        logits = F.interpolate(self.classify(self.embed(images)), size=images.shape[-2:], mode="bilinear",
                                align_corners=False)
         gt = torch.stack([ds["gt"] for ds in data_samples]).to(logits.device)
-        pseudo, base = None, base_mask(self.vocabulary)
+        pseudo, base = None, base_mask_of(self.vocabulary)
         classes = self.pseudo["classes"] if self.pseudo else "novel"
         if self.pseudo is not None:
             if self.self_training():

@@ -11,14 +11,14 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from ovclip.engine.runner import with_defaults
+from ovclip.options import with_defaults
 from ovclip.regions import mask_embeddings
+from ovclip.classifier import OpenVocabularyClassifier, VocabularyEmbeddings, base_mask_of
 from ovclip.teacher import load_teacher
-from ovclip.text import text_embeddings
-from ovclip.vocabulary import Vocabulary, load_vocabulary
+from ovclip.vocabulary import Vocabulary
 
 from ..registry import MODELS
-from .common import NORMS, SegmentationModel, TextClassifier, base_mask, build_backbone, infer_logits, normalize_batch
+from .common import NORMS, SegmentationModel, build_backbone, infer_logits, normalize_batch
 from .maskclip import check_inference
 from .maskclip_plus import training_targets
 
@@ -64,10 +64,13 @@ class MaskProposalSegmenter(SegmentationModel):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.loss_weights = with_defaults("loss_weights", loss_weights, LOSS_DEFAULTS, ValueError)
         self.ensemble = with_defaults("ensemble", ensemble, ENSEMBLE_DEFAULTS, ValueError)
-        self.use_teacher, self.crop_scale, self.templates = use_teacher, teacher_crop_scale, templates
+        self.use_teacher, self.crop_scale = use_teacher, teacher_crop_scale
         self.teacher = load_teacher(teacher, precision=teacher_precision)
-        self.vocabulary = load_vocabulary(vocabulary)
+        self.text = VocabularyEmbeddings(self.teacher, vocabulary, templates)
         self.inference = check_inference(inference)
+        # "no object" is the classifier's learned background (column 0). Registered first, its value drawn below
+        # at the point it always was: parameter order and initial weights stay as they were.
+        self.classifier = OpenVocabularyClassifier(self.text, temperature, torch.zeros(self.teacher.embed_dim))
         self.backbone, channels = build_backbone(backbone, backbone_weights, backbone_norm, output_stride)
         norm = NORMS["gn"]
         self.pixel_decoder = nn.Sequential(nn.Conv2d(channels, hidden_dim, 1), norm(hidden_dim), nn.ReLU(),
@@ -78,18 +81,17 @@ class MaskProposalSegmenter(SegmentationModel):
         self.decoder = nn.TransformerDecoder(layer, decoder_layers)
         self.mask_head = nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim))
         self.embed_head = nn.Linear(hidden_dim, self.teacher.embed_dim)
-        self.no_object = nn.Parameter(torch.randn(self.teacher.embed_dim) * 0.02)
-        self.classifier = TextClassifier(self._text(self.vocabulary), temperature)
+        with torch.no_grad():
+            self.classifier.background.copy_(torch.randn(self.teacher.embed_dim) * 0.02)
 
-    def _text(self, vocabulary: Vocabulary) -> Tensor:
-        return text_embeddings(self.teacher, vocabulary, self.templates)
+    @property
+    def vocabulary(self) -> Vocabulary:
+        """The classes segmented now."""
+        return self.text.vocabulary
 
     def set_vocabulary(self, vocabulary: "str | Sequence[str] | Vocabulary") -> Vocabulary:
-        """Segment these classes from now on: one text-encoder pass, no weight changes."""
-        vocab = load_vocabulary(vocabulary)
-        self.classifier.set_text(self._text(vocab))
-        self.vocabulary = vocab
-        return vocab
+        """Segment these classes from now on: one text-encoder pass (at the next use), no weight changes."""
+        return self.text.set_vocabulary(vocabulary)
 
     def proposals(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(B, 3, H, W) normalised images -> mask logits (B, Q, h, w) at the backbone's stride and the
@@ -101,17 +103,17 @@ class MaskProposalSegmenter(SegmentationModel):
         return masks, F.normalize(self.embed_head(q), dim=-1)
 
     def class_logits(self, embeddings: Tensor, classes: Optional[Tensor] = None) -> Tensor:
-        """(..., D) unit embeddings -> logits over the vocabulary's classes (or a subset) plus 'no object' last."""
-        text = self.classifier.text if classes is None else self.classifier.text[classes]
-        cls = torch.cat([text, F.normalize(self.no_object, dim=0)[None]])
-        return embeddings @ cls.T / self.classifier.temperature
+        """(..., D) unit embeddings -> logits over the vocabulary's classes (or those at `classes`) with
+        "no object" last, MaskFormer's order (the shared classifier puts its background first)."""
+        logits = self.classifier(embeddings, classes=classes)
+        return torch.cat([logits[..., 1:], logits[..., :1]], dim=-1)
 
     def loss(self, inputs: Sequence[Tensor], data_samples: Sequence[dict]) -> dict[str, Tensor]:
         """Matching, class, mask, dice and distillation losses over a batch."""
         images = normalize_batch(inputs)
         masks, emb = self.proposals(images)
         b, nq, h, w = masks.shape
-        base = base_mask(self.vocabulary)
+        base = base_mask_of(self.vocabulary)
         base_idx = (base.nonzero().flatten() if base is not None else torch.arange(len(self.vocabulary)))
         base_idx = base_idx.to(masks.device)
         remap = torch.full((len(self.vocabulary),), -1, dtype=torch.long, device=masks.device)
@@ -177,8 +179,8 @@ class MaskProposalSegmenter(SegmentationModel):
             full = F.interpolate(masks[None], size=image.shape[-2:], mode="bilinear", align_corners=False)[0] > 0
             r = mask_embeddings(self.teacher.to(image.device), image, full, self.crop_scale)
             scale = float(self.teacher.model.logit_scale.exp())
-            teacher = (scale * r.embeddings.to(emb.device) @ self.classifier.text.T).softmax(-1)
-            base = base_mask(self.vocabulary)
+            teacher = (scale * r.embeddings.to(emb.device) @ self.classifier.text_embeddings.T).softmax(-1)
+            base = base_mask_of(self.vocabulary)
             w = torch.full((len(self.vocabulary),), self.ensemble["novel"], device=emb.device)
             if base is not None:
                 w[base.to(emb.device)] = self.ensemble["base"]

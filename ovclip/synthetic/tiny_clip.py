@@ -21,11 +21,11 @@ from open_clip.loss import ClipLoss
 from open_clip.tokenizer import SimpleTokenizer
 from safetensors.torch import save_file
 
-from .io import atomic_json_dump, atomic_write
-from .regions import region_embeddings
-from .synthetic import NOVEL_SHAPES, SHAPES, caption_sample, scene
-from .teacher import Teacher, model_from_config, load_teacher
-from .text import text_embeddings
+from ..io import atomic_json_dump, atomic_write
+from ..regions import region_embeddings
+from .world import NOVEL_SHAPES, SHAPES, caption_sample, scene
+from ..teacher import Teacher, model_from_config, load_teacher
+from ..text import text_embeddings
 
 log = logging.getLogger(__name__)
 

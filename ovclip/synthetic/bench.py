@@ -8,7 +8,7 @@ from typing import Any
 
 from mmengine.runner import Runner
 
-from .engine.runner import drop_training, load_config
+from ..engine.runner import drop_training, load_config
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .io import atomic_json_dump, atomic_write
+from ..io import atomic_json_dump, atomic_write
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "heart", "diamond", "hexagon", "ring", "crescent",
           "arrow", "pentagon")
