@@ -1,7 +1,7 @@
 """The open-vocabulary classifier every student uses, and the one place its class embeddings come from.
 
 - A text source says how a vocabulary becomes class embeddings: hand-written prompt templates
-  (`PromptTemplates`, ViLD / MaskCLIP) or learned prompts (DetPro).
+  (`PromptTemplates`, ViLD / MaskCLIP) or learned prompts (`ovclip.learned_prompts.LearnedPrompts`, DetPro).
 - `VocabularyEmbeddings` owns teacher + current vocabulary + text source for one model.
   `set_vocabulary(vocabulary)` means the same in every model: a vocabulary spec ('cat, dog', a list, a
   builtin name, a file or a `Vocabulary`), embedded lazily, when a classifier first needs it, so a model
@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .learned_prompts import LearnedPrompts
 from .teacher import Teacher
 from .text import text_embeddings
 from .vocabulary import Vocabulary, load_vocabulary
@@ -50,14 +51,18 @@ class PromptTemplates:
 
 def build_text_source(spec: "str | Sequence[str] | dict | TextSource") -> TextSource:
     """A text source from a config value: a template set's name or a list of templates,
-    `dict(type="templates", templates=...)`, or a text source itself."""
+    `dict(type="templates", templates=...)`, `dict(type="learned", file="prompts.safetensors")` (DetPro's
+    learned prompts, `ovclip.learned_prompts`), or a text source itself."""
     if isinstance(spec, (str, list, tuple)):
         return PromptTemplates(spec if isinstance(spec, str) else list(spec))
     if isinstance(spec, dict):
         kind, rest = spec.get("type"), {k: v for k, v in spec.items() if k != "type"}
         if kind == "templates" and set(rest) <= {"templates"}:
             return PromptTemplates(**rest)
-        raise ValueError(f"a text source dict is dict(type='templates', templates=...), not {spec}")
+        if kind == "learned" and set(rest) == {"file"}:
+            return LearnedPrompts(rest["file"])
+        raise ValueError(f"a text source dict is dict(type='templates', templates=...) or "
+                         f"dict(type='learned', file=...), not {spec}")
     if isinstance(spec, TextSource):
         return spec
     raise TypeError(f"a text source is a template set's name, a list of templates, a dict or a TextSource, "
