@@ -111,22 +111,23 @@ def class_weights(labels: Tensor, num_classes: int) -> Tensor:
     return torch.cat([w, torch.tensor([n / (2 * n_bg) if n_bg else 0.0])])
 
 
+def sample_weights(labels: Tensor, weights: Tensor) -> Tensor:
+    """(N,) each sample's weight from the (K + 1,) `class_weights` (background last)."""
+    k = len(weights) - 1
+    return weights[torch.where(labels >= 0, labels, torch.full_like(labels, k))]
+
+
 def detpro_loss(region_embeddings: Tensor, labels: Tensor, text_embeddings: Tensor, weights: Tensor,
                 temperature: float = 0.01) -> Tensor:
     """DetPro's prompt loss on unit region embeddings (N, D) against unit base-class text embeddings (K, D):
-    labels in [0, K) are foreground (weighted cross-entropy), -1 background (cross-entropy to the uniform
-    distribution over the K classes, times the background weight); the sum over the batch divided by the
-    sum of the samples' weights. `weights`: (K + 1,) from `class_weights`, background last."""
+    labels in [0, K) are foreground (cross-entropy), -1 background (cross-entropy to the uniform
+    distribution over the K classes); each sample weighted by `weights` (N,) (`sample_weights`; 0 leaves a
+    sample out), the weighted sum divided by the sum of the weights, as the reference's 'soft' mode."""
     logits = region_embeddings @ text_embeddings.T / temperature
-    fg, bg = labels >= 0, labels < 0
-    k = text_embeddings.shape[0]
-    loss = logits.new_zeros(())
-    if fg.any():
-        loss = loss + F.cross_entropy(logits[fg], labels[fg], weight=weights[:k], reduction="sum")
-    if bg.any():
-        loss = loss + weights[k] * (-F.log_softmax(logits[bg], dim=-1) / k).sum()
-    total = weights[torch.where(fg, labels, torch.full_like(labels, k))].sum()
-    return loss / total.clamp_min(1e-12)
+    log_p = F.log_softmax(logits, dim=-1)
+    fg = labels >= 0
+    per_sample = torch.where(fg, -log_p.gather(1, labels.clamp_min(0)[:, None])[:, 0], -log_p.mean(dim=-1))
+    return (weights * per_sample).sum() / weights.sum().clamp_min(1e-12)
 
 
 def save_prompts(context: PromptContext, path: "str | Path", meta: Optional[dict] = None) -> None:

@@ -13,6 +13,7 @@ from ovclip.learned_prompts import (
     bin_masks,
     class_weights,
     detpro_loss,
+    sample_weights,
     save_prompts,
 )
 from ovclip.teacher import load_teacher
@@ -73,7 +74,9 @@ def test_detpro_loss_by_hand():
     region = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.6, 0.8]])
     weights = torch.tensor([2.0, 1.0, 1.0, 0.5])
     t = 0.5
-    loss = detpro_loss(region, torch.tensor([0, -1]), text, weights, temperature=t)
+    labels = torch.tensor([0, -1])
+    assert sample_weights(labels, weights).tolist() == [2.0, 0.5]
+    loss = detpro_loss(region, labels, text, sample_weights(labels, weights), temperature=t)
     fg_logits, bg_logits = [2.0, 0.0, 0.0], [0.0, 1.2, 1.6]
     lse = lambda v: math.log(sum(math.exp(x) for x in v))  # noqa: E731
     fg = 2.0 * (lse(fg_logits) - fg_logits[0])
@@ -83,7 +86,7 @@ def test_detpro_loss_by_hand():
 
 def test_background_loss_is_least_at_equal_similarities():
     text = F.normalize(torch.randn(4, 8), dim=-1)
-    weights = torch.ones(5)
+    weights = torch.ones(1)
     bg = torch.tensor([-1])
     # a region equally similar to every class: its softmax is uniform, the cross-entropy to uniform is log K
     equal = F.normalize(torch.linalg.lstsq(text, torch.ones(4, 1)).solution.T, dim=-1)
