@@ -20,7 +20,7 @@ from ovclip.io import atomic_torch_save, read_image, to_unit_float
 from ovclip.precompute import run_precompute
 from ovclip.regions import region_embeddings
 from ovclip.teacher import Teacher
-from ovclip.text import text_embeddings
+from ovclip.classifier import build_text_source
 from ovclip.vocabulary import load_vocabulary
 
 from .data.coco import load_detection_annotations
@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 # the detection students' config, under the configs folder the caller names (the library never looks for
 # configs/ by its place in the repository)
 CONFIG = "vild/vild_teacher-rn_fpn_synthetic-cpu.py"
+
+# DetPro: prompts learned on the same region store, then the "ViLD" row's student trained and tested with them
+DETPRO_PROMPTS_CONFIG = "detpro/detpro_prompts_synthetic-cpu.py"
+DETPRO_CONFIG = "detpro/vild_detpro_teacher-rn_fpn_synthetic-cpu.py"
 
 # name, config options, which training annotations ("base" or "all"). The distilled students learn from a
 # feature store of the teacher's embeddings of ViLD-text's proposals (region_store), ViLD's offline recipe.
@@ -92,11 +96,12 @@ def train_student(configs: Path, options: dict[str, Any], work_dir: Path, iters:
 
 @torch.inference_mode()
 def teacher_on_proposals(proposals: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], teacher: Teacher,
-                         world: dict[str, str], top_k: int = 50, templates: str = "single") -> dict[str, float]:
+                         world: dict[str, str], top_k: int = 50, templates: Any = "single") -> dict[str, float]:
     """The teacher alone as the classifier: it embeds a student's top class-agnostic proposals of each
-    val image (crops at 1x and 1.5x) and scores them against the text embeddings of all classes."""
+    val image (crops at 1x and 1.5x) and scores them against the text embeddings of all classes
+    (`templates`: any text source spec, e.g. learned prompts)."""
     vocab = load_vocabulary(world["vocabulary"])
-    text = text_embeddings(teacher, vocab, templates)
+    text = build_text_source(templates)(teacher, vocab)
     scale = float(teacher.model.logit_scale.exp())
     evaluator = DetectionEvaluator(world["val"], vocab, name="teacher")
     records, _, _ = load_detection_annotations(world["val"], world["val_images"], vocab)
@@ -113,9 +118,23 @@ def teacher_on_proposals(proposals: Callable[[torch.Tensor], tuple[torch.Tensor,
     return evaluator.evaluate()
 
 
+def learn_prompts(configs: Path, world: dict[str, str], teacher_spec: dict, store: dict[str, Any], work_dir: Path,
+                  seed: int) -> Path:
+    """DetPro's prompts learned on the region store of the distilled students (its schedule: 6 epochs);
+    returns the prompt file."""
+    cfg = load_config(Path(configs) / DETPRO_PROMPTS_CONFIG, {
+        "model.teacher": teacher_spec, "randomness.seed": seed, "log_level": "WARNING",
+        "train_dataloader.dataset.ann_file": world["train_base"],
+        "train_dataloader.dataset.img_dir": world["train_images"],
+        "train_dataloader.dataset.feature_store": store["train_dataloader.dataset.feature_store"]},
+        work_dir=str(work_dir))
+    Runner.from_cfg(cfg).train()
+    return Path(work_dir) / "prompts.safetensors"
+
+
 def run_detection_rows(world: dict[str, str], teacher: Teacher, teacher_spec: dict, work_dir: Path, iters: int,
                        seed: int, configs: Path, progress: Optional[Callable[[BenchRow], None]] = None,
-                       cfg_options: Optional[dict[str, Any]] = None) -> list[BenchRow]:
+                       cfg_options: Optional[dict[str, Any]] = None, detpro: bool = True) -> list[BenchRow]:
     """Train and evaluate every student (ViLD-text first: its proposals are the distilled regions of the
     others, and the teacher's alone), then the teacher on ViLD-text's proposals. `configs`: the folder of
     the project's configs (the repository's configs/). `cfg_options` override keys
@@ -150,6 +169,38 @@ def run_detection_rows(world: dict[str, str], teacher: Teacher, teacher_spec: di
     m = teacher_on_proposals(lambda img: student.detector.proposals([img])[0], teacher, world)
     rows.append(BenchRow("detection", "teacher on ViLD-text's proposals", m["AP50_novel"], m["AP50_base"],
                          time.perf_counter() - t0))
+    if progress:
+        progress(rows[-1])
+    if detpro:
+        rows += detpro_rows(world, teacher, teacher_spec, work_dir, iters, seed, configs, store, student,
+                            progress, cfg_options)
+    return rows
+
+
+def detpro_rows(world: dict[str, str], teacher: Teacher, teacher_spec: dict, work_dir: Path, iters: int, seed: int,
+                configs: Path, store: dict[str, Any], proposer: torch.nn.Module,
+                progress: Optional[Callable[[BenchRow], None]] = None,
+                cfg_options: Optional[dict[str, Any]] = None) -> list[BenchRow]:
+    """DetPro: prompts learned on the region store (time in the row), the "ViLD" row's student trained and
+    tested with them, and the teacher alone on `proposer`'s proposals with the learned prompts (to set
+    beside "teacher on ViLD-text's proposals", which uses the hand-written template)."""
+    rows = []
+    t0 = time.perf_counter()
+    prompts = learn_prompts(configs, world, teacher_spec, store, work_dir / "DetPro-prompts", seed)
+    prompt_seconds = time.perf_counter() - t0
+    vild = dict(next(options for name, options, _ in STUDENTS if name == "ViLD"))
+    _, m = train_and_test(Path(configs) / DETPRO_CONFIG,
+                          {**world_options(world, teacher_spec, "base"), **(cfg_options or {}), **vild, **store,
+                           "model.templates.file": str(prompts)}, work_dir / "DetPro", iters, seed)
+    rows.append(BenchRow("detection", "DetPro (ViLD with learned prompts)", m["det/AP50_novel"], m["det/AP50_base"],
+                         time.perf_counter() - t0, f"prompts {prompt_seconds:.0f} s"))
+    if progress:
+        progress(rows[-1])
+    t0 = time.perf_counter()
+    m = teacher_on_proposals(lambda img: proposer.detector.proposals([img])[0], teacher, world,
+                             templates={"type": "learned", "file": str(prompts)})
+    rows.append(BenchRow("detection", "teacher on ViLD-text's proposals, learned prompts", m["AP50_novel"],
+                         m["AP50_base"], time.perf_counter() - t0))
     if progress:
         progress(rows[-1])
     return rows

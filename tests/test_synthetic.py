@@ -94,13 +94,16 @@ def test_bench_quick_runs_end_to_end(tmp_path):
                         "--cfg-options", "model.detector.box_detections_per_img=40"], cwd=ROOT,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    for row in ("ViLD-text", "ViLD", "ViLD-ensemble", "ViLD-image", "teacher on ViLD-text's proposals", "oracle"):
+    for row in ("ViLD-text", "ViLD", "ViLD-ensemble", "ViLD-image", "teacher on ViLD-text's proposals", "oracle",
+                "DetPro (ViLD with learned prompts)", "teacher on ViLD-text's proposals, learned prompts"):
         assert f"| detection | {row}" in r.stdout
     for row in ("MaskCLIP (teacher zero-shot)", "MaskCLIP+", "mask proposals", "oracle (novel labels too)"):
         assert f"| segmentation | {row}" in r.stdout
     assert "target: MaskCLIP+ novel mIoU > MaskCLIP's" in r.stdout
     saved = json.loads((tmp_path / "quick" / "results-s0.json").read_text())
-    assert len(saved["rows"]) == 10 and all(0 <= row["novel"] <= 100 for row in saved["rows"])
+    assert "target: DetPro novel >= ViLD's" in r.stdout
+    assert (tmp_path / "quick" / "students-s0" / "DetPro-prompts" / "prompts.safetensors").is_file()
+    assert len(saved["rows"]) == 12 and all(0 <= row["novel"] <= 100 for row in saved["rows"])
     assert saved["cfg_options"] == {"model.detector.box_detections_per_img": 40}
     students = tmp_path / "quick" / "students-s0"
     for name in ("ViLD-text", "ViLD", "ViLD-ensemble", "oracle"):

@@ -311,3 +311,14 @@ def test_roi_sampling_ratio_sets_the_box_roialign_and_is_checked():
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="roi_sampling_ratio must be an integer >= 0"):
             tiny_vild(roi_sampling_ratio=bad)
+
+
+def test_checkpoints_from_before_the_shared_classifier_still_load():
+    model = tiny_vild()
+    state = model.state_dict()
+    old = {k.replace("box_predictor.classifier.background", "box_predictor.background"): v.clone() + 1.0
+           if "classifier.background" in k else v for k, v in state.items()}
+    assert "roi_heads.box_predictor.background" in old
+    fresh = tiny_vild()
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.predictor.classifier.background, state["roi_heads.box_predictor.classifier.background"] + 1)

@@ -44,6 +44,9 @@ def print_table(rows: list[BenchRow], title: str) -> None:
               f"({'met' if vild >= 2 * text and vild > 0 else 'NOT met'}); "
               f"ViLD novel >= 50% of oracle: {vild:.1f} vs {oracle / 2:.1f} "
               f"({'met' if vild >= oracle / 2 and vild > 0 else 'NOT met'})")
+    if {"ViLD", "DetPro (ViLD with learned prompts)"} <= set(by):
+        detpro, vild = by["DetPro (ViLD with learned prompts)"].novel, by["ViLD"].novel
+        print(f"target: DetPro novel >= ViLD's: {detpro:.1f} vs {vild:.1f} ({'met' if detpro >= vild else 'NOT met'})")
     if {"MaskCLIP+", "MaskCLIP (teacher zero-shot)"} <= set(by):
         plus, zero = by["MaskCLIP+"].novel, by["MaskCLIP (teacher zero-shot)"].novel
         print(f"target: MaskCLIP+ novel mIoU > MaskCLIP's: {plus:.1f} vs {zero:.1f} "

@@ -65,6 +65,13 @@ class ViLDPredictor(nn.Module):
         self.classifier = classifier
         self.text_proj, self.image_proj, self.bbox_pred = text_proj, image_proj, bbox_pred
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: D102 - nn.Module's hook
+        # checkpoints written before the classifier was shared keep the background as this module's own
+        old = prefix + "background"
+        if old in state_dict and prefix + "classifier.background" not in state_dict:
+            state_dict[prefix + "classifier.background"] = state_dict.pop(old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @property
     def text_embeddings(self) -> Tensor:
         """(C, D) unit text embeddings of the vocabulary."""
