@@ -131,10 +131,9 @@ class OpenVocabularyClassifier(nn.Module):
     """
 
     def __init__(self, text: "VocabularyEmbeddings | Tensor", temperature: float,
-                 background: Optional[Tensor] = None, base_mask: Optional[Tensor] = None,
-                 embed_dim: Optional[int] = None):
+                 background: Optional[Tensor] = None, base_mask: Optional[Tensor] = None):
         super().__init__()
-        dim = text.shape[1] if isinstance(text, Tensor) else (embed_dim or text.teacher.embed_dim)
+        dim = text.shape[1] if isinstance(text, Tensor) else text.teacher.embed_dim
         self.temperature = temperature
         self.background = None if background is None else nn.Parameter(background.detach().clone())
         self.register_buffer("_text", torch.empty(0, dim), persistent=False)

@@ -26,7 +26,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from torchvision.ops import box_iou
 
@@ -149,9 +150,8 @@ class LearnedPrompts:
             raise FileNotFoundError(f"learned prompt file not found: {self.file} (train one with a configs/detpro/ "
                                     f"config and tools/train.py)")
         try:
-            self.ctx = load_file(str(self.file))["ctx"]
-            from safetensors import safe_open
             with safe_open(str(self.file), "pt") as f:
+                self.ctx = f.get_tensor("ctx")
                 self.info = json.loads((f.metadata() or {})["detpro"])
         except Exception as e:
             raise ValueError(f"{self.file} is not a learned prompt file ({e})") from e

@@ -26,6 +26,7 @@ from ovclip.vocabulary import load_vocabulary
 from .data.coco import load_detection_annotations
 from .evaluation.coco import DetectionEvaluator
 from .models.detector import DISTILL_DEFAULTS, DistillConfigError
+from .models.detpro import PROMPT_FILE
 from .proposals import write_proposals
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def learn_prompts(configs: Path, world: dict[str, str], teacher_spec: dict, stor
         "train_dataloader.dataset.feature_store": store["train_dataloader.dataset.feature_store"]},
         work_dir=str(work_dir))
     Runner.from_cfg(cfg).train()
-    return Path(work_dir) / "prompts.safetensors"
+    return Path(work_dir) / PROMPT_FILE
 
 
 def run_detection_rows(world: dict[str, str], teacher: Teacher, teacher_spec: dict, work_dir: Path, iters: int,

@@ -2,14 +2,9 @@
 # ViT-B/32, trained on the region store of configs/precompute/ov-coco_vit-b-32.py (proposals of a
 # base-trained RPN), labelled by IoU with the 48 base classes' boxes. Then ViLD with them:
 #   python tools/train.py configs/detpro/vild_detpro_r50_fpn_1x_ov-coco.py
-_base_ = ["../_base_/schedules/detpro_prompts.py"]  # on the default runtime
+_base_ = ["../_base_/models/detpro_prompts.py"]
 data_root = "data/coco/"
-# context grading: one context per foreground IoU bin
-iou_bins = [[0.5, 0.6], [0.6, 0.7], [0.7, 0.8], [0.8, 0.9], [0.9, 1.1]]
-model = dict(type="DetProPrompts", iou_bins=iou_bins, teacher="ViT-B-32/openai", vocabulary="ov-coco", n_ctx=8, temperature=0.01)
-train_dataloader = dict(
-    batch_size=512, num_workers=2, persistent_workers=True,
-    sampler=dict(type="DefaultSampler", shuffle=True),
-    dataset=dict(type="ProposalEmbeddings", iou_bins=iou_bins,
-                 ann_file=data_root + "annotations/instances_train2017.json",
-                 img_dir=data_root + "train2017", feature_store=data_root + "vild_store", vocabulary="ov-coco"))
+model = dict(teacher="ViT-B-32/openai", vocabulary="ov-coco")
+train_dataloader = dict(dataset=dict(ann_file=data_root + "annotations/instances_train2017.json",
+                                     img_dir=data_root + "train2017", feature_store=data_root + "vild_store",
+                                     vocabulary="ov-coco"))

@@ -67,10 +67,9 @@ class ProposalEmbeddings(Dataset):
         foreground = torch.stack(fg_masks).any(0)  # the bins lie above the background's IoU range
         self.labels = torch.where(foreground, all_labels, torch.full_like(all_labels, -1))[keep]
         self.vocabulary, self.base_classes = vocab, base
-        self.counts = {"foreground": [int(((self.weights[:, b] > 0) & (self.labels >= 0)).sum())
-                                      for b in range(len(fg_masks))],
-                       "background": [int(((self.weights[:, b] > 0) & (self.labels < 0)).sum())
-                                      for b in range(len(fg_masks))]}
+        trained = self.weights > 0  # (N, bins)
+        self.counts = {"foreground": (trained & (self.labels >= 0)[:, None]).sum(0).tolist(),
+                       "background": (trained & (self.labels < 0)[:, None]).sum(0).tolist()}
 
     def __len__(self) -> int:
         return len(self.embeddings)

@@ -56,8 +56,7 @@ class ViLDPredictor(nn.Module):
         dim = text.shape[1] if isinstance(text, Tensor) else text.teacher.embed_dim
         text_proj = nn.Linear(in_channels, dim)
         image_proj = nn.Linear(in_channels, dim) if separate_heads else text_proj
-        classifier = OpenVocabularyClassifier(text, temperature, F.normalize(torch.randn(dim), dim=0), base_mask,
-                                              embed_dim=dim)
+        classifier = OpenVocabularyClassifier(text, temperature, F.normalize(torch.randn(dim), dim=0), base_mask)
         bbox_pred = nn.Linear(in_channels, 4)
         # Initialised in the order above and registered with the classifier first: the parameters keep the
         # order they had when the background was this module's own (gradient clipping sums the norms in
