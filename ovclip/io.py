@@ -22,12 +22,20 @@ def atomic_write(path: "str | Path", write: Callable[[str], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; the result gets the mode open() would give
     try:
         write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it: set it back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_torch_save(obj: Any, path: "str | Path") -> None:
@@ -67,10 +75,30 @@ def read_image(path: "str | Path") -> torch.Tensor:
         raise ImageReadError(f"image file not found: {path}")
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
+            arr = _rgb_array(im, path)
     except (UnidentifiedImageError, OSError, ValueError) as e:
+        if isinstance(e, ImageReadError):
+            raise
         raise ImageReadError(f"cannot decode image {path}: {e}") from None
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def _rgb_array(im: Image.Image, source: "str | Path") -> np.ndarray:
+    """An (H, W, 3) uint8 array of a PIL image. 16-bit single-channel images (PIL modes I;16* and I, as
+    16-bit PNGs and TIFFs open) are scaled to 8 bits (v / 257: 65535 -> 255), not clipped as PIL's
+    convert("RGB") does (which turns most of such an image white); 32-bit and floating-point images have no
+    agreed range and are refused. 16-bit colour PNGs open as 8-bit RGB already."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        gray = np.asarray(im).astype(np.int64)
+        if gray.size and (gray.min() < 0 or gray.max() > 65535):
+            raise ImageReadError(f"{source}: 32-bit image with values in [{gray.min()}, {gray.max()}]; "
+                                 f"convert it to 8- or 16-bit first")
+        gray = ((gray * 255 + 32767) // 65535).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if im.mode == "F":
+        raise ImageReadError(f"{source}: floating-point image (PIL mode F) has no agreed value range; "
+                             f"convert it to 8- or 16-bit first")
+    return np.asarray(im.convert("RGB"))
 
 
 def as_image_tensor(image: Any) -> torch.Tensor:
@@ -78,7 +106,7 @@ def as_image_tensor(image: Any) -> torch.Tensor:
     if isinstance(image, (str, Path)):
         return read_image(image)
     if isinstance(image, Image.Image):
-        return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1).contiguous()
+        return torch.from_numpy(_rgb_array(image, "PIL image").copy()).permute(2, 0, 1).contiguous()
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an HxWx3 image array, got shape {image.shape}")
