@@ -20,6 +20,11 @@ from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import VisionTransformer
 
 _PACKAGED_CONFIGS = "ovclip.model_configs"
+# The tag that asks for random (seeded) weights on purpose: 'ViT-B-32/random', {"config": ..., "pretrained": "random"}.
+RANDOM_TAG = "random"
+# Packaged model configs that are random test models by design (their names say so); any other architecture or
+# model config needs weights or the random tag, so that a forgotten tag never trains or labels with noise.
+_RANDOM_BY_DESIGN = "tiny-"
 
 
 class TeacherError(RuntimeError):
@@ -215,6 +220,28 @@ def _parse_spec(spec: "str | dict") -> dict:
     return {"arch": arch, "pretrained": pretrained or None}
 
 
+def _check_weights_named(parts: dict, spec: "str | dict") -> None:
+    """Refuse a spec that names an architecture or model config but no weights: it would silently give a
+    random teacher. Random weights must be asked for with the 'random' tag (the tiny test models excepted)."""
+    if parts.get("pretrained") or parts.get("local_dir") or str(parts.get("arch", "")).startswith("hf-hub:"):
+        return
+    config = parts.get("config")
+    if config is not None and config in packaged_model_configs() and config.startswith(_RANDOM_BY_DESIGN):
+        return
+    if config is not None:
+        _resolve_config_path(config)  # a missing file is the first thing to say
+        raise TeacherError(f"teacher model config '{config}' names no weights: give them as "
+                           f"{{'config': '{config}', 'pretrained': 'path/to/weights.safetensors'}}, or "
+                           f"'pretrained': '{RANDOM_TAG}' for random weights on purpose (tests)")
+    arch = parts["arch"]
+    tags = open_clip.list_pretrained_tags_by_model(arch) if arch in open_clip.list_models() else []
+    example = f"'{arch}/{tags[0]}'" if tags else f"'{arch}/TAG'"
+    more = ", ..." if len(tags) > 5 else ""
+    raise TeacherError(f"teacher '{spec}' names no weights, which would give a random teacher: add a pretrained "
+                       f"tag ({example}; tags: {', '.join(tags[:5])}{more}), a checkpoint ('{arch}/path/to/weights.safetensors'), or "
+                       f"'{arch}/{RANDOM_TAG}' for random weights on purpose (tests)")
+
+
 def _resolve_config_path(config: str) -> Path:
     if config in packaged_model_configs():
         return Path(str(resources.files(_PACKAGED_CONFIGS).joinpath(config + ".json")))
@@ -231,9 +258,13 @@ def load_teacher(spec: "str | dict", device: "str | torch.device" = "cpu", preci
     `spec` is one of: 'ARCH/TAG' ('ViT-B-32/openai'), 'ARCH/path/to/checkpoint', 'hf-hub:org/repo',
     'local-dir:/folder' or a folder with open_clip_config.json, a JSON model config path or the name of
     a packaged one ('tiny-vit'; random weights, seeded), or a dict with keys arch / pretrained / config /
-    local_dir / seed.
+    local_dir / seed. A spec without weights ('ViT-B-32', a model config without 'pretrained') is refused,
+    except the packaged tiny test models: the tag 'random' ('ViT-B-32/random') asks for random weights.
     """
     parts = _parse_spec(spec)
+    _check_weights_named(parts, spec)
+    if parts.get("pretrained") == RANDOM_TAG:
+        parts["pretrained"] = None
     device = torch.device(device)
     if precision not in ("fp32", "fp16", "bf16"):
         raise TeacherError(f"precision must be fp32, fp16 or bf16, not '{precision}'")

@@ -47,6 +47,27 @@ def test_bad_specs(spec, match):
         load_teacher(spec)
 
 
+@pytest.mark.parametrize("spec,match", [
+    ("ViT-B-32", r"teacher 'ViT-B-32' names no weights.*'ViT-B-32/openai'.*'ViT-B-32/random'"),
+    ({"arch": "RN50"}, r"names no weights.*'RN50/openai'"),
+    ({"config": "synthetic-rn"}, r"model config 'synthetic-rn' names no weights.*'pretrained': 'random'"),
+])
+def test_spec_without_weights_refused_not_random(spec, match):
+    with pytest.raises(TeacherError, match=match):
+        load_teacher(spec)
+
+
+def test_random_weights_only_when_asked(tmp_path):
+    a = load_teacher({"config": "tiny-vit", "pretrained": "random"})
+    assert a.fingerprint == load_teacher("tiny-vit").fingerprint  # the tiny test models are random by design
+    own = tmp_path / "own.json"
+    own.write_text(json.dumps({"model_cfg": json.loads(
+        __import__("importlib").resources.files("ovclip.model_configs").joinpath("tiny-rn.json").read_text())}))
+    with pytest.raises(TeacherError, match="own.json' names no weights"):
+        load_teacher({"config": str(own)})
+    assert load_teacher({"config": str(own), "pretrained": "random"}).embed_dim == 32
+
+
 def test_local_checkpoint_roundtrip(tmp_path, tiny_vit):
     ckpt = tmp_path / "teacher.pt"
     torch.save(tiny_vit.model.state_dict(), ckpt)
