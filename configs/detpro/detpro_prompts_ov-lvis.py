@@ -3,5 +3,7 @@
 # tools/precompute.py on LVIS v1 train with a base-trained RPN's proposals (as for ViLD's distillation).
 _base_ = ["../_base_/models/detpro_prompts.py"]
 model = dict(teacher="ViT-B-32/openai", vocabulary="ov-lvis")
-train_dataloader = dict(dataset=dict(ann_file="data/lvis/lvis_v1_train.json", img_dir="data/coco/",
-                                     feature_store="data/lvis/vild_store", vocabulary="ov-lvis"))
+data_root = "data/coco/"  # COCO images (train2017/); --cfg-options data_root=... lvis_root=... point at yours
+lvis_root = "data/lvis/"
+train_dataloader = dict(dataset=dict(ann_file=lvis_root + "lvis_v1_train.json", img_dir=data_root,
+                                     feature_store=lvis_root + "vild_store", vocabulary="ov-lvis"))

@@ -6,4 +6,5 @@ _base_ = ["../_base_/datasets/ade20k_150.py", "../_base_/seg_runtime.py"]
 model = dict(type="MaskCLIP", teacher="ViT-B-16/openai", vocabulary="ade20k-150", templates="maskclip",
              key_smoothing=0.5, prompt_denoising=0.5,
              inference=dict(mode="slide", crop_size=448, stride=224, short_side=512))
+val_cfg = dict(type="ValLoop")
 test_cfg = dict(type="TestLoop")

@@ -9,11 +9,11 @@ from typing import Any, Optional, Sequence
 
 import torch
 from mmengine.config import Config
-from mmengine.registry import MODELS, DefaultScope
+from mmengine.registry import DATASETS, HOOKS, METRICS, MODELS, DefaultScope
 from mmengine.runner import Runner
 
 from ..io import atomic_json_dump
-from ..options import ConfigError
+from ..options import ConfigError, check_arguments, close_hint
 from .checkpoint import model_state_dict
 
 # The top-level keys mmengine's Runner.from_cfg reads, plus mmengine's own config bookkeeping.
@@ -25,6 +25,7 @@ RUNNER_KEYS = (
     "model_wrapper_cfg", "task",
 )
 SAFE_CHECKPOINT_HOOK = "PlainCheckpointHook"
+PROJECT_PACKAGES = ("ovclip", "ovd", "ovseg")
 
 
 def check_config_keys(cfg: Config) -> None:
@@ -38,6 +39,72 @@ def check_config_keys(cfg: Config) -> None:
             raise ConfigError(f"unknown config key '{key}': did you mean '{close[0]}'?")
 
 
+def check_option_keys(cfg: Config, cfg_options: dict) -> None:
+    """Refuse an override whose top-level key is neither in the config nor a Runner key ('foo=1')."""
+    known = [*cfg.keys(), *RUNNER_KEYS]
+    for key in cfg_options:
+        top = key.split(".")[0]
+        if top not in known:
+            close = difflib.get_close_matches(top, known, n=1, cutoff=0.6)
+            hint = f": did you mean '{close[0]}'?" if close else " (a new top-level key would be ignored)"
+            raise ConfigError(f"--cfg-options {key}: unknown config key '{top}'{hint}")
+
+
+def reroot(cfg: Config, cfg_options: dict) -> dict:
+    """Apply `*_root` overrides (data_root=/my/coco/) to every path the config built from the old root
+    (data_root + "annotations/..." is evaluated when the file is read, so merging the new value alone would
+    change nothing). Returns the other overrides, merged after, so an explicit path still wins."""
+    rest = {}
+    for key, new in cfg_options.items():
+        old = cfg.get(key) if key.endswith("_root") and "." not in key else None
+        if not (isinstance(old, str) and old and isinstance(new, str) and new):
+            rest[key] = new
+            continue
+        if old.endswith("/") and not new.endswith("/"):
+            new += "/"
+        for name in list(cfg.keys()):
+            cfg[name] = _replace_prefix(cfg[name], old, new)
+    return rest
+
+
+def _replace_prefix(value: Any, old: str, new: str) -> Any:
+    if isinstance(value, str):
+        return new + value[len(old):] if value.startswith(old) else value
+    if isinstance(value, dict):
+        for k in list(value.keys()):
+            value[k] = _replace_prefix(value[k], old, new)
+        return value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_replace_prefix(v, old, new) for v in value)
+    return value
+
+
+def check_arguments_of_parts(cfg: Config) -> None:
+    """Check the keys and simple value types of every config part built from a project-owned registered
+    type (the model, datasets, evaluators, hooks) against its constructor: mmengine would pass a misspelt
+    key on, where a **kwargs swallows it, and store '5' where a number belongs."""
+    parts = [("model", cfg.get("model"), MODELS)]
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        if cfg.get(loader):
+            parts.append((f"{loader}.dataset", cfg[loader].get("dataset"), DATASETS))
+    for name in ("val_evaluator", "test_evaluator"):
+        evaluators = cfg.get(name)
+        for i, ev in enumerate(evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]):
+            parts.append((name if not isinstance(evaluators, (list, tuple)) else f"{name}[{i}]", ev, METRICS))
+    for i, hook in enumerate(cfg.get("custom_hooks") or []):
+        parts.append((f"custom_hooks[{i}]", hook, HOOKS))
+    for section, part, registry in parts:
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            continue
+        with registry.switch_scope_and_registry(cfg.default_scope) as scoped:
+            target = scoped.get(part["type"])
+            if target is None:
+                raise ConfigError(f"{section}.type: no {registry.name} named '{part['type']}' in scope "
+                                  f"'{cfg.default_scope}'{close_hint(part['type'], scoped.module_dict)}")
+        if getattr(target, "__module__", "").split(".")[0] in PROJECT_PACKAGES:
+            check_arguments(section, target, {k: v for k, v in part.items() if k != "type"})
+
+
 def load_config(config: "str | Path", cfg_options: Optional[dict] = None, work_dir: Optional[str] = None) -> Config:
     """Read a config (with its `_base_` files), apply overrides and fill in the work dir and the
     checkpoint hook that keeps resume weights_only-safe."""
@@ -46,8 +113,11 @@ def load_config(config: "str | Path", cfg_options: Optional[dict] = None, work_d
         raise FileNotFoundError(f"config file not found: {path}")
     cfg = Config.fromfile(str(path))
     if cfg_options:
+        check_option_keys(cfg, cfg_options)
+        cfg_options = reroot(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
     check_config_keys(cfg)
+    check_arguments_of_parts(cfg)
     cfg.work_dir = work_dir or cfg.get("work_dir") or str(Path("work_dirs") / path.stem)
     if not cfg.get("default_scope"):
         raise ConfigError(f"{path} sets no default_scope: inherit configs/_base_/default_runtime.py, or add "

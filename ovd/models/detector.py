@@ -1,12 +1,14 @@
 """The mmengine face of ViLD: built from a config, trained by mmengine's Runner, vocabulary swappable."""
 from __future__ import annotations
 
+import inspect
 from typing import Any, Optional, Sequence
 
 from mmengine.model import BaseModel
+from torchvision.models.detection import FasterRCNN
 from torch import Tensor
 
-from ovclip.options import with_defaults
+from ovclip.options import check_arguments, check_keys, with_defaults
 from ovclip.io import to_unit_float
 from ovclip.regions import region_embeddings
 from ovclip.teacher import image_trunk, load_teacher
@@ -17,6 +19,11 @@ from ..registry import MODELS
 from .vild import build_vild
 
 TARGET_KEYS = ("boxes", "labels", "masks", "distill_boxes", "distill_embeddings")
+# model.detector: torchvision's Faster R-CNN settings (RPN, box head sampling, sizes; the parts it builds are
+# set here), its transform's extra options, and build_vild's RoIAlign sampling ratio.
+DETECTOR_KEYS = tuple(k for k in inspect.signature(FasterRCNN).parameters
+                      if k not in ("backbone", "num_classes", "box_predictor", "kwargs")) \
+    + ("size_divisible", "fixed_size", "roi_sampling_ratio")
 DISTILL_DEFAULTS = {"source": "store", "num_regions": 300, "scales": (1.0, 1.5), "batch_size": 64}
 
 
@@ -39,7 +46,8 @@ class ViLDDetector(BaseModel):
     DetPro leave it out). `separate_heads`: ViLD-ensemble's image branch with its own box head.
     """
 
-    def __init__(self, teacher: "str | dict", vocabulary: "str | Sequence[str] | Vocabulary", templates: str = "vild",
+    def __init__(self, teacher: "str | dict", vocabulary: "str | Sequence[str] | Vocabulary",
+                 templates: "str | Sequence[str] | dict" = "vild",
                  backbone: str = "resnet50", backbone_weights: Optional[str] = None, trainable_layers: int = 3,
                  backbone_norm: str = "frozen_bn", box_head_dim: int = 1024, fpn_channels: int = 256,
                  anchor_sizes: Optional[Sequence[int]] = None, fpn_levels: int = 2,
@@ -57,6 +65,8 @@ class ViLDDetector(BaseModel):
         self.text = VocabularyEmbeddings(self.teacher, vocabulary, templates)
         online = self.distill["source"] == "online" and image_loss_weight > 0
         detector = dict(detector or {})
+        check_keys("model.detector", detector, DETECTOR_KEYS)
+        check_arguments("model.detector", FasterRCNN, {k: v for k, v in detector.items() if k != "roi_sampling_ratio"})
         trunk = None
         if backbone == "teacher":  # a copy of the teacher's image tower, fed the teacher's pixel statistics
             trunk = image_trunk(self.teacher)

@@ -97,7 +97,7 @@ class MaskCLIP(SegmentationModel):
     (CLIP's own by default)."""
 
     def __init__(self, teacher: "str | dict", vocabulary: "str | Sequence[str] | Vocabulary",
-                 templates: str = "maskclip", key_smoothing: Optional[float] = None,
+                 templates: "str | Sequence[str] | dict" = "maskclip", key_smoothing: Optional[float] = None,
                  prompt_denoising: Optional[float] = None, inference: Optional[dict] = None,
                  logit_scale: Optional[float] = None, teacher_precision: str = "fp32",
                  data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None):

@@ -87,7 +87,8 @@ class MaskCLIPPlus(SegmentationModel):
     from a copy of a ModifiedResNet teacher's image tower; `freeze_backbone=True` trains the head alone."""
 
     def __init__(self, teacher: "str | dict", vocabulary: "str | Sequence[str] | Vocabulary",
-                 templates: str = "maskclip", backbone: str = "resnet101", backbone_weights: Optional[str] = None,
+                 templates: "str | Sequence[str] | dict" = "maskclip",
+                 backbone: str = "resnet101", backbone_weights: Optional[str] = None,
                  backbone_norm: str = "bn", output_stride: int = 8, freeze_backbone: bool = False,
                  decoder: str = "deeplabv3", temperature: float = 0.05, pseudo_label: Optional[dict] = None,
                  gt_classes: str = "base", inference: Optional[dict] = None,

@@ -55,7 +55,8 @@ class MaskProposalSegmenter(SegmentationModel):
     `use_teacher=False` classifies with the student alone."""
 
     def __init__(self, teacher: "str | dict", vocabulary: "str | Sequence[str] | Vocabulary",
-                 templates: str = "maskclip", backbone: str = "resnet50", backbone_weights: Optional[str] = None,
+                 templates: "str | Sequence[str] | dict" = "maskclip",
+                 backbone: str = "resnet50", backbone_weights: Optional[str] = None,
                  backbone_norm: str = "bn", output_stride: int = 16, num_queries: int = 16, hidden_dim: int = 128,
                  decoder_layers: int = 2, temperature: float = 0.05, loss_weights: Optional[dict] = None,
                  ensemble: Optional[dict] = None, use_teacher: bool = True, teacher_crop_scale: float = 1.0,

@@ -1,5 +1,6 @@
 # ADE20k-150 (SceneParsing, ADEChallengeData2016): label PNGs hold 0 for "other" (ignored, the
 # reduce-zero-label convention) and k for class k - 1 of objectInfo150. mIoU over the 2000 val images.
+# Every path below derives from data_root: --cfg-options data_root=/datasets/ADEChallengeData2016/
 data_root = "data/ade/ADEChallengeData2016/"
 classes = "ade20k-150"
 crop_size = 512

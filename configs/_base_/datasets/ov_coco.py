@@ -1,6 +1,8 @@
 # OV-COCO (Bansal et al. split): train on the 48 base classes' boxes of COCO train2017, evaluate the
 # 65 classes of val2017 together and report AP50 for novel (17), base (48) and all.
 # Distillation regions: python tools/precompute.py configs/precompute/ov-coco_vit-b-32.py --out data/coco/vild_store
+# Every path below derives from data_root (train2017/, val2017/, annotations/, the store): point it at your
+# COCO folder with --cfg-options data_root=/datasets/coco/
 data_root = "data/coco/"
 train_dataloader = dict(
     batch_size=2, num_workers=2, persistent_workers=True,
