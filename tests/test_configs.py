@@ -155,3 +155,24 @@ def test_nested_detector_options_checked():
     with pytest.raises(ConfigError, match=r"model.detector.box_score_thresh must be a number"):
         build_model(config, cfg_options={"model.detector.box_score_thresh": "high"})
     assert build_model(config, cfg_options={"model.detector.rpn_nms_thresh": 0.6}).detector.rpn.nms_thresh == 0.6
+
+
+def test_test_tool_refuses_a_checkpoint_that_does_not_fit(tmp_path):
+    from ovclip.engine import build_model, test
+    from ovclip.engine.runner import CheckpointMismatch
+    config = ROOT / "configs/vild/vild_r18_fpn_tiny_shapes-cpu.py"
+    state = build_model(config, cfg_options={"model.box_head_dim": 256}).state_dict()
+    state["leftover.weight"] = torch.zeros(2)
+    torch.save({"state_dict": state}, tmp_path / "other.pth")
+    options = {"log_level": "WARNING", "model.detector.box_score_thresh": 0.0}
+    with pytest.raises(CheckpointMismatch) as err:
+        test(config, str(tmp_path / "other.pth"), work_dir=str(tmp_path / "w"), cfg_options=options)
+    msg = str(err.value)
+    assert "of another shape: detector.roi_heads.box_head.fc6.weight (256, 12544) vs the model's (1024, 12544)" in msg
+    assert "1 not in the model: leftover.weight" in msg and "--allow-partial" in msg
+    metrics = test(config, str(tmp_path / "other.pth"), work_dir=str(tmp_path / "w"), cfg_options=options,
+                   allow_partial=True)
+    assert any(k.endswith("AP50") for k in metrics)
+    fitting = build_model(config).state_dict()  # the model's own weights load without a word
+    torch.save({"state_dict": fitting}, tmp_path / "own.pth")
+    test(config, str(tmp_path / "own.pth"), work_dir=str(tmp_path / "w2"), cfg_options=options)

@@ -23,11 +23,13 @@ def main(argv=None) -> int:
                                  "predicted label PNGs into this folder)")
     p.add_argument("--work-dir", help="where metrics.json and logs go (default: work_dirs/CONFIG_NAME)")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, default={}, help="override config keys: key=value")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="load a checkpoint that does not fully fit the config (warns, names the keys); refused otherwise")
     p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     p.add_argument("--local-rank", "--local_rank", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     test(args.config, args.checkpoint, vocabulary=args.vocab, out=args.out, work_dir=args.work_dir,
-         cfg_options=args.cfg_options, launcher=args.launcher)
+         cfg_options=args.cfg_options, launcher=args.launcher, allow_partial=args.allow_partial)
     return 0
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -10,6 +11,7 @@ from typing import Any, Optional, Sequence
 import torch
 from mmengine.config import Config
 from mmengine.registry import DATASETS, HOOKS, METRICS, MODELS, DefaultScope
+from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 from ..io import atomic_json_dump
@@ -26,6 +28,7 @@ RUNNER_KEYS = (
 )
 SAFE_CHECKPOINT_HOOK = "PlainCheckpointHook"
 PROJECT_PACKAGES = ("ovclip", "ovd", "ovseg")
+log = logging.getLogger(__name__)
 
 
 def check_config_keys(cfg: Config) -> None:
@@ -180,15 +183,16 @@ def train(config: "str | Path", work_dir: Optional[str] = None, resume: "bool | 
 
 def test(config: "str | Path", checkpoint: Optional[str] = None, vocabulary: "str | Sequence[str] | None" = None,
          out: Optional[str] = None, work_dir: Optional[str] = None, cfg_options: Optional[dict] = None,
-         launcher: str = "none") -> dict[str, Any]:
+         launcher: str = "none", allow_partial: bool = False) -> dict[str, Any]:
     """Evaluate a checkpoint on the config's test set, optionally with another vocabulary; writes
     `metrics.json` to the work dir and, with `out`, the detections as COCO results json (segmentation:
-    a folder of predicted label PNGs). Zero-shot models (no trainable weights) need no checkpoint."""
+    a folder of predicted label PNGs). Zero-shot models (no trainable weights) need no checkpoint; a
+    checkpoint that does not fit the config's model is refused unless `allow_partial`."""
     cfg = load_config(config, cfg_options, work_dir)
     _set_launcher(cfg, launcher)
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-    cfg.load_from = checkpoint
+    cfg.load_from = None  # the weights are loaded and checked below
     drop_training(cfg)
     evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
     for ev in evaluators:
@@ -202,9 +206,15 @@ def test(config: "str | Path", checkpoint: Optional[str] = None, vocabulary: "st
         for ev in evaluators:
             ev["vocabulary"] = vocabulary
     runner = Runner.from_cfg(cfg)
-    if checkpoint is None and any(p.requires_grad for p in runner.model.parameters()):
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    try:
+        if checkpoint is None and any(p.requires_grad for p in model.parameters()):
+            raise ConfigError(f"the model of {config} has trainable weights: give the checkpoint to evaluate")
+        if checkpoint is not None:
+            load_weights(model, checkpoint, config, allow_partial)  # here, as mmengine's loader only warns
+    except ConfigError:
         _close_process_group()
-        raise ConfigError(f"the model of {config} has trainable weights: give the checkpoint to evaluate")
+        raise
     try:
         metrics = runner.test()
     finally:
@@ -224,12 +234,36 @@ def build_model(config: "str | Path", checkpoint: "str | Path | None" = None,
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         model = MODELS.build(cfg.model)
     if checkpoint is not None:
-        state = model_state_dict(checkpoint)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or missing:
-            raise RuntimeError(f"checkpoint {checkpoint} does not fit config {config}: "
-                               f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+        load_weights(model, checkpoint, config)
     return model
+
+
+class CheckpointMismatch(ConfigError):
+    """A checkpoint's weights do not fit the model its config builds."""
+
+
+def load_weights(model: torch.nn.Module, checkpoint: "str | Path", config: "str | Path",
+                 allow_partial: bool = False) -> None:
+    """Load a checkpoint's model weights (weights_only) into `model`, refusing one that does not fit: keys
+    the model lacks or the checkpoint lacks, and tensors of another shape, are named (a partly random model
+    would otherwise be evaluated). `allow_partial` loads what fits and only warns."""
+    state = model_state_dict(checkpoint)
+    own = model.state_dict()
+    mismatched = [f"{k} {tuple(v.shape)} vs the model's {tuple(own[k].shape)}" for k, v in state.items()
+                  if k in own and own[k].shape != v.shape]
+    fitting = {k: v for k, v in state.items() if not (k in own and own[k].shape != v.shape)}
+    missing, unexpected = model.load_state_dict(fitting, strict=False)
+    problems = [(f"{len(mismatched)} of another shape", mismatched), (f"{len(missing)} missing", missing),
+                (f"{len(unexpected)} not in the model", unexpected)]
+    problems = [(what, keys) for what, keys in problems if keys]
+    if not problems:
+        return
+    detail = "; ".join(f"{what}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}" for what, keys in problems)
+    message = f"checkpoint {checkpoint} does not fit config {config} ({detail})"
+    if not allow_partial:
+        raise CheckpointMismatch(f"{message}. Use the config the checkpoint was trained with, or allow a partial "
+                                 f"load on purpose (tools/test.py --allow-partial)")
+    log.warning("%s; loaded the rest (allow_partial)", message)
 
 
 def config_scope(config: "str | Path") -> str:
