@@ -92,16 +92,20 @@ def test_bench_quick_runs_end_to_end(tmp_path):
     # --cfg-options reach every detection student's config (a harmless override, to see it arrive)
     r = subprocess.run([sys.executable, "tools/bench_ov.py", "--quick", "--work-dir", str(tmp_path),
                         "--cfg-options", "model.detector.box_detections_per_img=40"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True)  # no time limit: a loaded machine is slow, not wrong
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     for row in ("ViLD-text", "ViLD", "ViLD-ensemble", "ViLD-image", "teacher on ViLD-text's proposals", "oracle",
                 "DetPro (ViLD with learned prompts)", "teacher on ViLD-text's proposals, learned prompts"):
         assert f"| detection | {row}" in r.stdout
     for row in ("MaskCLIP (teacher zero-shot)", "MaskCLIP+", "mask proposals", "oracle (novel labels too)"):
         assert f"| segmentation | {row}" in r.stdout
-    assert "target: MaskCLIP+ novel mIoU > MaskCLIP's" in r.stdout
+    # a smoke run judges no target; each row says when it starts, how far its training is, when it tests
+    assert "no target is judged" in r.stdout and "target" not in r.stdout.replace("no target is judged", "")
+    assert "met" not in r.stdout.split("open-vocabulary transfer")[-1].replace("no target", "")
+    for line in ("    ViLD-text: training 20 iterations", "    ViLD-text: 20/20 iterations", "    ViLD-text: testing",
+                 "    MaskCLIP+: training 20 iterations"):
+        assert line in r.stdout, line
     saved = json.loads((tmp_path / "quick" / "results-s0.json").read_text())
-    assert "target: DetPro novel >= ViLD's" in r.stdout
     assert (tmp_path / "quick" / "students-s0" / "DetPro-prompts" / "prompts.safetensors").is_file()
     assert len(saved["rows"]) == 12 and all(0 <= row["novel"] <= 100 for row in saved["rows"])
     assert saved["cfg_options"] == {"model.detector.box_detections_per_img": 40}

@@ -32,11 +32,15 @@ METRIC = {"detection": "AP50", "segmentation": "mIoU"}
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def print_table(rows: list[BenchRow], title: str) -> None:
-    """The markdown table of one seed, with the targets of the benchmark."""
+def print_table(rows: list[BenchRow], title: str, verdicts: bool = True) -> None:
+    """The markdown table of one seed, with the targets of the benchmark (`verdicts=False`: a smoke run's
+    numbers say nothing about them, and none is printed)."""
     print(f"\n{title}\n\n| task | row | novel | base | metric | wall s |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r.task} | {r.name} | {r.novel:.1f} | {r.base:.1f} | {METRIC[r.task]} | {r.seconds:.0f} |")
+    if not verdicts:
+        print("\n(quick: a smoke run of the pipeline; its numbers are not the benchmark's, and no target is judged)")
+        return
     by = {r.name: r for r in rows}
     if {"ViLD", "ViLD-text", "oracle (novel boxes too)"} <= set(by):
         vild, text, oracle = by["ViLD"].novel, by["ViLD-text"].novel, by["oracle (novel boxes too)"].novel
@@ -97,7 +101,8 @@ def main(argv=None) -> int:
             rows += run_segmentation_rows(world, teacher_spec(teacher_dir), work / f"segmenters-s{seed}",
                                           s["seg_iters"], seed, Path(args.configs), progress=progress)
         overrides = f", detection config options {args.cfg_options}" if args.cfg_options else ""
-        print_table(rows, f"open-vocabulary transfer, seed {seed}{' (quick)' if args.quick else ''}{overrides}")
+        print_table(rows, f"open-vocabulary transfer, seed {seed}{' (quick)' if args.quick else ''}{overrides}",
+                    verdicts=not args.quick)
         (work / f"results-s{seed}.json").write_text(json.dumps({"seed": seed, "zero_shot": zs,
                                                                 "cfg_options": args.cfg_options,
                                                                 "rows": [r.__dict__ for r in rows]}, indent=1))

@@ -42,6 +42,30 @@ def check_config_keys(cfg: Config) -> None:
             raise ConfigError(f"unknown config key '{key}': did you mean '{close[0]}'?")
 
 
+class _FileOnly(logging.Filter):
+    """Keeps mmengine's environment, config and hook-order dumps (~280 lines before the first progress line)
+    off the console; the log file still gets them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:  # noqa: D102 - logging API
+        msg = record.msg if isinstance(record.msg, str) else ""
+        return not (msg.startswith(("Config:\n", "Hooks will be executed")) or "System environment:" in msg[:300])
+
+
+class ProjectRunner(Runner):
+    """mmengine's Runner, with the environment and config dump written to the log file only."""
+
+    def build_logger(self, *args, **kwargs):  # noqa: D102 - mmengine API
+        logger = super().build_logger(*args, **kwargs)
+        for handler in logger.handlers:
+            if not isinstance(handler, logging.FileHandler) and \
+                    not any(isinstance(f, _FileOnly) for f in handler.filters):
+                handler.addFilter(_FileOnly())
+        files = [h.baseFilename for h in logger.handlers if isinstance(h, logging.FileHandler)]
+        if files:
+            logger.info(f"environment and full config: in {files[0]}")
+        return logger
+
+
 def check_option_keys(cfg: Config, cfg_options: dict) -> None:
     """Refuse an override whose top-level key is neither in the config nor a Runner key ('foo=1')."""
     known = [*cfg.keys(), *RUNNER_KEYS]
@@ -173,7 +197,7 @@ def train(config: "str | Path", work_dir: Optional[str] = None, resume: "bool | 
     if resume:
         cfg.resume = True
         cfg.load_from = resume if isinstance(resume, str) else None
-    runner = Runner.from_cfg(cfg)
+    runner = ProjectRunner.from_cfg(cfg)
     try:
         runner.train()
     finally:
@@ -205,7 +229,7 @@ def test(config: "str | Path", checkpoint: Optional[str] = None, vocabulary: "st
         cfg.test_dataloader.dataset.train_classes = "all"
         for ev in evaluators:
             ev["vocabulary"] = vocabulary
-    runner = Runner.from_cfg(cfg)
+    runner = ProjectRunner.from_cfg(cfg)
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model
     try:
         if checkpoint is None and any(p.requires_grad for p in model.parameters()):

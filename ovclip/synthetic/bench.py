@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
 from mmengine.runner import Runner
 
 from ..engine.runner import drop_training, load_config
@@ -25,6 +28,32 @@ class BenchRow:
     note: str = ""
 
 
+@HOOKS.register_module(force=True)
+class BenchProgressHook(Hook):
+    """Prints a benchmark row's training progress (about ten lines per row) and when it starts testing:
+    the bench runs its rows quietly (log level WARNING), and a row takes minutes."""
+
+    priority = "LOW"
+
+    def __init__(self, name: str, lines: int = 10):
+        self.name, self.lines = name, lines
+        self._start = 0.0
+
+    def before_train(self, runner) -> None:  # noqa: D102 - mmengine hook
+        self._start = time.perf_counter()
+        print(f"    {self.name}: training {runner.max_iters} iterations", flush=True)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:  # noqa: D102
+        done, total = runner.iter + 1, runner.max_iters
+        if done % max(1, total // self.lines) == 0 or done == total:
+            elapsed = time.perf_counter() - self._start
+            print(f"    {self.name}: {done}/{total} iterations, {elapsed:.0f} s, about "
+                  f"{elapsed / done * (total - done):.0f} s to go", flush=True)
+
+    def before_test(self, runner) -> None:  # noqa: D102 - mmengine hook
+        print(f"    {self.name}: testing", flush=True)
+
+
 def train_and_test(config: "str | Path", options: dict[str, Any], work_dir: Path, iters: int,
                    seed: int) -> tuple[Runner, dict]:
     """Train a config's model for `iters` iterations (warm-up, then cosine) and evaluate it on its test set."""
@@ -36,6 +65,7 @@ def train_and_test(config: "str | Path", options: dict[str, Any], work_dir: Path
                            dict(type="CosineAnnealingLR", by_epoch=False, begin=warmup, T_max=iters - warmup,
                                 eta_min=cfg.optim_wrapper.optimizer.lr * 0.01)]
     cfg.default_hooks.checkpoint.interval = iters
+    cfg.custom_hooks = [*cfg.custom_hooks, dict(type="BenchProgressHook", name=work_dir.name)]
     runner = Runner.from_cfg(cfg)
     runner.train()
     metrics = runner.test()
