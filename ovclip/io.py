@@ -1,18 +1,20 @@
-"""Small file helpers: atomic writes and image reading with clear errors."""
+"""Small file helpers: atomic writes, image reading with clear errors, and the image lists of the demo tools."""
 from __future__ import annotations
 
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .errors import UserInputError
 
-class ImageReadError(OSError):
+
+class ImageReadError(UserInputError, OSError):
     """An image file is missing or cannot be decoded."""
 
 
@@ -123,18 +125,65 @@ def to_unit_float(image: torch.Tensor) -> torch.Tensor:
     return image.float().div_(255.0) if image.dtype == torch.uint8 else image.float()
 
 
-def for_each_image(paths: "list[str] | tuple[str, ...]", handle: Callable[[str, torch.Tensor], str],
-                   out_dir: "str | Path") -> list[str]:
-    """Read each image and call `handle(path, image)`, printing the line it returns; an unreadable image
-    is reported and skipped, the others still run. Prints a json summary; returns the unreadable paths."""
-    failed = []
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def list_images(paths: "Sequence[str | Path]") -> list[str]:
+    """The image files the paths name, in order: a folder stands for the files directly in it (not in its
+    subfolders) whose suffix is in IMAGE_SUFFIXES (any case), sorted by name; any other path is kept as
+    given, so that a missing or unreadable file is reported by the reader. A folder with no image raises
+    ImageReadError naming it and the suffixes looked for."""
+    images = []
     for path in paths:
+        if not Path(path).is_dir():
+            images.append(str(path))
+            continue
+        found = sorted(str(f) for f in Path(path).iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise ImageReadError(f"folder {path} holds no image file ({', '.join(IMAGE_SUFFIXES)}; subfolders are "
+                                 f"not searched): name the images or their folder")
+        images.extend(found)
+    return images
+
+
+def output_names(paths: "Sequence[str | Path]") -> list[str]:
+    """A distinct output name per path: its stem, with `_1`, `_2`, ... added to the second, third, ... path
+    of the same stem (compared case-insensitively, as some file systems do), so that `a/x.png` and
+    `b/x.png` give `x` and `x_1` and never overwrite each other's outputs."""
+    taken = {Path(p).stem.lower() for p in paths}
+    seen: set[str] = set()
+    names = []
+    for path in paths:
+        name = stem = Path(path).stem
+        n = 0
+        while name.lower() in seen or (n and name.lower() in taken):
+            n += 1
+            name = f"{stem}_{n}"
+        seen.add(name.lower())
+        names.append(name)
+    return names
+
+
+def for_each_image(paths: "Sequence[str | Path]", handle: Callable[[str, torch.Tensor, str], str],
+                   out_dir: "str | Path") -> list[str]:
+    """Read each image (folders stand for the images in them, see `list_images`) and call
+    `handle(path, image, name)`, `name` being its distinct output name (`output_names`), printing the line
+    it returns; an unreadable image or an empty folder is reported and skipped, the others still run.
+    Prints a json summary; returns the paths that failed."""
+    images, failed = [], []
+    for path in paths:
+        try:
+            images.extend(list_images([path]))
+        except ImageReadError as e:
+            print(f"error: {e}")
+            failed.append(str(path))
+    for path, name in zip(images, output_names(images)):
         try:
             image = read_image(path)
         except ImageReadError as e:
             print(f"error: {e}")
-            failed.append(str(path))
+            failed.append(path)
             continue
-        print(handle(str(path), image))
-    print(json.dumps({"images": len(paths), "failed": len(failed), "out_dir": str(out_dir)}))
+        print(handle(path, image, name))
+    print(json.dumps({"images": len(images), "failed": len(failed), "out_dir": str(out_dir)}))
     return failed

@@ -7,6 +7,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from ovclip.demo import require_checkpoint
 from ovclip.engine import build_model
 from ovclip.io import as_image_tensor
 from ovclip.vocabulary import Vocabulary, load_vocabulary
@@ -40,12 +41,15 @@ class Detector:
 
     @classmethod
     def from_config(cls, config: "str | Path", checkpoint: "str | Path | None" = None, device: str = "cpu",
-                    cfg_options: Optional[dict] = None) -> "Detector":
-        """Build the config's model and load a checkpoint's weights (weights_only); no checkpoint gives
-        an untrained detector."""
+                    cfg_options: Optional[dict] = None, allow_untrained: bool = False) -> "Detector":
+        """Build the config's model and load a checkpoint's weights (weights_only). A detector has trainable
+        weights, so no checkpoint is a ConfigError, unless `allow_untrained` asks for the untrained model."""
         import ovd.models  # noqa: F401 - registers the detectors
 
-        return cls(build_model(config, checkpoint, cfg_options), device)
+        model = build_model(config, checkpoint, cfg_options)
+        if checkpoint is None and not allow_untrained:
+            require_checkpoint(model, config)
+        return cls(model, device)
 
     @property
     def vocabulary(self) -> Vocabulary:

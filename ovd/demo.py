@@ -5,47 +5,91 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-from PIL import Image
-from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+from PIL import Image, ImageDraw
+from torchvision.utils import draw_segmentation_masks
 
+from ovclip.demo import (LegendRow, colour, draw_centred, font_for, has_trainable_weights, ink_for, readable,
+                         teacher_note, text_size, with_legend)
+from ovclip.engine import load_config
 from ovclip.io import atomic_json_dump, atomic_write, for_each_image
 
 from .api import Detections, Detector
 
+# A config whose teacher is a real CLIP, named by the note printed for a toy teacher.
+REAL_TEACHER_CONFIG = "configs/vild/vild_r50_fpn_1x_ov-coco.py"
 
-PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
-           "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075"]
+Box = tuple[float, float, float, float]
 
 
-def draw_detections(image: torch.Tensor, det: Detections) -> torch.Tensor:
-    """uint8 (3, H, W) image with boxes, 'name score' captions and masks (if any) drawn on it."""
-    colours = [PALETTE[i % len(PALETTE)] for i in det.labels.tolist()]
-    out = image
+def draw_detections(image: torch.Tensor, det: Detections, score_thr: Optional[float] = None) -> Image.Image:
+    """The image at a readable size (`ovclip.demo.readable`) with each detection's box in its class colour
+    and numbered, masks (if any) tinted, and a legend beside it keying the numbers to 'name score'.
+    Captions never overlap: they are in the legend; the numbers are placed clear of each other."""
+    colours = [colour(i) for i in det.labels.tolist()]
     if det.masks is not None and len(det):
-        out = draw_segmentation_masks(out, det.masks > 0.5, alpha=0.4, colors=colours)
-    if len(det):
-        captions = [f"{n} {s:.2f}" for n, s in zip(det.names, det.scores.tolist())]
-        out = draw_bounding_boxes(out, det.boxes, labels=captions, colors=colours, width=2)
-    return out
+        image = draw_segmentation_masks(image, det.masks > 0.5, alpha=0.4, colors=colours)
+    picture, scale = readable(Image.fromarray(image.permute(1, 2, 0).numpy()))
+    draw = ImageDraw.Draw(picture)
+    font = font_for(picture)
+    boxes = [tuple(v * scale for v in b) for b in det.boxes.tolist()]
+    width = max(2, min(picture.size) // 170)
+    for box, c in reversed(list(zip(boxes, colours))):  # the best detection's outline on top
+        draw.rectangle(box, outline=c, width=width)
+    tags = [str(i + 1) for i in range(len(det))]
+    placed: list[Box] = []
+    for box, c, tag in zip(boxes, colours, tags):
+        w, h = text_size(draw, tag, font)
+        cell = place_tag(box, (w + h, round(h * 1.8)), picture.size, placed)
+        placed.append(cell)
+        draw.rectangle(cell, fill=c)
+        draw_centred(draw, cell, tag, font, ink_for(c))
+    rows = [LegendRow(c, f"{n} {s:.2f}", tag) for c, n, s, tag in zip(colours, det.names, det.scores.tolist(), tags)]
+    bar = "" if score_thr is None else f" scoring >= {score_thr:g}"
+    title = f"{len(det)} found{bar}" if len(det) else f"nothing found{bar}"
+    return with_legend(picture, rows, title, font)
+
+
+def place_tag(box: Box, size: tuple[int, int], canvas: tuple[int, int], placed: Sequence[Box]) -> Box:
+    """Where a box's number goes: the first place that overlaps no number already placed, kept inside the
+    canvas: the top-left corner above the box, inside each corner, below it, then stepping along its top and
+    bottom edges; if every place overlaps, the one that overlaps least."""
+    (x0, y0, x1, y1), (w, h), (cw, ch) = box, size, canvas
+    corners = [(x0, y0 - h), (x0, y0), (x1 - w, y0), (x0, y1 - h), (x1 - w, y1 - h), (x0, y1), (x1 - w, y0 - h)]
+    steps = [(x0 + k * w, y) for y in (y0 - h, y0, y1 - h, y1) for k in range(1, max(1, int((x1 - x0) // w)))]
+    best, best_overlap = None, None
+    for x, y in corners + steps:
+        x, y = min(max(0, x), cw - w), min(max(0, y), ch - h)
+        cell = (x, y, x + w, y + h)
+        overlap = sum(max(0, min(cell[2], p[2]) - max(cell[0], p[0])) * max(0, min(cell[3], p[3]) - max(cell[1], p[1]))
+                      for p in placed)
+        if overlap == 0:
+            return cell
+        if best_overlap is None or overlap < best_overlap:
+            best, best_overlap = cell, overlap
+    return best
 
 
 def run_demo(config: str, checkpoint: Optional[str], images: Sequence[str], vocabulary: str, out_dir: str,
              score_thr: float = 0.3, device: str = "cpu", cfg_options: Optional[dict] = None) -> list[str]:
-    """Write `<stem>_det.png` and `<stem>.json` for every image into out_dir; returns the images that
-    could not be read (each is reported, the others still run). `cfg_options` override config keys."""
+    """Write `<name>_det.png` (the readable picture) and `<name>.json` (the source path and the detections,
+    boxes in the image's own pixels) for every image into out_dir, `<name>` being the image's stem made
+    distinct (`ovclip.io.output_names`); folders stand for the images in them. Returns the inputs that could
+    not be read (each is reported, the others still run). `cfg_options` override config keys."""
     detector = Detector.from_config(config, checkpoint, device=device, cfg_options=cfg_options)
     vocab = detector.set_vocabulary(vocabulary)
+    note = teacher_note(load_config(config, cfg_options).model.get("teacher"),
+                        not has_trainable_weights(detector.model), REAL_TEACHER_CONFIG)
+    if note:
+        print(note)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    def handle(path: str, image: torch.Tensor) -> str:
+    def handle(path: str, image: torch.Tensor, name: str) -> str:
         det = detector.predict(image, score_thr=score_thr)
-        stem = Path(path).stem
-        drawn = draw_detections(image, det)
-        atomic_write(out / f"{stem}_det.png",
-                     lambda tmp: Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(tmp, format="PNG"))
+        drawn = draw_detections(image, det, score_thr)
+        atomic_write(out / f"{name}_det.png", lambda tmp: drawn.save(tmp, format="PNG"))
         record = {"image": path, "vocabulary": vocab.names, "score_thr": score_thr, "detections": det.to_list()}
-        atomic_json_dump(record, out / f"{stem}.json", indent=1)
+        atomic_json_dump(record, out / f"{name}.json", indent=1)
         found = ", ".join(f"{d['name']} {d['score']:.2f}" for d in record["detections"]) or "nothing"
-        return f"{path}: {found} -> {out / (stem + '_det.png')}"
+        return f"{path}: {found} -> {out / (name + '_det.png')}"
     return for_each_image(list(images), handle, out)

@@ -7,6 +7,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from ovclip.demo import require_checkpoint
 from ovclip.engine import build_model
 from ovclip.io import as_image_tensor
 from ovclip.vocabulary import Vocabulary, load_vocabulary
@@ -38,12 +39,16 @@ class Segmenter:
 
     @classmethod
     def from_config(cls, config: "str | Path", checkpoint: "str | Path | None" = None, device: str = "cpu",
-                    cfg_options: Optional[dict] = None) -> "Segmenter":
+                    cfg_options: Optional[dict] = None, allow_untrained: bool = False) -> "Segmenter":
         """Build the config's model and load a checkpoint's weights (weights_only); zero-shot models
-        (MaskCLIP) need none."""
+        (MaskCLIP) need none, for a model with trainable weights (MaskCLIP+, mask proposals) no checkpoint is
+        a ConfigError, unless `allow_untrained` asks for the untrained model."""
         import ovseg.models  # noqa: F401 - registers the segmenters
 
-        return cls(build_model(config, checkpoint, cfg_options), device)
+        model = build_model(config, checkpoint, cfg_options)
+        if checkpoint is None and not allow_untrained:
+            require_checkpoint(model, config)
+        return cls(model, device)
 
     @property
     def vocabulary(self) -> Vocabulary:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ovclip.io import ImageReadError, as_image_tensor, atomic_json_dump, atomic_torch_save, read_image
+from ovclip.io import (ImageReadError, as_image_tensor, atomic_json_dump, atomic_torch_save, for_each_image,
+                       list_images, output_names, read_image)
 
 
 def test_16bit_png_scaled_to_8_bits_not_clipped(tmp_path):
@@ -53,3 +54,42 @@ def test_atomic_writes_honour_the_umask(tmp_path, umask):
     assert expected == 0o666 & ~umask
     for name in ("metrics.json", "ckpt.pth"):
         assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == expected, name
+
+
+def _png(path, value=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((4, 5, 3), value, np.uint8)).save(path)
+    return str(path)
+
+
+def test_folders_stand_for_their_images_sorted_and_not_recursive(tmp_path):
+    b, a = _png(tmp_path / "d" / "b.PNG"), _png(tmp_path / "d" / "a.jpg")
+    _png(tmp_path / "d" / "sub" / "c.png")
+    (tmp_path / "d" / "notes.txt").write_text("not an image")
+    assert list_images([str(tmp_path / "d"), "missing.png"]) == [a, b, "missing.png"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ImageReadError, match=r"folder .*empty holds no image file \(.png, .jpg"):
+        list_images([tmp_path / "empty"])
+
+
+def test_output_names_are_distinct_and_deterministic():
+    assert output_names(["a/x.png", "b/x.png", "c/X.jpg", "d/x_1.png", "y.png"]) == ["x", "x_2", "X_3", "x_1", "y"]
+    assert output_names(["a/x.png", "b/y.png"]) == ["x", "y"]
+
+
+def test_for_each_image_reads_folders_and_names_each_image_once(tmp_path, capsys):
+    _png(tmp_path / "a" / "x.png", 10)
+    _png(tmp_path / "b" / "x.png", 20)
+    (tmp_path / "empty").mkdir()
+    seen = []
+
+    def handle(path, image, name):
+        seen.append((path, int(image[0, 0, 0]), name))
+        return f"{path} -> {name}"
+    failed = for_each_image([str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "empty"), "gone.png"],
+                            handle, tmp_path)
+    assert seen == [(str(tmp_path / "a" / "x.png"), 10, "x"), (str(tmp_path / "b" / "x.png"), 20, "x_1")]
+    assert failed == [str(tmp_path / "empty"), "gone.png"]
+    out = capsys.readouterr().out
+    assert "holds no image file" in out and "image file not found: gone.png" in out
+    assert '{"images": 3, "failed": 2' in out

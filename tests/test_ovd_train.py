@@ -95,23 +95,22 @@ class _RecordResume(Hook):
 def test_resume_after_kill_continues_from_the_saved_iteration_and_optimizer_state(tmp_path):
     work = tmp_path / "killed"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "tools/train.py", CONFIG, "--work-dir", str(work), "--cfg-options",
+    # The job kills itself (SIGKILL: no cleanup at all) when iteration 10 starts, after the checkpoint of
+    # iteration 8: where it stops does not depend on how fast this machine is.
+    (tmp_path / "kill_hook.py").write_text(
+        "import os, signal\nfrom mmengine.hooks import Hook\nfrom mmengine.registry import HOOKS\n\n\n"
+        "@HOOKS.register_module()\nclass KillAtIteration(Hook):\n"
+        "    def before_train_iter(self, runner, batch_idx, data_batch=None):\n"
+        "        if runner.iter == 9:\n            os.kill(os.getpid(), signal.SIGKILL)\n")
+    (tmp_path / "killed.py").write_text(
+        f"_base_ = [{CONFIG!r}]\ncustom_imports = dict(imports=['kill_hook'])\n"
+        f"custom_hooks = [dict(type='PlainCheckpointHook'), dict(type='KillAtIteration')]\n")
+    cmd = [sys.executable, "tools/train.py", str(tmp_path / "killed.py"), "--work-dir", str(work), "--cfg-options",
            "train_cfg.max_iters=200", "default_hooks.checkpoint.interval=4",
-           "default_hooks.checkpoint.max_keep_ckpts=5",
-           "log_level=WARNING"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+           "default_hooks.checkpoint.max_keep_ckpts=5", "log_level=WARNING"]
+    proc = subprocess.run(cmd, cwd=ROOT, env={**env, "PYTHONPATH": str(tmp_path)}, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     marker = work / "last_checkpoint"
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            if marker.is_file() and marker.read_text().strip().endswith("iter_8.pth"):
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, "training stopped before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
     saved_name = Path(marker.read_text().strip()).name
     saved = load_checkpoint_file(work / saved_name)
     cfg = runner_for(tmp_path, "killed", **{"train_cfg.max_iters": saved["meta"]["iter"] + 2})
@@ -120,7 +119,7 @@ def test_resume_after_kill_continues_from_the_saved_iteration_and_optimizer_stat
     runner = Runner.from_cfg(cfg)
     runner.train()
     seen = _RecordResume.seen
-    assert seen["iter"] == saved["meta"]["iter"] >= 8 and runner.iter == seen["iter"] + 2
+    assert seen["iter"] == saved["meta"]["iter"] == 8 and runner.iter == seen["iter"] + 2
     state, ref = seen["optimizer"]["state"], saved["optimizer"]["state"]
     assert state.keys() == ref.keys() and len(state) > 10
     assert all(torch.equal(state[k]["momentum_buffer"].cpu(), ref[k]["momentum_buffer"]) for k in ref)
@@ -155,8 +154,8 @@ def test_demo_writes_an_annotated_image_and_json_per_input(trained, tmp_path):
         assert record["vocabulary"] == ["circle", "triangle", "star"] and record["detections"]
         assert {d["name"] for d in record["detections"]} <= {"circle", "triangle", "star"}
         from PIL import Image
-        with Image.open(tmp_path / "demo" / f"{stem}_det.png") as im:
-            assert im.size == (128, 128)
+        with Image.open(tmp_path / "demo" / f"{stem}_det.png") as im:  # 128 pixels drawn 4x, legend beside
+            assert im.height >= 512 and im.width > 512
     r = subprocess.run([sys.executable, "tools/demo.py", CONFIG, str(work_dir / "iter_20.pth"), "missing.png",
                         "--vocab", "circle", "--out-dir", str(tmp_path / "demo2")], cwd=ROOT, capture_output=True,
                        text=True)
@@ -208,7 +207,7 @@ def test_paper_configs_resolve_to_the_paper_settings_and_build(name, with_mask, 
     # The real teacher (ViT-B-32/openai) needs a download; the structure is checked with the tiny one.
     det = Detector.from_config(ROOT / "configs" / "vild" / name,
                                cfg_options={"model.teacher": "tiny-vit", "model.backbone_weights": None,
-                                            "model.templates": "single"})
+                                            "model.templates": "single"}, allow_untrained=True)
     assert det.model.detector.roi_heads.has_mask() == with_mask
     assert len(det.vocabulary) == (65 if vocab == "ov-coco" else 1203)
     assert int(det.model.detector.predictor.base_mask.sum()) == (48 if vocab == "ov-coco" else 866)
@@ -216,7 +215,8 @@ def test_paper_configs_resolve_to_the_paper_settings_and_build(name, with_mask, 
 
 def test_torchrun_ddp_training_on_cpu(tmp_path):
     work = tmp_path / "ddp"
-    r = subprocess.run(["torchrun", "--nproc_per_node", "2", "tools/train.py", CONFIG, "--launcher", "pytorch",
+    r = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", "tools/train.py", CONFIG, "--launcher",
+                        "pytorch",
                         "--work-dir", str(work), "--cfg-options", "train_cfg.max_iters=2", "train_cfg.val_interval=2",
                         "default_hooks.checkpoint.interval=2"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
