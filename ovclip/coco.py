@@ -10,10 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from .errors import UserInputError
+
 log = logging.getLogger(__name__)
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserInputError, ValueError):
     """An annotation or proposal file is malformed."""
 
 

@@ -6,8 +6,10 @@ import difflib
 import inspect
 from typing import Callable, Iterable, Optional
 
+from .errors import UserInputError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserInputError, ValueError):
     """A config has an unknown, missing or invalid key."""
 
 

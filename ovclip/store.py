@@ -25,6 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .io import atomic_json_dump, atomic_write
+from .errors import UserInputError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ FORMAT = "ovclip-regions-1"
 _SHARD = re.compile(r"^r(\d{3,})-(\d{6,})\.safetensors$")
 
 
-class StoreError(RuntimeError):
+class StoreError(UserInputError, RuntimeError):
     """The feature store cannot be used as asked."""
 
 

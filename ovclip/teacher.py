@@ -19,6 +19,8 @@ from open_clip.model import CLIP, CustomTextCLIP
 from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import VisionTransformer
 
+from .errors import UserInputError
+
 _PACKAGED_CONFIGS = "ovclip.model_configs"
 # The tag that asks for random (seeded) weights on purpose: 'ViT-B-32/random', {"config": ..., "pretrained": "random"}.
 RANDOM_TAG = "random"
@@ -27,7 +29,7 @@ RANDOM_TAG = "random"
 _RANDOM_BY_DESIGN = "tiny-"
 
 
-class TeacherError(RuntimeError):
+class TeacherError(UserInputError, RuntimeError):
     """The teacher could not be loaded from the given spec."""
 
 

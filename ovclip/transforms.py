@@ -6,8 +6,10 @@ from typing import Any, Mapping, Sequence
 
 from torchvision.transforms import v2
 
+from .errors import UserInputError
 
-class PipelineError(ValueError):
+
+class PipelineError(UserInputError, ValueError):
     """A pipeline entry names no torchvision.transforms.v2 transform or has bad arguments."""
 
 

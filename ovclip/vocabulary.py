@@ -8,6 +8,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from .errors import UserInputError
+
 # The OV-COCO split of Bansal et al. / OVR-CNN used by ViLD, Detic and most follow-ups:
 # 48 base and 17 novel classes out of COCO's 80 (the other 15 are not evaluated).
 OV_COCO_BASE = (
@@ -26,7 +28,7 @@ OV_COCO_NOVEL = (
 BUILTIN_VOCABULARIES = ("coco", "ov-coco", "lvis-v1", "ov-lvis", "ade20k-150", "synthetic-shapes")
 
 
-class VocabularyError(ValueError):
+class VocabularyError(UserInputError, ValueError):
     """A vocabulary could not be built from what was given."""
 
 

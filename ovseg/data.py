@@ -12,6 +12,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from ovclip.errors import UserInputError
 from ovclip.io import ImageReadError, read_image
 from ovclip.transforms import build_pipeline
 from ovclip.vocabulary import Vocabulary, VocabularyError, load_vocabulary, match_categories
@@ -26,7 +27,7 @@ IGNORE = 255  # label value that no loss and no metric counts
 BACKGROUND = 254
 
 
-class SegDataError(ValueError):
+class SegDataError(UserInputError, ValueError):
     """A label file is missing, unreadable, of the wrong size or holds values outside the class list."""
 
 

@@ -176,3 +176,19 @@ def test_test_tool_refuses_a_checkpoint_that_does_not_fit(tmp_path):
     fitting = build_model(config).state_dict()  # the model's own weights load without a word
     torch.save({"state_dict": fitting}, tmp_path / "own.pth")
     test(config, str(tmp_path / "own.pth"), work_dir=str(tmp_path / "w2"), cfg_options=options)
+
+
+@pytest.mark.parametrize("tool,args", [
+    ("train.py", ["configs/vild/vild_r18_fpn_tiny_shapes-cpu.py", "--cfg-options", "model.templatez=single"]),
+    ("test.py", ["configs/vild/vild_r18_fpn_tiny_shapes-cpu.py", "no-such.pth"]),
+])
+def test_tools_report_a_users_mistake_in_one_line(tool, args, tmp_path):
+    import subprocess
+    import sys
+    cmd = [sys.executable, f"tools/{tool}", *args, "--work-dir", str(tmp_path)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and ("templatez" in errors[0] or "no-such.pth" in errors[0]), r.stderr[-2000:]
+    r = subprocess.run([*cmd, "--debug"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 1 and "Traceback" in r.stderr

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mmengine.config import DictAction
 
+from ovclip.cli import add_debug_flag, run_tool
 from ovclip.synthetic import make_world
 from ovclip.synthetic.tiny_clip import load_synthetic_teacher, teacher_spec, train_tiny_clip, zero_shot_accuracy
 from ovclip.synthetic.bench import BenchRow
@@ -69,6 +70,7 @@ def main(argv=None) -> int:
     p.add_argument("--configs", default=str(CONFIGS), help="the project's configs folder (default: the repository's)")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
                    help="override keys of the detection config for every detection row: key=value")
+    add_debug_flag(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     s = SETTINGS["quick" if args.quick else "full"]
@@ -111,4 +113,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

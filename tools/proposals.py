@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 
+from ovclip.cli import add_debug_flag, run_tool
 from ovd.proposals import dump_proposals
 
 
@@ -22,6 +23,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-per-image", type=int, default=300)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
+    add_debug_flag(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     stats = dump_proposals(args.config, args.checkpoint, args.out, args.split, args.max_per_image, args.device,
@@ -31,4 +33,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

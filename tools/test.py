@@ -9,6 +9,7 @@ import sys
 
 from mmengine.config import DictAction
 
+from ovclip.cli import add_debug_flag, run_tool
 from ovclip.engine import test
 
 
@@ -27,6 +28,7 @@ def main(argv=None) -> int:
                    help="load a checkpoint that does not fully fit the config (warns, names the keys); refused otherwise")
     p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     p.add_argument("--local-rank", "--local_rank", type=int, default=0, help=argparse.SUPPRESS)
+    add_debug_flag(p)
     args = p.parse_args(argv)
     test(args.config, args.checkpoint, vocabulary=args.vocab, out=args.out, work_dir=args.work_dir,
          cfg_options=args.cfg_options, launcher=args.launcher, allow_partial=args.allow_partial)
@@ -34,4 +36,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

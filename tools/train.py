@@ -8,6 +8,7 @@ import sys
 
 from mmengine.config import DictAction
 
+from ovclip.cli import add_debug_flag, run_tool
 from ovclip.engine import train
 
 
@@ -22,6 +23,7 @@ def main(argv=None) -> int:
     p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none",
                    help="'pytorch' under torchrun for several processes")
     p.add_argument("--local-rank", "--local_rank", type=int, default=0, help=argparse.SUPPRESS)
+    add_debug_flag(p)
     args = p.parse_args(argv)
     train(args.config, work_dir=args.work_dir, resume=args.resume, cfg_options=args.cfg_options,
           launcher=args.launcher)
@@ -29,4 +31,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -23,12 +23,13 @@ from mmengine.registry import HOOKS
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from ..io import atomic_write
+from ..errors import UserInputError
 
 _BUFFER_TAG = "__history_buffer__"
 _ARRAY_TAG = "__ndarray__"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserInputError, RuntimeError):
     """A checkpoint is missing, corrupt or holds objects that cannot be loaded safely."""
 
 

@@ -14,6 +14,7 @@ from mmengine.registry import DATASETS, HOOKS, METRICS, MODELS, DefaultScope
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
+from ..demo import require_checkpoint
 from ..io import atomic_json_dump
 from ..options import ConfigError, check_arguments, close_hint
 from .checkpoint import model_state_dict
@@ -232,9 +233,9 @@ def test(config: "str | Path", checkpoint: Optional[str] = None, vocabulary: "st
     runner = ProjectRunner.from_cfg(cfg)
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model
     try:
-        if checkpoint is None and any(p.requires_grad for p in model.parameters()):
-            raise ConfigError(f"the model of {config} has trainable weights: give the checkpoint to evaluate")
-        if checkpoint is not None:
+        if checkpoint is None:
+            require_checkpoint(model, config)
+        else:
             load_weights(model, checkpoint, config, allow_partial)  # here, as mmengine's loader only warns
     except ConfigError:
         _close_process_group()

@@ -8,6 +8,7 @@ from mmengine.model import BaseModel
 from torchvision.models.detection import FasterRCNN
 from torch import Tensor
 
+from ovclip.errors import UserInputError
 from ovclip.options import check_arguments, check_keys, with_defaults
 from ovclip.io import to_unit_float
 from ovclip.regions import region_embeddings
@@ -27,7 +28,7 @@ DETECTOR_KEYS = tuple(k for k in inspect.signature(FasterRCNN).parameters
 DISTILL_DEFAULTS = {"source": "store", "num_regions": 300, "scales": (1.0, 1.5), "batch_size": 64}
 
 
-class DistillConfigError(ValueError):
+class DistillConfigError(UserInputError, ValueError):
     """The distillation settings do not fit the data."""
 
 
