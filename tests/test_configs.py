@@ -192,3 +192,15 @@ def test_tools_report_a_users_mistake_in_one_line(tool, args, tmp_path):
     assert len(errors) == 1 and ("templatez" in errors[0] or "no-such.pth" in errors[0]), r.stderr[-2000:]
     r = subprocess.run([*cmd, "--debug"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 1 and "Traceback" in r.stderr
+
+
+def test_training_logs_to_tensorboard_when_asked(tmp_path):
+    from ovclip.engine import train
+    train(ROOT / "configs/vild/vild_r18_fpn_tiny_shapes-cpu.py", work_dir=str(tmp_path), tensorboard=True,
+          cfg_options={"train_cfg.max_iters": 2, "train_cfg.val_interval": 100, "default_hooks.logger.interval": 1,
+                       "log_level": "WARNING"})
+    events = list(tmp_path.glob("*/vis_data/events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 100
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    logged = EventAccumulator(str(events[0].parent)).Reload().Tags()["scalars"]
+    assert "loss" in logged and "lr" in logged

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import json
 import logging
 import os
@@ -189,11 +190,27 @@ def _close_process_group() -> None:
         dist.destroy_process_group()
 
 
+def add_tensorboard(cfg: Config) -> None:
+    """Log scalars to TensorBoard too (mmengine's TensorboardVisBackend, beside the local json logs): event
+    files under <work_dir>/<timestamp>/vis_data/; view with `tensorboard --logdir <work_dir>`."""
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("TensorBoard logging needs the tensorboard package: pip install -e \".[tensorboard]\"")
+    visualizer = dict(cfg.get("visualizer") or dict(type="Visualizer", vis_backends=[dict(type="LocalVisBackend")]))
+    backends = list(visualizer.get("vis_backends") or [])
+    if not any(b.get("type") == "TensorboardVisBackend" for b in backends):
+        backends.append(dict(type="TensorboardVisBackend"))
+    visualizer["vis_backends"] = backends
+    cfg.visualizer = visualizer
+
+
 def train(config: "str | Path", work_dir: Optional[str] = None, resume: "bool | str" = False,
-          cfg_options: Optional[dict] = None, launcher: str = "none") -> Runner:
+          cfg_options: Optional[dict] = None, launcher: str = "none", tensorboard: bool = False) -> Runner:
     """Train from a config; `resume=True` continues from the work dir's latest checkpoint (iteration,
-    optimizer, schedulers, logs), `resume=PATH` from that checkpoint."""
+    optimizer, schedulers, logs), `resume=PATH` from that checkpoint; `tensorboard` also logs to
+    TensorBoard."""
     cfg = load_config(config, cfg_options, work_dir)
+    if tensorboard:
+        add_tensorboard(cfg)
     _set_launcher(cfg, launcher)
     if resume:
         cfg.resume = True
