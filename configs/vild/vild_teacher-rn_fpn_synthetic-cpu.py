@@ -49,5 +49,6 @@ optim_wrapper = dict(type="OptimWrapper", optimizer=dict(type="AdamW", lr=1e-3, 
                      clip_grad=dict(max_norm=10.0, norm_type=2))
 param_scheduler = [dict(type="LinearLR", start_factor=0.01, by_epoch=False, begin=0, end=50),
                    dict(type="CosineAnnealingLR", by_epoch=False, begin=50, T_max=450, eta_min=1e-5)]
-default_hooks = dict(logger=dict(interval=50), checkpoint=dict(by_epoch=False, interval=500, max_keep_ckpts=1))
-log_processor = dict(by_epoch=False, window_size=50)
+# A log line every 10 iterations (a CPU iteration takes seconds), a checkpoint every 100 (--resume after a kill).
+default_hooks = dict(logger=dict(interval=10), checkpoint=dict(by_epoch=False, interval=100, max_keep_ckpts=1))
+log_processor = dict(by_epoch=False, window_size=10)
