@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .coco import load_coco_images, load_proposals
+from .coco import AnnotationError, load_coco_images, load_proposals
+from .errors import UserInputError
 from .io import ImageReadError, read_image
 from .options import ConfigError
 from .regions import region_embeddings
@@ -17,6 +19,13 @@ from .store import StoreWriter
 from .teacher import load_teacher
 
 log = logging.getLogger(__name__)
+
+LISTED_BAD_IMAGES = 10  # unreadable images named one by one in the log; the rest are only counted
+
+
+class PrecomputeError(UserInputError, RuntimeError):
+    """A precompute job could not store anything from what it was given."""
+
 
 # The keys a precompute config may have, with their defaults: unknown keys are errors, not ignored.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -58,15 +67,32 @@ def pick_device(device: str) -> str:
     return "cpu"
 
 
+def check_inputs(dataset: Mapping[str, Any]) -> None:
+    """Refuse a missing annotation file, image folder or proposals file by its config key, before any work."""
+    for key, exists, what in (("ann_file", Path.is_file, "annotation file"), ("img_dir", Path.is_dir, "image folder"),
+                              ("proposals", Path.is_file, "proposals file")):
+        path = dataset[key]
+        if path and not exists(Path(path)):
+            raise ConfigError(f"dataset.{key}: {what} not found: {path}; fix the path in the config or with "
+                              f"--cfg-options dataset.{key}=PATH")
+
+
 def run_precompute(cfg: Mapping[str, Any], out: str, rank: int = 0, world_size: int = 1,
                    progress: bool = True) -> dict[str, int]:
     """Embed the boxes of this rank's share of the images (every world_size-th one) into store `out`.
 
-    Images already in the store are skipped, so a killed job resumes where it stopped.
+    Images already in the store are skipped, so a killed job resumes where it stopped; a shard found
+    damaged is set aside and its images are embedded again (`damaged_shards` counts them). Unreadable
+    images are skipped and counted (`bad_images`) with run.on_bad_image='skip', but a rank that can read
+    none of its images raises PrecomputeError naming the first failures.
     """
     c = resolve_config(cfg)
     d = c["dataset"]
+    check_inputs(d)
     images, gt_boxes = load_coco_images(d["ann_file"], d["img_dir"])
+    if not images:
+        raise AnnotationError(f"{d['ann_file']}: 'images' is empty, so there is nothing to precompute; "
+                              f"check dataset.ann_file")
     if d["proposals"]:
         boxes_by_image = load_proposals(d["proposals"], d["max_regions"], d["min_score"])
         source = "proposals"
@@ -77,7 +103,8 @@ def run_precompute(cfg: Mapping[str, Any], out: str, rank: int = 0, world_size: 
                            precision=c["teacher"]["precision"])
     scales = [float(s) for s in c["region"]["scales"]]
     meta = {"embed_dim": teacher.embed_dim, "teacher": teacher.spec, "scales": scales, "boxes": source}
-    stats = {"images": 0, "skipped_done": 0, "bad_images": 0, "regions": 0}
+    stats = {"images": 0, "skipped_done": 0, "bad_images": 0, "regions": 0, "damaged_shards": 0}
+    failures: list[str] = []
     mine = images[rank::world_size]
     with StoreWriter(out, meta, rank=rank, shard_size=c["store"]["shard_size"],
                      flush_seconds=c["store"]["flush_seconds"]) as writer:
@@ -93,7 +120,10 @@ def run_precompute(cfg: Mapping[str, Any], out: str, rank: int = 0, world_size: 
                 if c["run"]["on_bad_image"] == "error":
                     raise
                 stats["bad_images"] += 1
-                log.warning("skipping image %s: %s", rec.id, e)
+                if len(failures) < LISTED_BAD_IMAGES:
+                    failures.append(f"image {rec.id}: {e}")
+                    log.warning("skipping %s%s", failures[-1], "" if len(failures) < LISTED_BAD_IMAGES else
+                                " (further unreadable images are counted, not listed)")
                 continue
             if len(boxes):
                 r = region_embeddings(teacher, image, torch.from_numpy(boxes), scales, c["region"]["batch_size"])
@@ -104,6 +134,13 @@ def run_precompute(cfg: Mapping[str, Any], out: str, rank: int = 0, world_size: 
             stats["images"] += 1
             stats["regions"] += len(kept)
             bar.set_postfix(regions=stats["regions"], bad=stats["bad_images"])
+        stats["damaged_shards"] = len(writer.damaged)
+    if stats["bad_images"] and not stats["images"] and not stats["skipped_done"]:
+        which = f"the {len(mine)} images" if world_size == 1 else f"the {len(mine)} images of rank {rank}"
+        raise PrecomputeError(
+            f"none of {which} could be read, so nothing was stored (first failures: {'; '.join(failures[:3])}); "
+            f"check dataset.img_dir ({d['img_dir']}) and the file_name fields of dataset.ann_file ({d['ann_file']})")
     if stats["bad_images"]:
-        log.warning("rank %d: %d unreadable images were skipped", rank, stats["bad_images"])
+        log.warning("rank %d: %d of %d images could not be read and are not in the store (first: %s)", rank,
+                    stats["bad_images"], len(mine), failures[0])
     return stats

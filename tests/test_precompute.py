@@ -1,5 +1,7 @@
+import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +11,7 @@ import torch
 from PIL import Image
 
 import ovclip.precompute as pre
+from ovclip.cli import run_tool
 from ovclip.coco import AnnotationError, load_coco_images
 from ovclip.io import ImageReadError
 from ovclip.store import FeatureStore
@@ -16,6 +19,19 @@ from ovclip.store import FeatureStore
 from .conftest import random_image
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def precompute_tool():
+    """tools/precompute.py as a module (tools/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("precompute_tool", ROOT / "tools" / "precompute.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_config(cfg: dict, path: Path) -> str:
+    path.write_text("".join(f"{k} = {v!r}\n" for k, v in cfg.items()))
+    return str(path)
 
 
 def make_dataset(root: Path, n: int = 6) -> dict:
@@ -37,7 +53,7 @@ def make_dataset(root: Path, n: int = 6) -> dict:
 def test_precompute_writes_every_image(tmp_path, caplog):
     cfg = make_dataset(tmp_path)
     stats = pre.run_precompute(cfg, str(tmp_path / "store"), progress=False)
-    assert stats == {"images": 6, "skipped_done": 0, "bad_images": 0, "regions": 12}
+    assert stats == {"images": 6, "skipped_done": 0, "bad_images": 0, "regions": 12, "damaged_shards": 0}
     assert "dropped 1 boxes with no area" in caplog.text
     store = FeatureStore(tmp_path / "store")
     boxes, emb = store[3]
@@ -82,12 +98,11 @@ def test_ranks_split_the_images(tmp_path):
 
 def test_torchrun_two_processes(tmp_path):
     cfg = make_dataset(tmp_path, n=4)
-    cfg_file = tmp_path / "cfg.py"
-    cfg_file.write_text("".join(f"{k} = {v!r}\n" for k, v in cfg.items()))
+    cfg_file = write_config(cfg, tmp_path / "cfg.py")
     out = tmp_path / "store"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           str(ROOT / "tools" / "precompute.py"), str(cfg_file), "--out", str(out), "--no-progress"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "tools" / "precompute.py"), cfg_file, "--out", str(out), "--no-progress"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {p.name[:4] for p in FeatureStore.shard_files(out)} == {"r000", "r001"}
@@ -104,6 +119,72 @@ def test_bad_images_skip_or_fail(tmp_path):
     cfg["run"] = {"on_bad_image": "error"}
     with pytest.raises(ImageReadError, match="1.png"):
         pre.run_precompute(cfg, str(tmp_path / "b"), progress=False)
+
+
+@pytest.mark.parametrize("key,match", [
+    ("img_dir", r"dataset.img_dir: image folder not found: .*nowhere; fix the path .*--cfg-options dataset.img_dir="),
+    ("ann_file", r"dataset.ann_file: annotation file not found: .*nowhere; fix the path"),
+    ("proposals", r"dataset.proposals: proposals file not found: .*nowhere"),
+])
+def test_missing_inputs_are_errors_before_any_work(tmp_path, key, match):
+    cfg = make_dataset(tmp_path, n=1)
+    cfg["dataset"][key] = str(tmp_path / "nowhere")
+    with pytest.raises(pre.ConfigError, match=match):
+        pre.run_precompute(cfg, str(tmp_path / "s"), progress=False)
+    assert not (tmp_path / "s").exists()
+
+
+def test_every_image_unreadable_is_an_error(tmp_path, capsys, caplog, monkeypatch):
+    cfg = make_dataset(tmp_path, n=3)
+    for f in (tmp_path / "img").iterdir():
+        f.write_bytes(b"not an image")
+    monkeypatch.setattr(pre, "LISTED_BAD_IMAGES", 2)
+    with pytest.raises(pre.PrecomputeError, match=r"none of the 3 images could be read.*0\.png.*check dataset.img_dir"):
+        pre.run_precompute(cfg, str(tmp_path / "a"), progress=False)
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipping")]
+    assert len(skipped) == 2 and "further unreadable images are counted, not listed" in skipped[1]
+    # the tool: one error line and a non-zero exit status, not an empty store and status 0
+    cfg_file = write_config(cfg, tmp_path / "cfg.py")
+    status = run_tool(precompute_tool().main, [cfg_file, "--out", str(tmp_path / "b"), "--no-progress"])
+    assert status == 2
+    assert "error: none of the 3 images could be read" in capsys.readouterr().err
+
+
+def test_some_images_unreadable_store_the_rest_and_say_so(tmp_path, capsys):
+    cfg = make_dataset(tmp_path, n=3)
+    (tmp_path / "img" / "1.png").write_bytes(b"not an image")
+    out = tmp_path / "store"
+    status = run_tool(precompute_tool().main, [write_config(cfg, tmp_path / "cfg.py"), "--out", str(out),
+                                               "--no-progress"])
+    captured = capsys.readouterr()
+    assert status == precompute_tool().SOME_IMAGES_FAILED == 3
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert (summary["complete"], summary["bad_images"], summary["store_images"]) == (False, 1, 2)
+    assert "warning: 1 image could not be read" in captured.err
+    assert sorted(FeatureStore(out).image_ids) == ["0", "2"]
+
+
+@pytest.mark.parametrize("how", ["garbage", "half", "bitflip"])
+def test_rerun_redoes_a_damaged_shard(tmp_path, caplog, how):
+    cfg = make_dataset(tmp_path, n=6)
+    cfg["store"] = {"shard_size": 2}
+    clean, out = tmp_path / "clean", tmp_path / "store"
+    pre.run_precompute(cfg, str(clean), progress=False)
+    pre.run_precompute(cfg, str(out), progress=False)
+    FeatureStore(out)  # the index, which now names a shard that is about to be damaged
+    shard = FeatureStore.shard_files(out)[1]
+    data = shard.read_bytes()
+    damaged = {"garbage": b"\x07" * len(data), "half": data[: len(data) // 2],
+               "bitflip": data[:-10] + bytes([data[-10] ^ 1]) + data[-9:]}[how]
+    shard.write_bytes(damaged)
+    stats = pre.run_precompute(cfg, str(out), progress=False)
+    assert (stats["images"], stats["skipped_done"], stats["damaged_shards"]) == (2, 4, 1)
+    assert f"shard {shard.name}" in caplog.text and "computed again" in caplog.text
+    assert (out / "damaged" / shard.name).read_bytes() == damaged  # set aside, not deleted
+    store, reference = FeatureStore(out), FeatureStore(clean)
+    assert store.verify() == 3 and sorted(store.image_ids) == sorted(reference.image_ids)
+    for image_id in reference.image_ids:
+        assert all(torch.equal(a, b) for a, b in zip(store[image_id], reference[image_id])), image_id
 
 
 def test_proposals_file(tmp_path):
@@ -150,3 +231,20 @@ def test_example_config_runs(tmp_path):
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["store_images"] == 4 and summary["regions"] > 0
     assert torch.is_tensor(FeatureStore(tmp_path / "ex")[1][1])
+
+
+def test_shipped_precompute_config_follows_data_root(tmp_path):
+    """configs/precompute/ov-coco_vit-b-32.py pointed at a COCO-layout folder by data_root alone."""
+    import importlib.util
+    make_dataset(tmp_path / "coco", n=2)
+    (tmp_path / "coco" / "annotations").mkdir()
+    (tmp_path / "coco" / "ann.json").rename(tmp_path / "coco" / "annotations" / "instances_train2017.json")
+    (tmp_path / "coco" / "img").rename(tmp_path / "coco" / "train2017")
+    spec = importlib.util.spec_from_file_location("precompute_tool", ROOT / "tools" / "precompute.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "store"
+    rc = tool.main([str(ROOT / "configs" / "precompute" / "ov-coco_vit-b-32.py"), "--out", str(out), "--no-progress",
+                    "--cfg-options", f"data_root={tmp_path / 'coco'}", "teacher.spec=tiny-vit", "teacher.precision=fp32",
+                    "teacher.device=cpu", "dataset.proposals=None"])
+    assert rc == 0 and sorted(FeatureStore(out).image_ids) == ["0", "1"]

@@ -78,16 +78,58 @@ def test_corrupt_shards_are_named(tmp_path):
     second.write_bytes(bytes(data))
     store = FeatureStore(tmp_path)
     store[0]  # the undamaged shard still reads
-    with pytest.raises(CorruptShardError, match=second.name + ".*checksum"):
+    with pytest.raises(CorruptShardError, match=second.name + ".*checksum.*rerun tools/precompute.py"):
         store[2]
     with pytest.raises(CorruptShardError, match=second.name):
         store.verify()
     first.write_bytes(first.read_bytes()[:40])  # truncated, as by a full disk
     (tmp_path / "index.json").unlink()
-    with pytest.raises(CorruptShardError, match=first.name + ".*unreadable"):
+    with pytest.raises(CorruptShardError, match=first.name + ".*unreadable.*rerun tools/precompute.py"):
         FeatureStore(tmp_path)
 
 
 def test_not_a_store(tmp_path):
     with pytest.raises(StoreError, match="not a feature store"):
         FeatureStore(tmp_path)
+
+
+def _damage(path, how):
+    data = path.read_bytes()
+    if how == "garbage":
+        path.write_bytes(b"\x07" * len(data))
+    elif how == "half":
+        path.write_bytes(data[: len(data) // 2])
+    else:  # one flipped bit in the embeddings: the header still reads, only the checksum tells
+        path.write_bytes(data[:-10] + bytes([data[-10] ^ 1]) + data[-9:])
+
+
+@pytest.mark.parametrize("how", ["garbage", "half", "bitflip"])
+def test_reopened_writer_sets_a_damaged_shard_aside(tmp_path, caplog, how):
+    with StoreWriter(tmp_path, META, shard_size=2) as w:
+        for i in range(4):
+            w.add(i, *_regions(3, i))
+    _damage(FeatureStore.shard_files(tmp_path)[1], how)  # r000-000001: images 2 and 3
+    w = StoreWriter(tmp_path, META, shard_size=2)
+    assert [i in w for i in range(4)] == [True, True, False, False]
+    assert w.damaged == ["r000-000001.safetensors"]
+    assert "shard r000-000001.safetensors" in caplog.text and "computed again" in caplog.text
+    assert [p.name for p in (tmp_path / "damaged").iterdir()] == ["r000-000001.safetensors"]
+    w.add(2, *_regions(3, 2))
+    w.add(3, *_regions(3, 3))
+    w.close()
+    # the name of the shard set aside is not reused, so a second damage would not overwrite the first
+    names = [p.name for p in FeatureStore.shard_files(tmp_path)]
+    assert names == ["r000-000000.safetensors", "r000-000002.safetensors"]
+    store = FeatureStore(tmp_path)
+    assert store.verify() == 2 and torch.equal(store[3][0], _regions(3, 3)[0])
+
+
+def test_two_writers_find_the_same_damaged_shard(tmp_path, caplog):
+    with StoreWriter(tmp_path, META, shard_size=2) as w:
+        for i in range(2):
+            w.add(i, *_regions(3, i))
+    _damage(FeatureStore.shard_files(tmp_path)[0], "bitflip")
+    a, b = StoreWriter(tmp_path, META, rank=0), StoreWriter(tmp_path, META, rank=1)
+    assert 0 not in a  # rank 0 moves it away ...
+    assert 1 not in b  # ... and rank 1, finding it gone, redoes its image too
+    assert "another writer moved it away" in caplog.text

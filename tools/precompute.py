@@ -1,7 +1,12 @@
 """Run the CLIP teacher over a dataset's boxes and write region embeddings to a feature store.
 
-    python tools/precompute.py CONFIG --out DIR [--cfg-options teacher.spec=ViT-B-32/openai ...]
+    python tools/precompute.py CONFIG --out DIR [--cfg-options teacher.spec=ViT-B-32/openai data_root=/coco/ ...]
     torchrun --nproc_per_node N tools/precompute.py CONFIG --out DIR     # N writers, one shard set each
+
+Rerun the same command to resume: stored images are skipped, damaged shards are set aside and redone.
+Exit status: 0 every image is stored; 3 some images could not be read (named in the log, not in the
+store; the others are); 2 a mistake to fix (a missing file or folder, an unknown config key, no image
+readable at all), with one 'error:' line.
 """
 import argparse
 import json
@@ -9,11 +14,16 @@ import logging
 import os
 import sys
 
+import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
 
+from ovclip.cli import add_debug_flag, run_tool
+from ovclip.engine.runner import ROOT_SUFFIX, reroot
 from ovclip.precompute import run_precompute
 from ovclip.store import FeatureStore
+
+SOME_IMAGES_FAILED = 3
 
 
 def main(argv=None) -> int:
@@ -23,25 +33,34 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="feature store folder (created, or resumed if it exists)")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, default={}, help="override config keys: key=value")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_debug_flag(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = Config.fromfile(args.config)
-    cfg.merge_from_dict(args.cfg_options)
+    cfg.merge_from_dict(reroot(cfg, args.cfg_options))  # data_root=... moves every path built from it
+    sections = {k: v for k, v in cfg.to_dict().items() if not k.endswith(ROOT_SUFFIX)}
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if world > 1:
         dist.init_process_group("gloo")
-    stats = run_precompute(cfg.to_dict(), args.out, rank=rank, world_size=world, progress=not args.no_progress)
+    stats = run_precompute(sections, args.out, rank=rank, world_size=world, progress=not args.no_progress)
+    bad = torch.tensor([stats["bad_images"]])
     if world > 1:
-        dist.barrier()  # the index is built once every rank has flushed its shards
+        dist.all_reduce(bad)  # also the barrier: the index is built once every rank has flushed its shards
+    summary = {"rank": rank, **stats, "complete": not int(bad)}
     if rank == 0:
-        store = FeatureStore(args.out, verify=False)
-        print(json.dumps({"rank": rank, **stats, "store_images": len(store), "store": args.out}))
-    else:
-        print(json.dumps({"rank": rank, **stats}))
+        summary.update(store_images=len(FeatureStore(args.out, verify=False)), store=args.out)
+    print(json.dumps(summary))
     if world > 1:
         dist.destroy_process_group()
+    if int(bad):
+        if rank == 0:
+            print(f"warning: {int(bad)} image{'s' if int(bad) > 1 else ''} could not be read and are not in the "
+                  f"store {args.out} (the first are named in the warnings above); the other images are stored. Fix "
+                  f"those image files and rerun the same command: only the missing images are computed",
+                  file=sys.stderr)
+        return SOME_IMAGES_FAILED
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

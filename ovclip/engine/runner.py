@@ -30,6 +30,7 @@ RUNNER_KEYS = (
 )
 SAFE_CHECKPOINT_HOOK = "PlainCheckpointHook"
 PROJECT_PACKAGES = ("ovclip", "ovd", "ovseg")
+ROOT_SUFFIX = "_root"  # top-level config variables that hold a data folder (data_root, lvis_root)
 log = logging.getLogger(__name__)
 
 
@@ -85,7 +86,7 @@ def reroot(cfg: Config, cfg_options: dict) -> dict:
     change nothing). Returns the other overrides, merged after, so an explicit path still wins."""
     rest = {}
     for key, new in cfg_options.items():
-        old = cfg.get(key) if key.endswith("_root") and "." not in key else None
+        old = cfg.get(key) if key.endswith(ROOT_SUFFIX) and "." not in key else None
         if not (isinstance(old, str) and old and isinstance(new, str) and new):
             rest[key] = new
             continue
