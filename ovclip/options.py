@@ -22,6 +22,23 @@ def with_defaults(section: str, given: Optional[dict], defaults: dict, error: ty
     return {**defaults, **(given or {})}
 
 
+def resolve_sections(cfg: dict, defaults: dict, required: Iterable[tuple[str, str]] = (),
+                     error: type = ConfigError) -> dict:
+    """A sectioned tool config (e.g. precompute's teacher / dataset / ...) with each section's defaults filled
+    in; an unknown section or key is refused with the closest allowed name, a missing required
+    (section, key) is named."""
+    out: dict = {}
+    check_keys("the config", [s for s in cfg if not s.startswith("_")], defaults, error)
+    for section, section_defaults in defaults.items():
+        given = dict(cfg.get(section) or {})
+        check_keys(f"config section '{section}'", given, section_defaults, error)
+        out[section] = {**section_defaults, **given}
+    for section, key in required:
+        if out[section][key] is None:
+            raise error(f"config needs {section}.{key}")
+    return out
+
+
 def close_hint(key: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the closest of `choices`, or ''."""
     close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)

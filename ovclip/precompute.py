@@ -13,7 +13,7 @@ from tqdm import tqdm
 from .coco import AnnotationError, load_coco_images, load_proposals
 from .errors import UserInputError
 from .io import ImageReadError, read_image
-from .options import ConfigError
+from .options import ConfigError, resolve_sections
 from .regions import region_embeddings
 from .store import StoreWriter
 from .teacher import load_teacher
@@ -39,20 +39,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 
 def resolve_config(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Fill defaults into a precompute config and reject unknown sections or keys by name."""
-    out: dict[str, dict[str, Any]] = {}
-    for section in cfg:
-        if section not in DEFAULTS and not section.startswith("_"):
-            raise ConfigError(f"unknown config section '{section}'; expected {sorted(DEFAULTS)}")
-    for section, defaults in DEFAULTS.items():
-        given = dict(cfg.get(section) or {})
-        unknown = set(given) - set(defaults)
-        if unknown:
-            raise ConfigError(f"unknown key(s) {sorted(unknown)} in config section '{section}'; "
-                              f"allowed: {sorted(defaults)}")
-        out[section] = {**defaults, **given}
-    for section, key in (("teacher", "spec"), ("dataset", "ann_file"), ("dataset", "img_dir")):
-        if out[section][key] is None:
-            raise ConfigError(f"config needs {section}.{key}")
+    out = resolve_sections(cfg, DEFAULTS, (("teacher", "spec"), ("dataset", "ann_file"), ("dataset", "img_dir")))
     if out["run"]["on_bad_image"] not in ("skip", "error"):
         raise ConfigError("run.on_bad_image must be 'skip' or 'error'")
     return out
