@@ -60,8 +60,32 @@ def xywh_to_xyxy(bbox: Any, where: str) -> list[float]:
     return [x, y, x + w, y + h]
 
 
+@dataclass
+class CocoBoxes:
+    """A COCO-format file's images, categories and, per image, its boxes (xyxy, float32) with their
+    category ids (int64; -1 where an annotation has no category_id)."""
+
+    images: list[ImageRecord]
+    categories: list[dict]
+    boxes: dict[Any, np.ndarray]
+    category_ids: dict[Any, np.ndarray]
+
+    def boxes_of(self, image_id: Any, categories: "set | None" = None) -> np.ndarray:
+        """One image's boxes, only those of `categories` (category ids) if given; (0, 4) if none."""
+        boxes = self.boxes.get(image_id, np.zeros((0, 4), np.float32))
+        if categories is None or not len(boxes):
+            return boxes
+        return boxes[np.isin(self.category_ids[image_id], sorted(categories))]
+
+
 def load_coco_images(ann_file: "str | Path", img_dir: "str | Path") -> tuple[list[ImageRecord], dict[Any, np.ndarray]]:
-    """Images and their ground-truth boxes (xyxy, float32) from a COCO-format file.
+    """Images and their ground-truth boxes (xyxy, float32) from a COCO-format file (see `load_coco_boxes`)."""
+    coco = load_coco_boxes(ann_file, img_dir)
+    return coco.images, coco.boxes
+
+
+def load_coco_boxes(ann_file: "str | Path", img_dir: "str | Path") -> CocoBoxes:
+    """Images, categories and ground-truth boxes from a COCO-format file.
 
     Boxes with no area are dropped with a logged count; annotations of unknown images are errors.
     """
@@ -80,6 +104,12 @@ def load_coco_images(ann_file: "str | Path", img_dir: "str | Path") -> tuple[lis
     known = {r.id for r in images}
     if len(known) != len(images):
         raise AnnotationError(f"{ann_file}: image ids in 'images' are not unique")
+    categories = data.get("categories", [])
+    if not isinstance(categories, list):
+        raise AnnotationError(f"{ann_file}: field 'categories' must be a list")
+    for i, c in enumerate(categories):
+        require_field(c, "id", int, f"{ann_file}: categories[{i}]")
+        require_field(c, "name", str, f"{ann_file}: categories[{i}]")
     boxes: dict[Any, list] = defaultdict(list)
     dropped = 0
     anns = data.get("annotations", [])
@@ -94,15 +124,25 @@ def load_coco_images(ann_file: "str | Path", img_dir: "str | Path") -> tuple[lis
         if box[2] <= box[0] or box[3] <= box[1]:
             dropped += 1
             continue
-        boxes[image_id].append(box)
+        category = require_field(ann, "category_id", int, where) if "category_id" in ann else -1
+        boxes[image_id].append((box, category))
     if dropped:
         log.warning("%s: dropped %d boxes with no area", ann_file, dropped)
-    return images, {k: np.asarray(v, dtype=np.float32).reshape(-1, 4) for k, v in boxes.items()}
+    return CocoBoxes(images, categories,
+                     {k: np.asarray([b for b, _ in v], dtype=np.float32).reshape(-1, 4) for k, v in boxes.items()},
+                     {k: np.asarray([c for _, c in v], dtype=np.int64) for k, v in boxes.items()})
 
 
 def load_proposals(path: "str | Path", max_per_image: int = 300, min_score: float = 0.0) -> dict[Any, np.ndarray]:
     """Proposals in COCO results format ([{image_id, bbox: [x, y, w, h], score}]) -> the top
     `max_per_image` xyxy boxes per image by score."""
+    return {k: boxes for k, (boxes, _) in load_scored_proposals(path, max_per_image, min_score).items()}
+
+
+def load_scored_proposals(path: "str | Path", max_per_image: int = 300, min_score: float = 0.0,
+                          need_scores: bool = False) -> dict[Any, tuple[np.ndarray, np.ndarray]]:
+    """As `load_proposals`, with each image's scores (float32, best first) beside its boxes. An entry without
+    a score counts as 1.0 unless `need_scores`; a score that is not a number is an error naming the entry."""
     data = read_json(path)
     if not isinstance(data, list):
         raise AnnotationError(f"{path}: expected a list of {{'image_id', 'bbox', 'score'}} entries "
@@ -112,11 +152,14 @@ def load_proposals(path: "str | Path", max_per_image: int = 300, min_score: floa
         where = f"{path}: [{i}]"
         image_id = require_field(entry, "image_id", (int, str), where)
         box = xywh_to_xyxy(require_field(entry, "bbox", list, where), where)
-        score = float(entry.get("score", 1.0))
+        score = float(require_field(entry, "score", (int, float), where)) \
+            if need_scores or (isinstance(entry, dict) and "score" in entry) else 1.0
         if score >= min_score:
             per_image[image_id].append((score, box))
     out = {}
     for image_id, items in per_image.items():
         items.sort(key=lambda t: -t[0])
-        out[image_id] = np.asarray([b for _, b in items[:max_per_image]], dtype=np.float32).reshape(-1, 4)
+        items = items[:max_per_image]
+        out[image_id] = (np.asarray([b for _, b in items], dtype=np.float32).reshape(-1, 4),
+                         np.asarray([s for s, _ in items], dtype=np.float32))
     return out

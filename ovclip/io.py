@@ -70,6 +70,34 @@ def atomic_json_dump(obj: Any, path: "str | Path", **kwargs) -> None:
     atomic_write(path, write)
 
 
+def read_jsonl(path: "str | Path") -> list[dict]:
+    """The rows of a JSON-lines progress file (one finished item per line) a resumable job appends to; a
+    torn last line (the one being written when the job was killed) is left out. No file: no rows."""
+    rows = []
+    path = Path(path)
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def open_jsonl_for_append(path: "str | Path"):
+    """Open a JSON-lines progress file to append to, first ending a torn last line (a killed job's) so that
+    the next row starts on a line of its own."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+        if torn:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write("\n")
+    return open(path, "a", encoding="utf-8")
+
+
 def read_image(path: "str | Path") -> torch.Tensor:
     """An RGB image as a uint8 tensor (3, H, W); missing or corrupt files raise ImageReadError naming the path."""
     path = Path(path)

@@ -64,6 +64,44 @@ def check_inputs(dataset: Mapping[str, Any]) -> None:
                               f"--cfg-options dataset.{key}=PATH")
 
 
+class BadImages:
+    """The unreadable images of one rank's share of a dataset job: each is skipped and counted (the first
+    LISTED_BAD_IMAGES named in the log) with on_bad_image='skip', or stops the job with 'error'."""
+
+    def __init__(self, on_bad_image: str, rank: int, world_size: int, mine: int):
+        self.on_bad_image, self.rank, self.world_size, self.mine = on_bad_image, rank, world_size, mine
+        self.count = 0
+        self.failures: list[str] = []
+
+    def read(self, rec: Any) -> "torch.Tensor | None":
+        """The image of `rec` (an ImageRecord), or None when it cannot be read and is skipped."""
+        try:
+            return read_image(rec.path)
+        except ImageReadError as e:
+            if self.on_bad_image == "error":
+                raise
+            self.count += 1
+            if len(self.failures) < LISTED_BAD_IMAGES:
+                self.failures.append(f"image {rec.id}: {e}")
+                log.warning("skipping %s%s", self.failures[-1], "" if len(self.failures) < LISTED_BAD_IMAGES
+                            else " (further unreadable images are counted, not listed)")
+            return None
+
+    def check(self, done_any: bool, dataset: Mapping[str, Any], kept: str) -> None:
+        """Raise PrecomputeError when no image of this rank could be read (and none was done before);
+        warn with the count when some could not. `kept`: where finished images go ('the store')."""
+        if self.count and not done_any:
+            which = f"the {self.mine} images" if self.world_size == 1 else \
+                f"the {self.mine} images of rank {self.rank}"
+            raise PrecomputeError(
+                f"none of {which} could be read, so nothing was written to {kept} (first failures: "
+                f"{'; '.join(self.failures[:3])}); check dataset.img_dir ({dataset['img_dir']}) and the file_name "
+                f"fields of dataset.ann_file ({dataset['ann_file']})")
+        if self.count:
+            log.warning("rank %d: %d of %d images could not be read and are not in %s (first: %s)", self.rank,
+                        self.count, self.mine, kept, self.failures[0])
+
+
 def run_precompute(cfg: Mapping[str, Any], out: str, rank: int = 0, world_size: int = 1,
                    progress: bool = True) -> dict[str, int]:
     """Embed the boxes of this rank's share of the images (every world_size-th one) into store `out`.
@@ -91,8 +129,8 @@ def run_precompute(cfg: Mapping[str, Any], out: str, rank: int = 0, world_size: 
     scales = [float(s) for s in c["region"]["scales"]]
     meta = {"embed_dim": teacher.embed_dim, "teacher": teacher.spec, "scales": scales, "boxes": source}
     stats = {"images": 0, "skipped_done": 0, "bad_images": 0, "regions": 0, "damaged_shards": 0}
-    failures: list[str] = []
     mine = images[rank::world_size]
+    bad = BadImages(c["run"]["on_bad_image"], rank, world_size, len(mine))
     with StoreWriter(out, meta, rank=rank, shard_size=c["store"]["shard_size"],
                      flush_seconds=c["store"]["flush_seconds"]) as writer:
         bar = tqdm(mine, desc=f"precompute[rank {rank}]", disable=not progress, unit="img")
@@ -101,16 +139,8 @@ def run_precompute(cfg: Mapping[str, Any], out: str, rank: int = 0, world_size: 
                 stats["skipped_done"] += 1
                 continue
             boxes = boxes_by_image.get(rec.id, np.zeros((0, 4), np.float32))
-            try:
-                image = read_image(rec.path)
-            except ImageReadError as e:
-                if c["run"]["on_bad_image"] == "error":
-                    raise
-                stats["bad_images"] += 1
-                if len(failures) < LISTED_BAD_IMAGES:
-                    failures.append(f"image {rec.id}: {e}")
-                    log.warning("skipping %s%s", failures[-1], "" if len(failures) < LISTED_BAD_IMAGES else
-                                " (further unreadable images are counted, not listed)")
+            image = bad.read(rec)
+            if image is None:
                 continue
             if len(boxes):
                 r = region_embeddings(teacher, image, torch.from_numpy(boxes), scales, c["region"]["batch_size"])
@@ -120,14 +150,8 @@ def run_precompute(cfg: Mapping[str, Any], out: str, rank: int = 0, world_size: 
             writer.add(rec.id, kept_boxes, kept)
             stats["images"] += 1
             stats["regions"] += len(kept)
-            bar.set_postfix(regions=stats["regions"], bad=stats["bad_images"])
+            bar.set_postfix(regions=stats["regions"], bad=bad.count)
         stats["damaged_shards"] = len(writer.damaged)
-    if stats["bad_images"] and not stats["images"] and not stats["skipped_done"]:
-        which = f"the {len(mine)} images" if world_size == 1 else f"the {len(mine)} images of rank {rank}"
-        raise PrecomputeError(
-            f"none of {which} could be read, so nothing was stored (first failures: {'; '.join(failures[:3])}); "
-            f"check dataset.img_dir ({d['img_dir']}) and the file_name fields of dataset.ann_file ({d['ann_file']})")
-    if stats["bad_images"]:
-        log.warning("rank %d: %d of %d images could not be read and are not in the store (first: %s)", rank,
-                    stats["bad_images"], len(mine), failures[0])
+    stats["bad_images"] = bad.count
+    bad.check(bool(stats["images"] or stats["skipped_done"]), d, f"the store {out}")
     return stats

@@ -10,7 +10,8 @@ from typing import Callable, Optional
 from torch import Tensor
 from tqdm import tqdm
 
-from ovclip.io import ImageReadError, atomic_json_dump, read_image, to_unit_float
+from ovclip.io import (ImageReadError, atomic_json_dump, open_jsonl_for_append, read_image, read_jsonl,
+                       to_unit_float)
 
 from .api import Detector
 from .data.coco import load_detection_annotations
@@ -20,16 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def _done_entries(partial: Path) -> dict:
-    """image id (as its JSON text) -> entries already written; a torn last line is ignored."""
-    done: dict = {}
-    if partial.is_file():
-        for line in partial.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # the line being written when the job was killed
-            done[json.dumps(row["image_id"])] = row["proposals"]
-    return done
+    """image id (as its JSON text) -> entries already written."""
+    return {json.dumps(row["image_id"]): row["proposals"] for row in read_jsonl(partial)}
 
 
 def dump_proposals(config: str, checkpoint: str, out: str, split: str = "train", max_per_image: int = 300,
@@ -55,7 +48,7 @@ def write_proposals(propose: Callable[[Tensor], tuple[Tensor, Tensor]], ann_file
     partial.parent.mkdir(parents=True, exist_ok=True)
     done = _done_entries(partial)
     stats = {"images": 0, "resumed": 0, "bad_images": 0, "proposals": 0}
-    with open(partial, "a", encoding="utf-8") as f:
+    with open_jsonl_for_append(partial) as f:
         for rec in tqdm(records, desc="proposals", disable=not progress, unit="img"):
             if json.dumps(rec.id) in done:
                 stats["resumed"] += 1
