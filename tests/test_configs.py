@@ -141,6 +141,8 @@ def test_data_root_reaches_every_path_built_from_it(tmp_path):
     ({"test_evaluator.nme": "x"}, r"'nme' in test_evaluator \(did you mean 'name'"),
     ({"model.type": "ViLDDetectr"}, r"no model named 'ViLDDetectr' in scope 'ovd' \(did you mean 'ViLDDetector'"),
     ({"train_dataloder": {}}, r"did you mean 'train_dataloader'"),
+    ({"test_dataloader.dataset.pseudo_annotations": "p.json"},  # the evaluator sees ground truth alone
+     r"test_dataloader.dataset.pseudo_annotations: pseudo-labels are training data"),
 ])
 def test_config_typos_refused_with_a_hint(options, match):
     with pytest.raises(ConfigError, match=match):

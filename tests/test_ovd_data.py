@@ -182,3 +182,57 @@ def test_real_coco_sample_as_ov_coco_training_data():
     assert len(labels) and not set(labels.tolist()) & novel
     sample = base[0]
     assert sample["inputs"].shape[0] == 3 and sample["data_samples"]["boxes"].shape[1] == 4
+
+
+def write_pseudo(path, annotations):
+    path.write_text(json.dumps({"info": {"pseudo": True}, "images": [], "categories": CATS,
+                                "annotations": annotations}))
+    return str(path)
+
+
+def test_pseudo_annotations_join_the_base_ground_truth_with_their_weights(tmp_path):
+    ann, img = write_dataset(tmp_path)
+    pseudo = write_pseudo(tmp_path / "p.json", [
+        {"id": -1, "image_id": 1, "category_id": 2, "bbox": [20, 5, 15, 15], "score": 0.9, "pseudo": True},
+        {"id": -2, "image_id": 3, "category_id": 2, "bbox": [30, 20, 10, 10], "score": 0.85, "pseudo": True},
+        {"id": -3, "image_id": 3, "category_id": 2, "bbox": [30, 20, 0, 10], "score": 0.85}])  # degenerate
+    vl_plm = write_pseudo(tmp_path / "v.json", [{"id": -1, "image_id": 2, "category_id": 2, "bbox": [0, 0, 9, 9],
+                                                 "confidence": 0.95, "segmentation": [[]], "area": 0}])
+    ds = CocoDetection(ann, img, vocabulary=split_vocab(tmp_path), train_classes="base",
+                       pseudo_annotations=[pseudo, vl_plm])
+    assert ds.stats["excluded_class"] == 1 and ds.stats["pseudo_annotations"] == 3
+    s = ds[0]["data_samples"]
+    assert s["labels"].tolist() == [0, 1] and s["weights"].tolist() == pytest.approx([1.0, 0.9])
+    assert ds[1]["data_samples"]["weights"].tolist() == pytest.approx([1.0, 0.95])  # VL-PLM's 'confidence'
+    assert ds[2]["data_samples"]["labels"].tolist() == [0, 1]
+    plain = CocoDetection(ann, img, vocabulary=split_vocab(tmp_path), train_classes="base", pseudo_annotations=pseudo,
+                          pseudo_weight="one")
+    assert plain[0]["data_samples"]["weights"].tolist() == [1.0, 1.0]
+    assert "weights" not in CocoDetection(ann, img)[0]["data_samples"]
+
+
+def test_pseudo_annotation_counts_per_class_reach_the_log(tmp_path):
+    from mmengine.logging import MMLogger
+    ann, img = write_dataset(tmp_path)
+    pseudo = write_pseudo(tmp_path / "p.json", [
+        {"id": -1, "image_id": 1, "category_id": 2, "bbox": [20, 5, 15, 15], "score": 0.9}])
+    logger = MMLogger.get_instance("pseudo-test", log_file=str(tmp_path / "train.log"))
+    CocoDetection(ann, img, vocabulary=split_vocab(tmp_path), train_classes="base", pseudo_annotations=pseudo)
+    for h in logger.handlers:
+        h.flush()
+    assert "1 pseudo-annotations from" in (tmp_path / "train.log").read_text() and "'square': 1" in \
+        (tmp_path / "train.log").read_text()
+
+
+@pytest.mark.parametrize("entry,match", [
+    ({"image_id": 9, "category_id": 2, "bbox": [0, 0, 5, 5], "score": 0.9}, r"annotations\[0\]: image_id 9 is not an "
+                                                                              r"image of this dataset"),
+    ({"image_id": 1, "category_id": 7, "bbox": [0, 0, 5, 5], "score": 0.9}, r"category_id 7 is not a class"),
+    ({"image_id": 1, "category_id": 2, "bbox": [0, 0, 5], "score": 0.9}, r"'bbox' must be four numbers"),
+    ({"image_id": 1, "category_id": 2, "bbox": [0, 0, 5, 5], "score": 3}, r"'score' must be in \[0, 1\]"),
+])
+def test_malformed_pseudo_annotations_are_named(tmp_path, entry, match):
+    ann, img = write_dataset(tmp_path)
+    pseudo = write_pseudo(tmp_path / "p.json", [entry])
+    with pytest.raises(AnnotationError, match=match):
+        CocoDetection(ann, img, vocabulary=split_vocab(tmp_path), pseudo_annotations=pseudo)

@@ -322,3 +322,37 @@ def test_checkpoints_from_before_the_shared_classifier_still_load():
     fresh = tiny_vild()
     fresh.load_state_dict(old)
     assert torch.equal(fresh.predictor.classifier.background, state["roi_heads.box_predictor.classifier.background"] + 1)
+
+
+def test_pseudo_label_weights_scale_each_sample_as_vl_plm():
+    model = tiny_vild()
+    heads = model.roi_heads
+    heads.box_predictor = hand_predictor([True, False, True])
+    heads.gt_classes = "all"
+    emb = torch.tensor([[0.6, 0.8], [0.0, -1.0]])  # logits [-0.8, 0.6, 0.8, -0.6] and [1, 0, -1, 0]
+    labels = torch.tensor([2, 0])  # a pseudo-labelled class-1 box (weight 0.85) and a background sample (0.5)
+    ce = [-0.8 + math.log(sum(math.exp(v) for v in (-0.8, 0.6, 0.8, -0.6))),
+          -1.0 + math.log(sum(math.exp(v) for v in (1.0, 0.0, -1.0, 0.0)))]
+    weighted = heads.text_loss(emb, labels, torch.tensor([0.85, 0.5])).item()
+    assert weighted == pytest.approx((0.85 * ce[0] + 0.5 * ce[1]) / 2, abs=1e-6)  # mean over samples (VL-PLM)
+    # Each sample takes the weight of the annotation it overlaps most, background samples too.
+    targets = [{"boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 40, 40]]), "weights": torch.tensor([1.0, 0.85])},
+               {"boxes": torch.zeros(0, 4), "weights": torch.zeros(0)}]
+    proposals = [torch.tensor([[21.0, 21, 40, 40], [0, 0, 9, 9], [50, 50, 60, 60]]), torch.tensor([[0.0, 0, 5, 5]])]
+    assert heads.sample_weights(proposals, targets).tolist() == pytest.approx([0.85, 1.0, 1.0, 1.0])
+    assert heads.sample_weights(proposals, [{"boxes": t["boxes"]} for t in targets]) is None
+
+
+def test_training_step_with_weights_runs_and_weights_change_the_loss():
+    images, targets = synthetic_batch()
+    model = tiny_vild(image_loss_weight=0.0)
+    model.train()
+    torch.manual_seed(0)
+    plain = model(images, [dict(t) for t in targets])
+    torch.manual_seed(0)
+    same = model(images, [{**t, "weights": torch.ones(1)} for t in targets])
+    assert same["loss_text"].item() == pytest.approx(plain["loss_text"].item(), rel=1e-5)
+    torch.manual_seed(0)
+    half = model(images, [{**t, "weights": torch.full((1,), 0.5)} for t in targets])
+    assert half["loss_text"].item() == pytest.approx(0.5 * plain["loss_text"].item(), rel=1e-5)
+    assert half["loss_box_reg"].item() == pytest.approx(0.5 * plain["loss_box_reg"].item(), rel=1e-5)

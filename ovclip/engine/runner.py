@@ -117,6 +117,9 @@ def check_arguments_of_parts(cfg: Config) -> None:
     for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
         if cfg.get(loader):
             parts.append((f"{loader}.dataset", cfg[loader].get("dataset"), DATASETS))
+            if loader != "train_dataloader" and (cfg[loader].get("dataset") or {}).get("pseudo_annotations"):
+                raise ConfigError(f"{loader}.dataset.pseudo_annotations: pseudo-labels are training data; a model "
+                                  f"is evaluated on ground truth alone. Remove the key from {loader}")
     for name in ("val_evaluator", "test_evaluator"):
         evaluators = cfg.get(name)
         for i, ev in enumerate(evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]):

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from mmengine.logging import print_log
 from torchvision import tv_tensors
 
 from ovclip.coco import AnnotationError, read_json, require_field, xywh_to_xyxy
@@ -41,6 +42,7 @@ class DetectionRecord:
     boxes: np.ndarray
     labels: np.ndarray
     segmentations: list = field(default_factory=list)
+    weights: Optional[np.ndarray] = None  # per box, with pseudo-annotations: 1 for ground truth, else its score
 
 
 def _image_file(entry: dict, where: str) -> str:
@@ -141,6 +143,56 @@ def load_detection_annotations(ann_file: "str | Path", img_dir: "str | Path",
     return list(records.values()), vocab, stats
 
 
+PSEUDO_WEIGHTS = ("score", "one")
+
+
+def merge_pseudo_annotations(records: Sequence[DetectionRecord], vocab: Vocabulary, files: "str | Sequence[str]",
+                             weight: str = "score") -> Counter:
+    """Add the boxes of pseudo-annotation files (COCO format, as tools/pseudo_boxes.py writes them) to the
+    records' ground truth, whatever the dataset's train_classes. Every box gets a loss weight: 1 for
+    ground truth and, with `weight='score'` (VL-PLM), its pseudo-label's `score` (or VL-PLM's `confidence`);
+    'one' weighs them all alike. Returns the count per class name; an entry naming an image or category the
+    dataset does not have is an error naming it."""
+    if weight not in PSEUDO_WEIGHTS:
+        raise ValueError(f"pseudo_weight must be one of {PSEUDO_WEIGHTS}, not '{weight}'")
+    by_id = {r.id: r for r in records}
+    position = {cid: pos for pos, cid in enumerate(vocab.ids)}
+    added: dict[Any, list] = {}
+    counts: Counter = Counter()
+    for path in [files] if isinstance(files, (str, Path)) else list(files):
+        data = read_json(path)
+        if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
+            raise AnnotationError(f"{path}: expected a COCO-format object with an 'annotations' list "
+                                  f"(tools/pseudo_boxes.py writes one)")
+        for i, ann in enumerate(data["annotations"]):
+            where = f"{path}: annotations[{i}]"
+            image_id = require_field(ann, "image_id", (int, str), where)
+            if image_id not in by_id:
+                raise AnnotationError(f"{where}: image_id {image_id!r} is not an image of this dataset; were "
+                                      f"these pseudo-labels made for another annotation file?")
+            cat = require_field(ann, "category_id", int, where)
+            if cat not in position:
+                raise AnnotationError(f"{where}: category_id {cat} is not a class of vocabulary '{vocab.name}'")
+            box = xywh_to_xyxy(require_field(ann, "bbox", list, where), where)
+            if not all(math.isfinite(v) for v in box) or box[2] - box[0] < 1 or box[3] - box[1] < 1:
+                counts["(degenerate, dropped)"] += 1
+                continue
+            key = "score" if "score" in ann else "confidence"
+            score = require_field(ann, key, (int, float), where) if key in ann else 1.0
+            if not 0 <= score <= 1:
+                raise AnnotationError(f"{where}: '{key}' must be in [0, 1], got {score}")
+            added.setdefault(image_id, []).append((box, position[cat], score if weight == "score" else 1.0))
+            counts[vocab.names[position[cat]]] += 1
+    for rec in records:
+        rec.weights = np.ones(len(rec.labels), np.float32)
+        extra = added.get(rec.id, [])
+        if extra:
+            rec.boxes = np.concatenate([rec.boxes, np.asarray([b for b, _, _ in extra], np.float32)])
+            rec.labels = np.concatenate([rec.labels, np.asarray([lab for _, lab, _ in extra], np.int64)])
+            rec.weights = np.concatenate([rec.weights, np.asarray([w for _, _, w in extra], np.float32)])
+    return counts
+
+
 def _segmentation_to_mask(segm: Any, height: int, width: int) -> np.ndarray:
     """COCO polygon / RLE -> (H, W) uint8 mask."""
     from pycocotools import mask as mask_utils
@@ -166,12 +218,23 @@ class CocoDetection(Dataset):
     def __init__(self, ann_file: str, img_dir: str, vocabulary: "Vocabulary | str | Sequence[str] | None" = None,
                  train_classes: str = "all", pipeline: Optional[Sequence[Mapping]] = None,
                  with_masks: bool = False, filter_empty: bool = False, feature_store: Optional[str] = None,
-                 max_distill_regions: int = 300, on_bad_image: str = "skip", max_images: Optional[int] = None):
+                 max_distill_regions: int = 300, on_bad_image: str = "skip", max_images: Optional[int] = None,
+                 pseudo_annotations: "str | Sequence[str] | None" = None, pseudo_weight: str = "score"):
         if on_bad_image not in ("skip", "error"):
             raise ValueError(f"on_bad_image must be 'skip' or 'error', not '{on_bad_image}'")
         self.ann_file, self.img_dir = str(ann_file), str(img_dir)
         records, self.vocabulary, self.stats = load_detection_annotations(
             ann_file, img_dir, vocabulary, train_classes, with_masks)
+        self.with_pseudo = bool(pseudo_annotations)
+        if self.with_pseudo:
+            if with_masks:
+                raise ValueError("pseudo_annotations are boxes without masks; train a detector without the mask "
+                                 "head (with_masks=False) on them")
+            counts = merge_pseudo_annotations(records, self.vocabulary, pseudo_annotations, pseudo_weight)
+            self.stats["pseudo_annotations"] = sum(v for k, v in counts.items() if not k.startswith("("))
+            print_log(f"{ann_file}: {self.stats['pseudo_annotations']} pseudo-annotations from "
+                      f"{pseudo_annotations} (loss weight: {pseudo_weight}), per class: {dict(counts)}",
+                      logger="current")
         if filter_empty:
             self.stats["images_without_boxes"] = sum(1 for r in records if not len(r.labels))
             records = [r for r in records if len(r.labels)]
@@ -215,6 +278,8 @@ class CocoDetection(Dataset):
         target: dict[str, Any] = {
             "boxes": tv_tensors.BoundingBoxes(torch.from_numpy(rec.boxes), format="XYXY", canvas_size=(h, w)),
             "labels": torch.from_numpy(rec.labels)}
+        if self.with_pseudo:
+            target["weights"] = torch.from_numpy(rec.weights)
         if self.with_masks:
             masks = [_segmentation_to_mask(s, h, w) for s in rec.segmentations]
             target["masks"] = tv_tensors.Mask(torch.from_numpy(np.stack(masks)) if masks
@@ -234,6 +299,8 @@ class CocoDetection(Dataset):
         keep = drop_degenerate(target["boxes"])
         out = {"image_id": rec.id, "ori_shape": (h, w), "boxes": target["boxes"].as_subclass(torch.Tensor)[keep],
                "labels": target["labels"][keep]}
+        if self.with_pseudo:
+            out["weights"] = target["weights"][keep]
         if self.with_masks:
             out["masks"] = target["masks"].as_subclass(torch.Tensor)[keep]
         if self.store is not None:

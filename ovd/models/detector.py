@@ -19,7 +19,7 @@ from ovclip.vocabulary import Vocabulary
 from ..registry import MODELS
 from .vild import build_vild
 
-TARGET_KEYS = ("boxes", "labels", "masks", "distill_boxes", "distill_embeddings")
+TARGET_KEYS = ("boxes", "labels", "masks", "weights", "distill_boxes", "distill_embeddings")
 # model.detector: torchvision's Faster R-CNN settings (RPN, box head sampling, sizes; the parts it builds are
 # set here), its transform's extra options, and build_vild's RoIAlign sampling ratio.
 DETECTOR_KEYS = tuple(k for k in inspect.signature(FasterRCNN).parameters

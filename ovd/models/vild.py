@@ -167,9 +167,10 @@ class ViLDRoIHeads(RoIHeads):
                 d["masks"] = m
         return detections, {}
 
-    def text_loss(self, text_emb: Tensor, labels: Tensor) -> Tensor:
+    def text_loss(self, text_emb: Tensor, labels: Tensor, weights: Optional[Tensor] = None) -> Tensor:
         """Cross-entropy of the text head over the columns `gt_classes` allows (background + base for ViLD):
-        the other classes' logits are left out of the softmax, so they get no gradient."""
+        the other classes' logits are left out of the softmax, so they get no gradient. `weights`: one per
+        sampled box (VL-PLM's pseudo-label confidences), averaged over the samples."""
         predictor = self.box_predictor
         columns = predictor.training_columns(self.gt_classes)
         position = torch.full((len(predictor.base_mask) + 1,), -1, dtype=torch.long, device=labels.device)
@@ -180,8 +181,28 @@ class ViLDRoIHeads(RoIHeads):
             raise ValueError(f"training boxes are labelled with vocabulary positions {outside}, which are not base "
                              f"classes: ViLD trains over the base classes only (gt_classes='base'). Train on base "
                              f"annotations (the dataset's train_classes='base'), or set gt_classes='all' for an "
-                             f"oracle trained with every class")
-        return F.cross_entropy(predictor.logits(text_emb)[:, columns], target)
+                             f"oracle trained with every class or on pseudo-labels of the other classes")
+        logits = predictor.logits(text_emb)[:, columns]
+        if weights is None:
+            return F.cross_entropy(logits, target)
+        return (F.cross_entropy(logits, target, reduction="none") * weights).mean()
+
+    @staticmethod
+    def sample_weights(proposals: list[Tensor], targets: list[dict]) -> Optional[Tensor]:
+        """Loss weights of the sampled boxes when the targets carry per-box `weights` (pseudo-labels' scores):
+        each sample takes the weight of the annotation it overlaps most, background samples included, as
+        VL-PLM (detectron2 copies the best-overlap annotation's fields to every proposal); 1 in an image
+        without annotations. None when no target has weights."""
+        if not any("weights" in t for t in targets):
+            return None
+        out = []
+        for props, t in zip(proposals, targets):
+            w = t.get("weights")
+            if w is None or not len(t["boxes"]):
+                out.append(torch.ones(len(props), device=props.device))
+            else:
+                out.append(w.to(props.device).float()[box_ops.box_iou(props, t["boxes"]).argmax(dim=1)])
+        return torch.cat(out)
 
     def _losses(self, features, proposals, image_shapes, targets) -> dict[str, Tensor]:
         if self.has_mask() and (targets is None or any("masks" not in t for t in targets)):
@@ -189,10 +210,11 @@ class ViLDRoIHeads(RoIHeads):
         proposals, matched_idxs, labels, regression_targets = self.select_training_samples(proposals, targets)
         text_emb, _, deltas = self._embed(features, proposals, image_shapes, with_image=False)
         flat_labels = torch.cat(labels)
-        loss_text = self.text_loss(text_emb, flat_labels)
+        weights = self.sample_weights(proposals, targets)
+        loss_text = self.text_loss(text_emb, flat_labels, weights)
         pos = torch.where(flat_labels > 0)[0]
-        loss_box = F.smooth_l1_loss(deltas[pos], torch.cat(regression_targets)[pos], beta=1 / 9,
-                                    reduction="sum") / flat_labels.numel()
+        box = F.smooth_l1_loss(deltas[pos], torch.cat(regression_targets)[pos], beta=1 / 9, reduction="none")
+        loss_box = (box.sum() if weights is None else (box.sum(dim=1) * weights[pos]).sum()) / flat_labels.numel()
         losses = {"loss_text": self.text_loss_weight * loss_text, "loss_box_reg": loss_box}
         if self.image_loss_weight > 0:
             boxes = [t["distill_boxes"] for t in targets] if "distill_boxes" in targets[0] else []
