@@ -26,14 +26,16 @@ def _done_entries(partial: Path) -> dict:
 
 
 def dump_proposals(config: str, checkpoint: str, out: str, split: str = "train", max_per_image: int = 300,
-                   device: str = "cpu", progress: bool = True, max_images: Optional[int] = None) -> dict:
+                   device: str = "cpu", progress: bool = True, max_images: Optional[int] = None,
+                   refine: int = 0) -> dict:
     """Write the proposals of every image of the config's `split` dataset as COCO results json
     ([{image_id, bbox: [x, y, w, h], score}]). Progress goes to `out + '.partial.jsonl'`, one image per
-    line, so a killed job resumes where it stopped; unreadable images are skipped and counted."""
+    line, so a killed job resumes where it stopped; unreadable images are skipped and counted. `refine`:
+    VL-PLM's box refinement by the detector's RoI head, that many times (ViLD.proposals)."""
     cfg = load_config(config)
     ds_cfg = cfg[f"{split}_dataloader"].dataset
     detector = Detector.from_config(config, checkpoint, device=device)
-    return write_proposals(lambda image: detector.model.detector.proposals([image])[0], ds_cfg.ann_file,
+    return write_proposals(lambda image: detector.model.detector.proposals([image], refine)[0], ds_cfg.ann_file,
                            ds_cfg.img_dir, out, max_per_image, device, progress, max_images)
 
 

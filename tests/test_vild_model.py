@@ -4,6 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from torchvision.ops import boxes as box_ops
+
 from ovd.models.vild import ENSEMBLE_LAMBDA, ViLDPredictor, build_vild, ensemble_scores
 
 
@@ -356,3 +358,20 @@ def test_training_step_with_weights_runs_and_weights_change_the_loss():
     half = model(images, [{**t, "weights": torch.full((1,), 0.5)} for t in targets])
     assert half["loss_text"].item() == pytest.approx(0.5 * plain["loss_text"].item(), rel=1e-5)
     assert half["loss_box_reg"].item() == pytest.approx(0.5 * plain["loss_box_reg"].item(), rel=1e-5)
+
+
+def test_proposal_refinement_applies_the_roi_head_regression_repeatedly():
+    images, _ = synthetic_batch()
+    model = tiny_vild().eval()
+    (b0, s0), = model.proposals(images[:1])
+    (b2, s2), = model.proposals(images[:1], refine=2)
+    assert torch.equal(s0, s2) and b2.shape == b0.shape and not torch.allclose(b0, b2)
+    # By hand: twice (features, head, decode, clip) on the RPN's boxes; the image is not resized here
+    # (96 x 128 inside min_size 96 / max_size 128), so resized and original pixels agree.
+    heads, size = model.roi_heads, images[0].shape[-2:]
+    features = model.backbone(model.transform(images[:1])[0].tensors)
+    boxes = b0
+    for _ in range(2):
+        _, _, deltas = heads._embed(features, [boxes], [tuple(size)], with_image=False)
+        boxes = box_ops.clip_boxes_to_image(heads.box_coder.decode(deltas, [boxes]).reshape(-1, 4), tuple(size))
+    assert torch.allclose(boxes, b2, atol=1e-4)

@@ -1,8 +1,9 @@
 """Dump a trained detector's class-agnostic RPN proposals as COCO results json (resumable).
 
-    python tools/proposals.py CONFIG CHECKPOINT --out proposals.json [--split train] [--max-per-image 300]
+    python tools/proposals.py CONFIG CHECKPOINT --out proposals.json [--split train] [--max-per-image 300] [--refine N]
 
-Then embed them with the teacher: tools/precompute.py with dataset.proposals=proposals.json.
+Then embed them with the teacher (tools/precompute.py with dataset.proposals=proposals.json), or label them
+with it (tools/pseudo_boxes.py --proposals proposals.json; VL-PLM refines its proposals with --refine 10).
 """
 import argparse
 import json
@@ -21,13 +22,15 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="proposals json (COCO results format)")
     p.add_argument("--split", choices=["train", "val", "test"], default="train", help="which dataset of the config")
     p.add_argument("--max-per-image", type=int, default=300)
+    p.add_argument("--refine", type=int, default=0, help="apply the RoI head's box regression this many times "
+                                                             "(VL-PLM's refinement: 10)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
     add_debug_flag(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     stats = dump_proposals(args.config, args.checkpoint, args.out, args.split, args.max_per_image, args.device,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, refine=args.refine)
     print(json.dumps({**stats, "out": args.out}))
     return 0
 

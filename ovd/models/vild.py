@@ -324,18 +324,27 @@ class ViLD(FasterRCNN):
             t["distill_embeddings"] = embeddings.to(boxes.device)[valid]
 
     @torch.no_grad()
-    def proposals(self, images: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+    def proposals(self, images: list[Tensor], refine: int = 0) -> list[tuple[Tensor, Tensor]]:
         """Class-agnostic RPN proposals with objectness probabilities, in each image's own pixels
-        (the post-NMS top `rpn.post_nms_top_n()`), e.g. as boxes for the teacher's region store."""
+        (the post-NMS top `rpn.post_nms_top_n()`), e.g. as boxes for the teacher's region store.
+
+        `refine`: VL-PLM's box refinement, the RoI head's class-agnostic box regression applied that many
+        times to its own output (VL-PLM: 10), each box keeping its RPN objectness."""
         original_sizes = [tuple(img.shape[-2:]) for img in images]
         images_t, _ = self.transform(images)
-        features = list(self.backbone(images_t.tensors).values())
+        feature_maps = self.backbone(images_t.tensors)
+        features = list(feature_maps.values())
         objectness, deltas = self.rpn.head(features)
         anchors = self.rpn.anchor_generator(images_t, features)
         per_level = [o[0].numel() for o in objectness]
         objectness, deltas = concat_box_prediction_layers(objectness, deltas)
         decoded = self.rpn.box_coder.decode(deltas, anchors).view(len(anchors), -1, 4)
         boxes, scores = self.rpn.filter_proposals(decoded, objectness, images_t.image_sizes, per_level)
+        heads = self.roi_heads
+        for _ in range(refine):
+            _, _, box_deltas = heads._embed(feature_maps, boxes, images_t.image_sizes, with_image=False)
+            moved = heads.box_coder.decode(box_deltas, boxes).reshape(-1, 4).split([len(b) for b in boxes])
+            boxes = [box_ops.clip_boxes_to_image(b, size) for b, size in zip(moved, images_t.image_sizes)]
         return [(resize_boxes(b, size1, size0), s)
                 for b, s, size0, size1 in zip(boxes, scores, original_sizes, images_t.image_sizes)]
 
