@@ -78,6 +78,15 @@ class CocoBoxes:
         return boxes[np.isin(self.category_ids[image_id], sorted(categories))]
 
 
+def image_file(entry: dict, where: str) -> str:
+    """An image entry's file: COCO's `file_name`, or LVIS v1's `coco_url` tail ('train2017/000000391895.jpg')."""
+    if "file_name" in entry:
+        return require_field(entry, "file_name", str, where)
+    if isinstance(entry, dict) and isinstance(entry.get("coco_url"), str):
+        return "/".join(entry["coco_url"].split("/")[-2:])
+    raise AnnotationError(f"{where}: missing field 'file_name' (or LVIS's 'coco_url')")
+
+
 def load_coco_images(ann_file: "str | Path", img_dir: "str | Path") -> tuple[list[ImageRecord], dict[Any, np.ndarray]]:
     """Images and their ground-truth boxes (xyxy, float32) from a COCO-format file (see `load_coco_boxes`)."""
     coco = load_coco_boxes(ann_file, img_dir)
@@ -99,7 +108,7 @@ def load_coco_boxes(ann_file: "str | Path", img_dir: "str | Path") -> CocoBoxes:
     for i, entry in enumerate(images_raw):
         where = f"{ann_file}: images[{i}]"
         images.append(ImageRecord(require_field(entry, "id", (int, str), where),
-                                  Path(img_dir) / require_field(entry, "file_name", str, where),
+                                  Path(img_dir) / image_file(entry, where),
                                   int(entry.get("width", 0) or 0), int(entry.get("height", 0) or 0)))
     known = {r.id for r in images}
     if len(known) != len(images):

@@ -16,8 +16,9 @@ from ovclip.synthetic import make_world
 from ovclip.vocabulary import load_vocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*/*.py") if p.parent.name != "precompute"
-                 and "_base_" not in p.parts)
+TOOL_CONFIGS = ("precompute", "pseudo_boxes")  # configs of tools/precompute.py and tools/pseudo_boxes.py
+CONFIGS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*/*.py")
+                 if p.parent.name not in TOOL_CONFIGS and "_base_" not in p.parts)
 
 
 def _image(path: Path, seed: int, size=(48, 64)) -> None:
@@ -42,6 +43,14 @@ def _coco_json(path: Path, vocabulary: str, images: list[str]) -> None:
     path.write_text(json.dumps(data))
 
 
+def _pseudo(path: Path, image_id, category_id: int) -> None:
+    """A pseudo-annotation file as tools/pseudo_boxes.py writes it, with one box."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"info": {"pseudo": True}, "images": [], "categories": [], "annotations": [
+        {"id": -1, "image_id": image_id, "category_id": category_id, "bbox": [30.0, 20.0, 10.0, 10.0],
+         "score": 0.9, "pseudo": True}]}))
+
+
 def _store(root: Path, ids, boxes_per_image: int = 3, dim: int = 32) -> None:
     with StoreWriter(root, {"embed_dim": dim}) as writer:
         for i in ids:
@@ -62,6 +71,8 @@ def roots(tmp_path_factory):
         _coco_json(lvis / f"lvis_v1_{split}.json", "lvis-v1", [f"{split}2017/{n}" for n in names])
     _store(coco / "vild_store", [1, 2])
     _store(lvis / "vild_store", [1, 2])
+    _pseudo(coco / "annotations" / "pseudo_boxes_train2017.json", 1, int(load_vocabulary("ov-coco").ids[-1]))
+    _pseudo(lvis / "pseudo_boxes_train.json", 1, int(load_vocabulary("lvis-v1").ids[-1]))
     for split in ("training", "validation"):
         for k in range(2):
             _image(ade / "images" / split / f"ADE_{k}.jpg", k)
@@ -71,6 +82,7 @@ def roots(tmp_path_factory):
     world = Path(make_world(base / "world", seed=0, n_train=4, n_val=2, size=64)["root"])
     ids = [im["id"] for im in json.loads((world / "train_base.json").read_text())["images"]]
     _store(world / "store", ids, dim=64)
+    _pseudo(world / "pseudo_boxes.json", ids[0], int(load_vocabulary("synthetic-shapes").ids[-1]))
     return {"data_root": {"coco": coco, "lvis": coco, "ade": ade, "world": world}, "lvis_root": lvis}
 
 

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from mmengine.logging import print_log
 from torchvision import tv_tensors
 
-from ovclip.coco import AnnotationError, read_json, require_field, xywh_to_xyxy
+from ovclip.coco import AnnotationError, image_file, read_json, require_field, xywh_to_xyxy
 from ovclip.io import ImageReadError, read_image
 from ovclip.store import FeatureStore
 from ovclip.transforms import build_pipeline
@@ -43,15 +43,6 @@ class DetectionRecord:
     labels: np.ndarray
     segmentations: list = field(default_factory=list)
     weights: Optional[np.ndarray] = None  # per box, with pseudo-annotations: 1 for ground truth, else its score
-
-
-def _image_file(entry: dict, where: str) -> str:
-    """COCO's `file_name`, or LVIS v1's `coco_url` tail ('train2017/000000391895.jpg')."""
-    if "file_name" in entry:
-        return require_field(entry, "file_name", str, where)
-    if isinstance(entry.get("coco_url"), str):
-        return "/".join(entry["coco_url"].split("/")[-2:])
-    raise AnnotationError(f"{where}: missing field 'file_name' (or LVIS's 'coco_url')")
 
 
 def _dataset_vocabulary(categories: list[dict], vocabulary: "Vocabulary | str | Sequence[str] | None",
@@ -103,7 +94,7 @@ def load_detection_annotations(ann_file: "str | Path", img_dir: "str | Path",
         image_id = require_field(entry, "id", (int, str), where)
         if image_id in records:
             raise AnnotationError(f"{where}: image id {image_id!r} appears twice in 'images'")
-        records[image_id] = DetectionRecord(image_id, Path(img_dir) / _image_file(entry, where),
+        records[image_id] = DetectionRecord(image_id, Path(img_dir) / image_file(entry, where),
                                             int(entry.get("width") or 0), int(entry.get("height") or 0),
                                             np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
     boxes: dict[Any, list] = {k: [] for k in records}
