@@ -50,3 +50,20 @@ def shared_data(*parts: str) -> str:
     if not os.path.exists(path):
         pytest.skip(f"{path} not available")
     return path
+
+
+def load_tool(name: str):
+    """tools/<name>.py as a module (tools/ is not a package)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_tool", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_config(cfg: dict, path) -> str:
+    """A tool config file (Python assignments) holding `cfg`'s sections; returns its path."""
+    path.write_text("".join(f"{k} = {v!r}\n" for k, v in cfg.items()))
+    return str(path)

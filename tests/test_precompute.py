@@ -1,7 +1,5 @@
-import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,22 +14,13 @@ from ovclip.coco import AnnotationError, load_coco_images
 from ovclip.io import ImageReadError
 from ovclip.store import FeatureStore
 
-from .conftest import random_image
+from .conftest import load_tool, random_image, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def precompute_tool():
-    """tools/precompute.py as a module (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("precompute_tool", ROOT / "tools" / "precompute.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def write_config(cfg: dict, path: Path) -> str:
-    path.write_text("".join(f"{k} = {v!r}\n" for k, v in cfg.items()))
-    return str(path)
+    return load_tool("precompute")
 
 
 def make_dataset(root: Path, n: int = 6) -> dict:
@@ -235,14 +224,11 @@ def test_example_config_runs(tmp_path):
 
 def test_shipped_precompute_config_follows_data_root(tmp_path):
     """configs/precompute/ov-coco_vit-b-32.py pointed at a COCO-layout folder by data_root alone."""
-    import importlib.util
     make_dataset(tmp_path / "coco", n=2)
     (tmp_path / "coco" / "annotations").mkdir()
     (tmp_path / "coco" / "ann.json").rename(tmp_path / "coco" / "annotations" / "instances_train2017.json")
     (tmp_path / "coco" / "img").rename(tmp_path / "coco" / "train2017")
-    spec = importlib.util.spec_from_file_location("precompute_tool", ROOT / "tools" / "precompute.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = precompute_tool()
     out = tmp_path / "store"
     rc = tool.main([str(ROOT / "configs" / "precompute" / "ov-coco_vit-b-32.py"), "--out", str(out), "--no-progress",
                     "--cfg-options", f"data_root={tmp_path / 'coco'}", "teacher.spec=tiny-vit", "teacher.precision=fp32",

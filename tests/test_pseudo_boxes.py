@@ -1,6 +1,5 @@
 """Teacher box pseudo-labels (VL-PLM's recipe): the labelling rule on hand-made embeddings, the resumable
 dataset job, its tool, and its errors."""
-import importlib.util
 import json
 import math
 import subprocess
@@ -19,7 +18,7 @@ from ovclip.options import ConfigError
 from ovclip.pseudo_boxes import label_regions, labelled_classes, match_quality, pseudo_boxes
 from ovclip.vocabulary import Vocabulary, VocabularyError
 
-from .conftest import random_image
+from .conftest import load_tool, random_image, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 E = torch.eye(4)  # unit embeddings along each class's text embedding: classes 0, 1 base, 2, 3 novel
@@ -173,15 +172,7 @@ def test_config_errors(tmp_path):
 
 
 def tool():
-    spec = importlib.util.spec_from_file_location("pseudo_boxes_tool", ROOT / "tools" / "pseudo_boxes.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def write_config(cfg: dict, path: Path) -> str:
-    path.write_text("".join(f"{k} = {v!r}\n" for k, v in cfg.items()))
-    return str(path)
+    return load_tool("pseudo_boxes")
 
 
 def test_tool_writes_the_file_and_names_a_missing_proposals_file(tmp_path, capsys):

@@ -11,15 +11,11 @@ readable at all), with one 'error:' line.
 import argparse
 import json
 import logging
-import os
 import sys
 
-import torch
-import torch.distributed as dist
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
-from ovclip.cli import add_debug_flag, run_tool
-from ovclip.engine.runner import ROOT_SUFFIX, reroot
+from ovclip.cli import Ranks, add_debug_flag, run_tool, tool_config
 from ovclip.precompute import run_precompute
 from ovclip.store import FeatureStore
 
@@ -36,25 +32,19 @@ def main(argv=None) -> int:
     add_debug_flag(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = Config.fromfile(args.config)
-    cfg.merge_from_dict(reroot(cfg, args.cfg_options))  # data_root=... moves every path built from it
-    sections = {k: v for k, v in cfg.to_dict().items() if not k.endswith(ROOT_SUFFIX)}
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if world > 1:
-        dist.init_process_group("gloo")
-    stats = run_precompute(sections, args.out, rank=rank, world_size=world, progress=not args.no_progress)
-    bad = torch.tensor([stats["bad_images"]])
-    if world > 1:
-        dist.all_reduce(bad)  # also the barrier: the index is built once every rank has flushed its shards
-    summary = {"rank": rank, **stats, "complete": not int(bad)}
-    if rank == 0:
-        summary.update(store_images=len(FeatureStore(args.out, verify=False)), store=args.out)
-    print(json.dumps(summary))
-    if world > 1:
-        dist.destroy_process_group()
-    if int(bad):
+    sections = tool_config(args.config, args.cfg_options)
+    with Ranks() as ranks:
+        stats = run_precompute(sections, args.out, rank=ranks.rank, world_size=ranks.world,
+                               progress=not args.no_progress)
+        bad = ranks.total(stats["bad_images"])  # also the barrier: the index is built once every rank has flushed
+        summary = {"rank": ranks.rank, **stats, "complete": not bad}
+        if ranks.rank == 0:
+            summary.update(store_images=len(FeatureStore(args.out, verify=False)), store=args.out)
+        print(json.dumps(summary))
+        rank = ranks.rank
+    if bad:
         if rank == 0:
-            print(f"warning: {int(bad)} image{'s' if int(bad) > 1 else ''} could not be read and are not in the "
+            print(f"warning: {bad} image{'s' if bad > 1 else ''} could not be read and are not in the "
                   f"store {args.out} (the first are named in the warnings above); the other images are stored. Fix "
                   f"those image files and rerun the same command: only the missing images are computed",
                   file=sys.stderr)

@@ -13,15 +13,11 @@ mistake to fix (a missing file, an unknown config key, a malformed proposals fil
 import argparse
 import json
 import logging
-import os
 import sys
 
-import torch
-import torch.distributed as dist
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
-from ovclip.cli import add_debug_flag, run_tool
-from ovclip.engine.runner import ROOT_SUFFIX, reroot
+from ovclip.cli import Ranks, add_debug_flag, run_tool, tool_config
 from ovclip.pseudo_boxes_job import run_pseudo_boxes, write_pseudo_annotations
 
 SOME_IMAGES_FAILED = 3
@@ -39,29 +35,22 @@ def main(argv=None) -> int:
     add_debug_flag(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = Config.fromfile(args.config)
-    cfg.merge_from_dict(reroot(cfg, args.cfg_options))  # data_root=... moves every path built from it
-    if args.proposals:
-        cfg.merge_from_dict({"dataset.proposals": args.proposals})
-    sections = {k: v for k, v in cfg.to_dict().items() if not k.endswith(ROOT_SUFFIX)}
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if world > 1:
-        dist.init_process_group("gloo")
-    stats = run_pseudo_boxes(sections, args.out, rank=rank, world_size=world, progress=not args.no_progress)
-    bad = torch.tensor([stats["bad_images"]])
-    if world > 1:
-        dist.all_reduce(bad)  # also the barrier: the file is written once every rank has finished
-    summary = {"rank": rank, **stats, "complete": not int(bad)}
-    if rank == 0:
-        written = write_pseudo_annotations(sections, args.out, complete=not int(bad))
-        summary.update(out=args.out, file_images=written["images"], file_pseudo_labels=written["pseudo_labels"],
-                       per_class=written["per_class"])
-    print(json.dumps(summary))
-    if world > 1:
-        dist.destroy_process_group()
-    if int(bad):
+    sections = tool_config(args.config, args.cfg_options,
+                           {"dataset.proposals": args.proposals} if args.proposals else None)
+    with Ranks() as ranks:
+        stats = run_pseudo_boxes(sections, args.out, rank=ranks.rank, world_size=ranks.world,
+                                 progress=not args.no_progress)
+        bad = ranks.total(stats["bad_images"])  # also the barrier: the file is written once every rank has finished
+        summary = {"rank": ranks.rank, **stats, "complete": not bad}
+        if ranks.rank == 0:
+            written = write_pseudo_annotations(sections, args.out, complete=not bad)
+            summary.update(out=args.out, file_images=written["images"], file_pseudo_labels=written["pseudo_labels"],
+                           per_class=written["per_class"])
+        print(json.dumps(summary))
+        rank = ranks.rank
+    if bad:
         if rank == 0:
-            print(f"warning: {int(bad)} image{'s' if int(bad) > 1 else ''} could not be read and have no "
+            print(f"warning: {bad} image{'s' if bad > 1 else ''} could not be read and have no "
                   f"pseudo-labels in {args.out} (the first are named in the warnings above). Fix those image "
                   f"files and rerun the same command: only the missing images are labelled", file=sys.stderr)
         return SOME_IMAGES_FAILED
