@@ -2,14 +2,17 @@
 base classes, evaluated on base and novel classes (AP50), against the teacher alone and an oracle."""
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from mmengine.config import Config
 from mmengine.runner import Runner
 from torchvision.ops import batched_nms
 
@@ -18,6 +21,8 @@ from ovclip.engine.runner import load_config
 from ovclip.options import with_defaults
 from ovclip.io import atomic_torch_save, read_image, to_unit_float
 from ovclip.precompute import run_precompute
+from ovclip.pseudo_boxes import match_quality
+from ovclip.pseudo_boxes_job import run_pseudo_boxes, write_pseudo_annotations
 from ovclip.regions import region_embeddings
 from ovclip.teacher import Teacher
 from ovclip.classifier import build_text_source
@@ -34,6 +39,13 @@ log = logging.getLogger(__name__)
 # the detection students' config, under the configs folder the caller names (the library never looks for
 # configs/ by its place in the repository)
 CONFIG = "vild/vild_teacher-rn_fpn_synthetic-cpu.py"
+
+# The "pseudo-labels" row (VL-PLM): ViLD-text's top 100 proposals, refined 10 times by its RoI head, labelled
+# by the teacher with this pseudo-label config; the same ViLD-text then trained on base boxes + those labels.
+PSEUDO_BOXES_CONFIG = "pseudo_boxes/synthetic-cpu.py"
+PSEUDO_CONFIG = "vild/vild-text_teacher-rn_fpn_synthetic-cpu_pseudo-boxes.py"
+PSEUDO_ROW = "pseudo-labels (ViLD-text on base + teacher's novel boxes)"
+PSEUDO_PROPOSALS, PSEUDO_REFINE = 100, 10
 
 # DetPro: prompts learned on the same region store, then the "ViLD" row's student trained and tested with them
 DETPRO_PROMPTS_CONFIG = "detpro/detpro_prompts_synthetic-cpu.py"
@@ -135,14 +147,23 @@ def learn_prompts(configs: Path, world: dict[str, str], teacher_spec: dict, stor
 
 def run_detection_rows(world: dict[str, str], teacher: Teacher, teacher_spec: dict, work_dir: Path, iters: int,
                        seed: int, configs: Path, progress: Optional[Callable[[BenchRow], None]] = None,
-                       cfg_options: Optional[dict[str, Any]] = None, detpro: bool = True) -> list[BenchRow]:
+                       cfg_options: Optional[dict[str, Any]] = None, detpro: bool = True,
+                       rows_wanted: Optional[Sequence[str]] = None) -> list[BenchRow]:
     """Train and evaluate every student (ViLD-text first: its proposals are the distilled regions of the
-    others, and the teacher's alone), then the teacher on ViLD-text's proposals. `configs`: the folder of
-    the project's configs (the repository's configs/). `cfg_options` override keys
-    of the synthetic config for every student (e.g. {"model.trainable_layers": 0}); a row's own settings
-    (distillation source, inference mode) still apply on top."""
+    others, and the teacher's alone), then the teacher on ViLD-text's proposals, then the pseudo-label
+    row. `configs`: the folder of the project's configs (the repository's configs/). `cfg_options` override
+    keys of the synthetic config for every student (e.g. {"model.trainable_layers": 0}); a row's own
+    settings (distillation source, inference mode) still apply on top. `rows_wanted`: the first word of
+    each row to run ('ViLD', 'oracle', 'teacher', 'DetPro', 'pseudo-labels'; ViLD-text always runs); all
+    by default."""
+    def wanted(name: str) -> bool:
+        first = name.split()[0]
+        return rows_wanted is None or name == "ViLD-text" or \
+            ("ViLD" if first.startswith("ViLD-") else first) in rows_wanted
     rows, trained, store, cfg_options = [], {}, {}, cfg_options or {}
     for name, options, train_annotations in STUDENTS:
+        if not wanted(name):
+            continue
         t0 = time.perf_counter()
         uses_store = options.get("model.distill.source") == "store"
         if uses_store and not store:
@@ -165,17 +186,79 @@ def run_detection_rows(world: dict[str, str], teacher: Teacher, teacher_spec: di
                                  m["det/AP50_base"], time.perf_counter() - t0, "evaluation only"))
             if progress:
                 progress(rows[-1])
-    t0 = time.perf_counter()
     student = trained["ViLD-text"]
-    m = teacher_on_proposals(lambda img: student.detector.proposals([img])[0], teacher, world)
-    rows.append(BenchRow("detection", "teacher on ViLD-text's proposals", m["AP50_novel"], m["AP50_base"],
-                         time.perf_counter() - t0))
-    if progress:
-        progress(rows[-1])
-    if detpro:
+    if wanted("teacher"):
+        t0 = time.perf_counter()
+        m = teacher_on_proposals(lambda img: student.detector.proposals([img])[0], teacher, world)
+        rows.append(BenchRow("detection", "teacher on ViLD-text's proposals", m["AP50_novel"], m["AP50_base"],
+                             time.perf_counter() - t0))
+        if progress:
+            progress(rows[-1])
+    if detpro and wanted("DetPro"):
+        if not store:
+            distill = distill_settings(configs, cfg_options)
+            store = region_store(student, world, teacher_spec, work_dir / "regions", distill["num_regions"],
+                                 distill["scales"])
         rows += detpro_rows(world, teacher, teacher_spec, work_dir, iters, seed, configs, store, student,
                             progress, cfg_options)
+    if wanted(PSEUDO_ROW):
+        rows.append(pseudo_label_row(world, teacher_spec, work_dir / "pseudo-labels", iters, seed, configs, student,
+                                     cfg_options))
+        if progress:
+            progress(rows[-1])
     return rows
+
+
+def pseudo_label_row(world: dict[str, str], teacher_spec: dict, work_dir: Path, iters: int, seed: int,
+                     configs: Path, proposer: torch.nn.Module, cfg_options: Optional[dict[str, Any]] = None,
+                     pseudo_options: Optional[dict[str, Any]] = None) -> BenchRow:
+    """VL-PLM on the synthetic world: `proposer`'s (ViLD-text's) top 100 proposals on the train images,
+    refined 10 times by its RoI head (tools/proposals.py --refine 10), labelled by the teacher
+    (tools/pseudo_boxes.py with configs/pseudo_boxes/synthetic-cpu.py), then ViLD-text trained on the base
+    boxes + those pseudo-labels. The row's note gives the pseudo-labels' precision / recall against the
+    train images' withheld novel ground truth (IoU 0.5) and the time the labelling took. `pseudo_options`
+    override the config's `pseudo` section (e.g. {"base_overlap_iou": None}: VL-PLM's exact recipe)."""
+    t0 = time.perf_counter()
+    shutil.rmtree(work_dir, ignore_errors=True)
+    proposals, pseudo = work_dir / "proposals.json", work_dir / "pseudo_boxes.json"
+    write_proposals(lambda image: proposer.detector.proposals([image], PSEUDO_REFINE)[0], world["train_base"],
+                    world["train_images"], str(proposals), max_per_image=PSEUDO_PROPOSALS, progress=False)
+    sections = {k: v for k, v in Config.fromfile(Path(configs) / PSEUDO_BOXES_CONFIG).to_dict().items()
+                if k != "data_root"}
+    sections["teacher"] = {**sections["teacher"], "spec": teacher_spec}
+    sections["pseudo"] = {**sections["pseudo"], **(pseudo_options or {})}
+    sections["dataset"] = {**sections["dataset"], "ann_file": world["train_base"], "img_dir": world["train_images"],
+                           "proposals": str(proposals)}
+    run_pseudo_boxes(sections, str(pseudo), progress=False)
+    write_pseudo_annotations(sections, str(pseudo))
+    quality = pseudo_label_quality(str(pseudo), world["train_all"], world["vocabulary"])
+    label_seconds = time.perf_counter() - t0
+    _, m = train_and_test(Path(configs) / PSEUDO_CONFIG,
+                          {**world_options(world, teacher_spec, "base"), **(cfg_options or {}),
+                           "train_dataloader.dataset.pseudo_annotations": [str(pseudo)]}, work_dir / "student", iters,
+                          seed)
+    return BenchRow("detection", PSEUDO_ROW, m["det/AP50_novel"], m["det/AP50_base"], time.perf_counter() - t0,
+                    f"{quality['pseudo_labels']} pseudo-labels, precision {quality['precision']:.1f}% / recall "
+                    f"{quality['recall']:.1f}% of {quality['truths']} novel objects; labelling {label_seconds:.0f} s")
+
+
+def pseudo_label_quality(pseudo_file: str, truth_file: str, vocabulary: str, iou: float = 0.5) -> dict[str, Any]:
+    """Precision / recall (`ovclip.pseudo_boxes.match_quality`) of a pseudo-annotation file against the
+    ground truth of the labelled classes in `truth_file` (the withheld novel objects)."""
+    vocab = load_vocabulary(vocabulary)
+    pseudo = json.loads(Path(pseudo_file).read_text())["annotations"]
+    labelled = {a["category_id"] for a in pseudo} | {vocab.ids[i] for i in vocab.novel}
+    truth = [a for a in json.loads(Path(truth_file).read_text())["annotations"] if a["category_id"] in labelled]
+
+    def by_image(anns: list[dict], scored: bool) -> dict:
+        out: dict = {}
+        for a in anns:
+            x, y, w, h = a["bbox"]
+            out.setdefault(a["image_id"], []).append(([x, y, x + w, y + h], a.get("score", 1.0), a["category_id"]))
+        return {k: (np.array([b for b, _, _ in v], np.float32).reshape(-1, 4),
+                    *((np.array([s for _, s, _ in v]),) if scored else ()), np.array([c for _, _, c in v]))
+                for k, v in out.items()}
+    return match_quality(by_image(pseudo, True), by_image(truth, False), iou)
 
 
 def detpro_rows(world: dict[str, str], teacher: Teacher, teacher_spec: dict, work_dir: Path, iters: int, seed: int,

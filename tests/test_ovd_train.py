@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -284,3 +283,25 @@ def test_a_kill_while_saving_keeps_the_last_finished_checkpoint(tmp_path):
     runner.train()
     assert runner.iter == 6 and sorted(p.name for p in work.glob("iter_*.pth")) == ["iter_6.pth"]
     assert Path((work / "last_checkpoint").read_text()).name == "iter_6.pth"
+
+
+def test_training_on_pseudo_annotations_logs_them_and_tests_on_ground_truth_alone(tmp_path):
+    ann = json.loads((ROOT / "examples/shapes/annotations.json").read_text())
+    novel = 3  # the example vocabulary's novel class (triangle)
+    pseudo = tmp_path / "pseudo.json"
+    pseudo.write_text(json.dumps({"info": {"pseudo": True}, "images": [], "categories": ann["categories"],
+                                  "annotations": [{"id": -1 - k, "image_id": im["id"], "category_id": novel,
+                                                   "bbox": [60, 60, 30, 30], "score": 0.9, "pseudo": True}
+                                                  for k, im in enumerate(ann["images"])]}))
+    cfg = runner_for(tmp_path, "pseudo", **{"train_cfg.max_iters": 2, "model.gt_classes": "all", "log_level": "INFO",
+                                            "model.distill.source": "none",
+                                            "train_dataloader.dataset.pseudo_annotations": [str(pseudo)]})
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    train_set, test_set = runner.train_dataloader.dataset, runner.test_dataloader.dataset
+    assert train_set.stats["pseudo_annotations"] == len(ann["images"])
+    assert "weights" in train_set[0]["data_samples"] and "weights" not in test_set[0]["data_samples"]
+    assert "pseudo_annotations" not in test_set.stats
+    assert sum(len(r.labels) for r in test_set.records) == len(ann["annotations"])
+    log = next(Path(cfg.work_dir).glob("*/*.log")).read_text()
+    assert f"{len(ann['images'])} pseudo-annotations from" in log and "'triangle': 4" in log

@@ -96,21 +96,24 @@ def test_bench_quick_runs_end_to_end(tmp_path):
                        capture_output=True, text=True)  # no time limit: a loaded machine is slow, not wrong
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     for row in ("ViLD-text", "ViLD", "ViLD-ensemble", "ViLD-image", "teacher on ViLD-text's proposals", "oracle",
-                "DetPro (ViLD with learned prompts)", "teacher on ViLD-text's proposals, learned prompts"):
+                "DetPro (ViLD with learned prompts)", "teacher on ViLD-text's proposals, learned prompts",
+                "pseudo-labels (ViLD-text on base + teacher's novel boxes)"):
         assert f"| detection | {row}" in r.stdout
     for row in ("MaskCLIP (teacher zero-shot)", "MaskCLIP+", "mask proposals", "oracle (novel labels too)"):
         assert f"| segmentation | {row}" in r.stdout
     # a smoke run judges no target; each row says when it starts, how far its training is, when it tests
     assert "no target is judged" in r.stdout and "target" not in r.stdout.replace("no target is judged", "")
     assert not re.search(r"\bmet\b", r.stdout.split("open-vocabulary transfer")[-1])
-    for line in ("    ViLD-text: training 20 iterations", "    ViLD-text: 20/20 iterations", "    ViLD-text: testing",
-                 "    MaskCLIP+: training 20 iterations"):
+    for line in ("    ViLD-text: training 10 iterations", "    ViLD-text: 10/10 iterations", "    ViLD-text: testing",
+                 "    MaskCLIP+: training 10 iterations"):
         assert line in r.stdout, line
     saved = json.loads((tmp_path / "quick" / "results-s0.json").read_text())
     assert (tmp_path / "quick" / "students-s0" / "DetPro-prompts" / "prompts.safetensors").is_file()
-    assert len(saved["rows"]) == 12 and all(0 <= row["novel"] <= 100 for row in saved["rows"])
+    assert len(saved["rows"]) == 13 and all(0 <= row["novel"] <= 100 for row in saved["rows"])
     assert saved["cfg_options"] == {"model.detector.box_detections_per_img": 40}
     students = tmp_path / "quick" / "students-s0"
+    pseudo = json.loads((students / "pseudo-labels" / "pseudo_boxes.json").read_text())  # VL-PLM's row
+    assert len(pseudo["images"]) == 16 and all(a["pseudo"] for a in pseudo["annotations"])
     for name in ("ViLD-text", "ViLD", "ViLD-ensemble", "oracle"):
         dumped = Config.fromfile(str(students / name / "vild_teacher-rn_fpn_synthetic-cpu.py"))
         assert dumped.model.detector.box_detections_per_img == 40, name
@@ -119,7 +122,7 @@ def test_bench_quick_runs_end_to_end(tmp_path):
     from ovclip.store import FeatureStore
     from ovd.bench import distill_settings
     store = FeatureStore(tmp_path / "quick" / "students-s0" / "regions" / "store")
-    assert len(store) == 32 and store.meta["boxes"] == "proposals"
+    assert len(store) == 16 and store.meta["boxes"] == "proposals"
     assert all(0 < len(store[i][0]) <= distill_settings(ROOT / "configs")["num_regions"] == 32 for i in store.image_ids)
 
 
