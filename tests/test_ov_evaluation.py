@@ -194,3 +194,69 @@ def test_lvis_frequency_group_without_categories_is_missing_not_minus_100(tmp_pa
     ev.reset()
     m = ev.evaluate()  # no detections at all: 0 where there is ground truth, still missing for 'c'
     assert math.isnan(m["APc"]) and m["APr"] == 0.0 and m["AP"] == 0.0
+
+
+def random_federated_gt(tmp_path, n_images=40, n_cats=24, seed=0):
+    """An LVIS-style file (frequencies, negative and not-exhaustive categories, polygons) with noisy
+    detections and false positives: (path, vocabulary, per-image detections)."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    cats = [{"id": i + 1, "name": f"thing {i}", "frequency": "rcf"[i % 3]} for i in range(n_cats)]
+    images, anns, dets = [], [], {}
+    for im in range(1, n_images + 1):
+        present = [int(c) for c in rng.choice(n_cats, 4, replace=False) + 1]
+        neg = [int(c) for c in rng.choice(n_cats, 3, replace=False) + 1 if c not in present]
+        images.append({"id": im, "width": 200, "height": 200, "file_name": f"{im}.jpg", "neg_category_ids": neg,
+                       "not_exhaustive_category_ids": present[:1]})
+        rows = []
+        for c in present:
+            for _ in range(int(rng.integers(1, 3))):
+                x, y, w, h = (float(v) for v in (*rng.uniform(0, 150, 2), *rng.uniform(5, 50, 2)))
+                anns.append({"id": len(anns) + 1, "image_id": im, "category_id": c, "bbox": [x, y, w, h],
+                             "area": w * h, "iscrowd": 0, "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]})
+                dx, dy = rng.normal(0, 3, 2)
+                rows.append((c - 1, [x + dx, y + dy, x + dx + w, y + dy + h]))
+        for _ in range(15):
+            x, y = rng.uniform(0, 150, 2)
+            rows.append((int(rng.integers(0, n_cats)), [x, y, x + 30, y + 30]))
+        dets[im] = (torch.tensor([b for _, b in rows], dtype=torch.float32), torch.tensor(rng.uniform(size=len(rows)),
+                    dtype=torch.float32), torch.tensor([c for c, _ in rows]))
+    path = tmp_path / "federated.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    split = tuple("novel" if c["frequency"] == "r" else "base" for c in cats)
+    vocab = Vocabulary(tuple((c["name"],) for c in cats), ids=tuple(c["id"] for c in cats), split=split,
+                       frequency=tuple(c["frequency"] for c in cats))
+    return path, vocab, dets
+
+
+def test_faster_backend_gives_the_reference_numbers(tmp_path):
+    path, vocab, dets = random_federated_gt(tmp_path)
+    coco = {}
+    for backend in ("faster", "reference"):
+        ev = DetectionEvaluator(path, vocab, backend=backend, image_set="all")
+        for im, (b, s, lab) in dets.items():
+            ev.process(im, b, s, lab)
+        coco[backend] = (ev.evaluate(), ev._per_class_ap(ev.evaluated_images()))
+    assert coco["faster"][0] == pytest.approx(coco["reference"][0], abs=1e-9)
+    for a, b in zip(coco["faster"][1], coco["reference"][1]):
+        assert a == pytest.approx(b, abs=1e-9, nan_ok=True)
+    assert 5 < coco["faster"][0]["AP50"] < 95  # neither trivial nor empty
+    for iou_type in ("bbox", "segm"):
+        lvis = {}
+        for backend in ("faster", "reference"):
+            ev = LvisEvaluator(path, vocab, iou_type=iou_type, backend=backend)
+            for im, (b, s, lab) in dets.items():
+                masks = None
+                if iou_type == "segm":
+                    from pycocotools import mask as mask_utils
+                    masks = []
+                    for x0, y0, x1, y1 in b.tolist():
+                        rle = mask_utils.frPyObjects([[x0, y0, x1, y0, x1, y1, x0, y1]], 200, 200)[0]
+                        rle["counts"] = rle["counts"].decode("ascii")
+                        masks.append(rle)
+                ev.process(im, b, s, lab, masks=masks)
+            lvis[backend] = ev.evaluate()
+        assert lvis["faster"] == pytest.approx(lvis["reference"], abs=1e-9), iou_type
+        assert 5 < lvis["faster"]["AP"] < 95
+    with pytest.raises(ValueError, match="backend must be one of"):
+        DetectionEvaluator(path, vocab, backend="fast")

@@ -1,4 +1,5 @@
-"""COCO-style detection evaluation with pycocotools, split into base / novel classes."""
+"""COCO-style detection evaluation (faster-coco-eval, or pycocotools with backend='reference'), split into
+base / novel classes."""
 from __future__ import annotations
 
 import contextlib
@@ -9,11 +10,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
-
 from ovclip.io import atomic_json_dump
 from ovclip.vocabulary import Vocabulary, load_vocabulary, match_categories
+
+from .backends import coco_api, quiet
 
 def to_coco_results(image_id: Any, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
                     category_ids: Sequence[int]) -> list[dict]:
@@ -49,14 +49,17 @@ class DetectionEvaluator:
     `image_set`: which of the processed images are evaluated: 'all', or 'annotated' (those with at least
     one annotation of the vocabulary's classes, crowd included: the OV-COCO protocol of OVR-CNN, ViLD and
     Detic, whose val set is the 4836 val2017 images with one of the 65 classes). Default: 'annotated'
-    for the OV-COCO vocabulary, 'all' otherwise.
+    for the OV-COCO vocabulary, 'all' otherwise. `backend`: 'faster' (faster-coco-eval) or 'reference'
+    (pycocotools), the same numbers (`ovd.evaluation.backends`).
     """
 
     def __init__(self, ann_file: "str | Path", vocabulary: "Vocabulary | str", out_dir: "str | Path | None" = None,
-                 name: str = "coco", image_set: Optional[str] = None):
+                 name: str = "coco", image_set: Optional[str] = None, backend: str = "faster"):
         self.ann_file = str(ann_file)
+        coco, self._cocoeval = coco_api(backend)
+        self.backend = backend
         with contextlib.redirect_stdout(io.StringIO()):
-            self.gt = COCO(self.ann_file)
+            self.gt = coco(self.ann_file)
         self.vocabulary = load_vocabulary(vocabulary)
         self.category_ids = match_categories(self.vocabulary, self.gt.loadCats(self.gt.getCatIds()), self.ann_file)
         if image_set is None:
@@ -96,7 +99,7 @@ class DetectionEvaluator:
             return np.zeros(k), np.zeros(k)
         with contextlib.redirect_stdout(io.StringIO()):
             dt = self.gt.loadRes([dict(r) for r in results])  # loadRes adds fields in place
-            e = COCOeval(self.gt, dt, "bbox")
+            e = quiet(self._cocoeval(self.gt, dt, "bbox"))
             e.params.imgIds = image_ids
             e.params.catIds = self.category_ids
             e.evaluate()
@@ -136,5 +139,6 @@ class DetectionEvaluator:
 class OVCocoEvaluator(DetectionEvaluator):
     """OV-COCO: the 65 classes evaluated together, AP50 reported for novel (17), base (48) and all."""
 
-    def __init__(self, ann_file: "str | Path", out_dir: "str | Path | None" = None, image_set: str = "annotated"):
-        super().__init__(ann_file, "ov-coco", out_dir, name="ov-coco", image_set=image_set)
+    def __init__(self, ann_file: "str | Path", out_dir: "str | Path | None" = None, image_set: str = "annotated",
+                 backend: str = "faster"):
+        super().__init__(ann_file, "ov-coco", out_dir, name="ov-coco", image_set=image_set, backend=backend)

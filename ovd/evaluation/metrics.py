@@ -10,6 +10,7 @@ from mmengine.evaluator import BaseMetric
 from ovclip.io import atomic_json_dump
 
 from ..registry import METRICS
+from .backends import check_backend
 from .coco import DetectionEvaluator
 from .lvis import LvisEvaluator
 
@@ -60,34 +61,37 @@ class _EvaluatorMetric(BaseMetric):
 class DetectionMetric(_EvaluatorMetric):
     """COCO-format box AP50 / AP over a vocabulary, split into base / novel when it has a split
     (OV-COCO: `vocabulary='ov-coco'`). `image_set`: 'all' or 'annotated' images (DetectionEvaluator;
-    default 'annotated' for OV-COCO, 'all' otherwise)."""
+    default 'annotated' for OV-COCO, 'all' otherwise). `backend`: 'faster' or 'reference' (pycocotools)."""
 
     default_prefix = "det"
 
     def __init__(self, ann_file: str, vocabulary: Any, out_dir: Optional[str] = None, name: str = "coco",
-                 image_set: Optional[str] = None, **kwargs):
+                 image_set: Optional[str] = None, backend: str = "faster", **kwargs):
         super().__init__(**kwargs)
         self.ann_file, self.vocabulary, self.out_dir, self.name = ann_file, vocabulary, out_dir, name
-        self.image_set = image_set
+        self.image_set, self.backend = image_set, check_backend(backend)
 
     def _evaluator(self) -> DetectionEvaluator:
-        return DetectionEvaluator(self.ann_file, self.vocabulary, self.out_dir, self.name, self.image_set)
+        return DetectionEvaluator(self.ann_file, self.vocabulary, self.out_dir, self.name, self.image_set,
+                                  self.backend)
 
 
 @METRICS.register_module()
 class LvisMetric(_EvaluatorMetric):
-    """LVIS v1 AP / APr / APc / APf for boxes ('bbox') or masks ('segm')."""
+    """LVIS v1 AP / APr / APc / APf for boxes ('bbox') or masks ('segm'). `backend`: 'faster' or
+    'reference' (lvis-api)."""
 
     default_prefix = "lvis"
 
     def __init__(self, ann_file: str, vocabulary: Any = "lvis-v1", iou_type: str = "bbox",
-                 out_dir: Optional[str] = None, max_dets: int = 300, **kwargs):
+                 out_dir: Optional[str] = None, max_dets: int = 300, backend: str = "faster", **kwargs):
         super().__init__(**kwargs)
         self.ann_file, self.vocabulary, self.iou_type = ann_file, vocabulary, iou_type
-        self.out_dir, self.max_dets = out_dir, max_dets
+        self.out_dir, self.max_dets, self.backend = out_dir, max_dets, check_backend(backend)
         self.with_masks = iou_type == "segm"
 
     def _evaluator(self) -> LvisEvaluator:
-        return LvisEvaluator(self.ann_file, self.vocabulary, self.out_dir, self.iou_type, self.max_dets)
+        return LvisEvaluator(self.ann_file, self.vocabulary, self.out_dir, self.iou_type, self.max_dets,
+                             self.backend)
 
 
