@@ -3,5 +3,5 @@ from ovclip.engine.registry import scope_registries
 
 _R = scope_registries("ovd", {"MODELS": ["ovd.models"], "DATASETS": ["ovd.data"], "FUNCTIONS": ["ovd.data"],
                               "HOOKS": ["ovd.models"],
-                              "METRICS": ["ovd.evaluation"]})
+                              "METRICS": ["ovd.evaluation.metrics"]})
 MODELS, DATASETS, FUNCTIONS, METRICS, HOOKS = _R.MODELS, _R.DATASETS, _R.FUNCTIONS, _R.METRICS, _R.HOOKS

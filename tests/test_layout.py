@@ -34,3 +34,11 @@ def test_the_library_never_opens_the_repositorys_configs_or_model_zoo_by_its_pla
         for path in (ROOT / package).rglob("*.py"):
             text = path.read_text()
             assert "parents[1]" not in text and "parent.parent" not in text, f"{path} looks for the repository"
+
+
+def test_the_evaluators_load_without_the_models_and_open_clip():
+    code = ("import sys; from ovd.evaluation import DetectionEvaluator, LvisEvaluator; "
+            "print(' '.join(m for m in sys.modules if m.split('.')[0] in ('open_clip', 'ovd', 'mmengine')))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.split())
+    assert "open_clip" not in loaded and "ovd.models" not in loaded and "ovd.api" not in loaded, loaded

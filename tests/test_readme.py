@@ -55,11 +55,13 @@ def test_readme_coco_sample_commands_train_and_test(tmp_path):
 
     def moved(cmd):
         return [str(tmp_path / a) if a.startswith(work) else a for a in cmd]
+    # 4 images to train on, validate and test (the sample has 50): the commands' paths are what is checked
     r = subprocess.run([sys.executable, *moved(train), *TINY, "train_dataloader.dataset.max_images=4",
-                        "log_level=WARNING"], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    r = subprocess.run([sys.executable, *moved(test), *TINY, "log_level=WARNING"], cwd=ROOT, capture_output=True,
+                        "val_dataloader.dataset.max_images=4", "log_level=WARNING"], cwd=ROOT, capture_output=True,
                        text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run([sys.executable, *moved(test), *TINY, "test_dataloader.dataset.max_images=4", "log_level=WARNING"],
+                       cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = json.loads((tmp_path / work / "metrics.json").read_text())["metrics"]
     assert {"det/AP50_novel", "det/AP50_base"} <= set(metrics), metrics

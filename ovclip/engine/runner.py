@@ -15,7 +15,6 @@ from mmengine.registry import DATASETS, HOOKS, METRICS, MODELS, DefaultScope
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
-from ..demo import require_checkpoint
 from ..io import atomic_json_dump
 from ..options import ConfigError, check_arguments, close_hint
 from .checkpoint import model_state_dict
@@ -255,6 +254,7 @@ def test(config: "str | Path", checkpoint: Optional[str] = None, vocabulary: "st
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model
     try:
         if checkpoint is None:
+            from ..demo import require_checkpoint  # the demo's drawing code: not for every engine user
             require_checkpoint(model, config)
         else:
             load_weights(model, checkpoint, config, allow_partial)  # here, as mmengine's loader only warns
