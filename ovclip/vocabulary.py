@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 from .errors import UserInputError
 
@@ -255,6 +255,17 @@ def load_vocabulary(spec: "str | Path | Sequence[str] | Vocabulary") -> Vocabula
         # A near-miss of a builtin name is far more likely a typo than a one-class vocabulary.
         raise VocabularyError(_unknown_builtin_message(text) + f" For a one-class vocabulary write '{text},'.")
     return parse_vocabulary(text)
+
+
+def spec_key(spec: Any) -> Optional[tuple]:
+    """A hashable key for a vocabulary spec whose meaning cannot change between two calls ('cat, dog', a
+    builtin name, a list of names), so that a caller can remember the Vocabulary it parsed; None for a
+    file (its contents may change) or a Vocabulary (nothing to parse)."""
+    if isinstance(spec, str):
+        return None if Path(spec.strip()).is_file() else ("text", spec)
+    if isinstance(spec, (list, tuple)) and all(isinstance(s, str) for s in spec):
+        return ("names", tuple(spec))
+    return None
 
 
 def match_categories(vocabulary: Vocabulary, categories: Sequence[dict], source: str) -> list[int]:

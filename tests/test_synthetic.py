@@ -136,6 +136,25 @@ def test_shipped_teacher_and_student_work_out_of_the_box():
                                ROOT / "model_zoo/synthetic/vild_teacher-rn_synthetic.pth")
     out = det.predict(ROOT / "model_zoo/synthetic/demo.png", "diamond, triangle, hexagon, circle, star", score_thr=0.1)
     assert len(out) >= 3 and out.names[0] == "diamond" and out.scores[0] > 0.3
+    # The same vocabulary text again is not parsed again (at 21k classes parsing cost more than detecting);
+    # another one is, and so is the first one once the model was switched behind the Detector's back.
+    import torch
+
+    import ovd.api
+    parsed = []
+    real = ovd.api.load_vocabulary
+    ovd.api.load_vocabulary = lambda spec: parsed.append(spec) or real(spec)
+    try:
+        again = det.predict(ROOT / "model_zoo/synthetic/demo.png", "diamond, triangle, hexagon, circle, star",
+                            score_thr=0.1)
+        assert not parsed and again.names == out.names and torch.equal(again.scores, out.scores)
+        det.predict(ROOT / "model_zoo/synthetic/demo.png", ["circle", "star"])
+        det.model.set_vocabulary("square, star")
+        det.predict(ROOT / "model_zoo/synthetic/demo.png", ["circle", "star"])
+        assert parsed == [["circle", "star"], ["circle", "star"]]
+        assert det.vocabulary.names == ["circle", "star"]
+    finally:
+        ovd.api.load_vocabulary = real
 
 
 def test_region_store_is_rebuilt_from_the_model_it_is_given(world, tmp_path):

@@ -93,3 +93,13 @@ def test_roundtrip_and_subset():
     assert set(BUILTIN_VOCABULARIES) == {"coco", "ov-coco", "lvis-v1", "ov-lvis", "ade20k-150", "synthetic-shapes"}
     shapes = builtin_vocabulary("synthetic-shapes")
     assert len(shapes.base) == 8 and [shapes.names[i] for i in shapes.novel] == ["star", "heart", "hexagon", "crescent"]
+
+
+def test_spec_key_remembers_only_specs_that_cannot_change(tmp_path):
+    from ovclip.vocabulary import Vocabulary, spec_key
+    assert spec_key("cat, dog") == spec_key("cat, dog") != spec_key("cat, dogs")
+    assert spec_key(["cat", "dog"]) == ("names", ("cat", "dog")) and spec_key(("cat", "dog")) == spec_key(["cat", "dog"])
+    path = tmp_path / "v.txt"
+    path.write_text("cat\n")
+    assert spec_key(str(path)) is None  # a file may be edited between two calls
+    assert spec_key(Vocabulary((("cat",),))) is None
