@@ -40,9 +40,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 def resolve_config(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Fill defaults into a precompute config and reject unknown sections or keys by name."""
     out = resolve_sections(cfg, DEFAULTS, (("teacher", "spec"), ("dataset", "ann_file"), ("dataset", "img_dir")))
-    if out["run"]["on_bad_image"] not in ("skip", "error"):
-        raise ConfigError("run.on_bad_image must be 'skip' or 'error'")
+    check_run_section(out["run"])
     return out
+
+
+def check_run_section(run: Mapping[str, Any]) -> None:
+    """A dataset job's `run` section (precompute, pseudo-labels): on_bad_image is 'skip' or 'error'."""
+    if run["on_bad_image"] not in ("skip", "error"):
+        raise ConfigError("run.on_bad_image must be 'skip' or 'error'")
 
 
 def pick_device(device: str) -> str:

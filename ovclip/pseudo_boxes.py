@@ -18,13 +18,15 @@ recipe.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.ops import batched_nms, box_iou
 
+from .coco import read_json
 from .io import as_image_tensor
 from .options import ConfigError
 from .regions import clip_boxes, region_embeddings
@@ -172,3 +174,23 @@ def match_quality(pseudo: dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray]],
         return {"precision": 100.0 * h[0] / h[1] if h[1] else float("nan"),
                 "recall": 100.0 * h[2] / h[3] if h[3] else float("nan"), "pseudo_labels": h[1], "truths": h[3]}
     return {**summary(total), "per_class": {c: summary(h) for c, h in sorted(hits.items())}}
+
+
+def annotation_quality(pseudo_file: "str | Path", truth_file: "str | Path", categories: Iterable[int] = (),
+                       iou: float = 0.5) -> dict[str, Any]:
+    """`match_quality` of a pseudo-annotation file (tools/pseudo_boxes.py's) against the ground truth of a
+    COCO-format file, restricted to the labelled classes: the category ids the pseudo-labels use, and
+    `categories` (e.g. every novel class, so that a class never labelled counts in the recall)."""
+    pseudo = read_json(pseudo_file)["annotations"]
+    labelled = {a["category_id"] for a in pseudo} | set(categories)
+    truth = [a for a in read_json(truth_file)["annotations"] if a["category_id"] in labelled]
+
+    def by_image(anns: list[dict], scored: bool) -> dict:
+        out: dict = {}
+        for a in anns:
+            x, y, w, h = a["bbox"]
+            out.setdefault(a["image_id"], []).append(([x, y, x + w, y + h], a.get("score", 1.0), a["category_id"]))
+        return {k: (np.array([b for b, _, _ in v], np.float32).reshape(-1, 4),
+                    *((np.array([s for _, s, _ in v]),) if scored else ()), np.array([c for _, _, c in v]))
+                for k, v in out.items()}
+    return match_quality(by_image(pseudo, True), by_image(truth, False), iou)

@@ -268,6 +268,25 @@ def spec_key(spec: Any) -> Optional[tuple]:
     return None
 
 
+class LastVocabulary:
+    """What a predictor was last asked to recognise: the spec's key (`spec_key`) and the Vocabulary it gave.
+    `recall` returns that Vocabulary when the same text or list of names comes again and the model still
+    holds it (a vocabulary set on the model directly is noticed), so that it is not parsed again."""
+
+    def __init__(self):
+        self.key: Optional[tuple] = None
+        self.vocabulary: Optional[Vocabulary] = None
+
+    def recall(self, spec: Any, current: Vocabulary) -> Optional[Vocabulary]:
+        """The remembered Vocabulary for `spec` if `current` (the model's) is still it, else None."""
+        key = spec_key(spec)
+        return self.vocabulary if key is not None and key == self.key and current is self.vocabulary else None
+
+    def remember(self, spec: Any, vocabulary: Vocabulary) -> None:
+        """`spec` gave `vocabulary`, which the model now holds."""
+        self.key, self.vocabulary = spec_key(spec), vocabulary
+
+
 def match_categories(vocabulary: Vocabulary, categories: Sequence[dict], source: str) -> list[int]:
     """The dataset category id of every class: the vocabulary's own ids, which must all be among
     `categories`, or else its names matched (case-insensitively, '_' as space) to theirs."""

@@ -10,7 +10,7 @@ import torch
 from ovclip.demo import require_checkpoint
 from ovclip.engine import build_model
 from ovclip.io import as_image_tensor
-from ovclip.vocabulary import Vocabulary, load_vocabulary, spec_key
+from ovclip.vocabulary import LastVocabulary, Vocabulary, load_vocabulary
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Detector:
     def __init__(self, model: torch.nn.Module, device: str = "cpu"):
         self.model = model.to(device).eval()
         self.device = device
-        self._last: tuple = (None, None)  # (spec key, Vocabulary) of the last vocabulary asked for
+        self._last = LastVocabulary()
 
     @classmethod
     def from_config(cls, config: "str | Path", checkpoint: "str | Path | None" = None, device: str = "cpu",
@@ -61,13 +61,13 @@ class Detector:
         """Detect these classes from now on ('cat, dog, sofa|couch', a list, a builtin name or a file). The
         same text or list of names as the last call costs nothing: it is not parsed again (at 21k classes
         parsing took longer than detecting)."""
-        key = spec_key(vocabulary)
-        if key is not None and key == self._last[0] and self.model.vocabulary is self._last[1]:
-            return self._last[1]
+        known = self._last.recall(vocabulary, self.model.vocabulary)
+        if known is not None:
+            return known
         vocab = load_vocabulary(vocabulary)
         if vocab != self.model.vocabulary:
             self.model.set_vocabulary(vocab)
-        self._last = (key, self.model.vocabulary)
+        self._last.remember(vocabulary, self.model.vocabulary)
         return vocab
 
     @torch.inference_mode()

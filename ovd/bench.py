@@ -2,27 +2,25 @@
 base classes, evaluated on base and novel classes (AP50), against the teacher alone and an oracle."""
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from mmengine.config import Config
 from mmengine.runner import Runner
 from torchvision.ops import batched_nms
 
+from ovclip.cli import tool_config
 from ovclip.synthetic.bench import BenchRow, train_and_test
 from ovclip.engine.runner import load_config
 from ovclip.options import with_defaults
 from ovclip.io import atomic_torch_save, read_image, to_unit_float
 from ovclip.precompute import run_precompute
-from ovclip.pseudo_boxes import match_quality
-from ovclip.pseudo_boxes_job import run_pseudo_boxes, write_pseudo_annotations
+from ovclip.pseudo_boxes import annotation_quality
+from ovclip.pseudo_boxes_job import PseudoBoxJob
 from ovclip.regions import region_embeddings
 from ovclip.teacher import Teacher
 from ovclip.classifier import build_text_source
@@ -223,15 +221,16 @@ def pseudo_label_row(world: dict[str, str], teacher_spec: dict, work_dir: Path, 
     proposals, pseudo = work_dir / "proposals.json", work_dir / "pseudo_boxes.json"
     write_proposals(lambda image: proposer.detector.proposals([image], PSEUDO_REFINE)[0], world["train_base"],
                     world["train_images"], str(proposals), max_per_image=PSEUDO_PROPOSALS, progress=False)
-    sections = {k: v for k, v in Config.fromfile(Path(configs) / PSEUDO_BOXES_CONFIG).to_dict().items()
-                if k != "data_root"}
+    sections = tool_config(str(Path(configs) / PSEUDO_BOXES_CONFIG), {})
     sections["teacher"] = {**sections["teacher"], "spec": teacher_spec}
     sections["pseudo"] = {**sections["pseudo"], **(pseudo_options or {})}
     sections["dataset"] = {**sections["dataset"], "ann_file": world["train_base"], "img_dir": world["train_images"],
                            "proposals": str(proposals)}
-    run_pseudo_boxes(sections, str(pseudo), progress=False)
-    write_pseudo_annotations(sections, str(pseudo))
-    quality = pseudo_label_quality(str(pseudo), world["train_all"], world["vocabulary"])
+    job = PseudoBoxJob(sections)
+    job.run(str(pseudo), progress=False)
+    job.write(str(pseudo))
+    vocab = load_vocabulary(world["vocabulary"])
+    quality = annotation_quality(pseudo, world["train_all"], [vocab.ids[i] for i in vocab.novel])
     label_seconds = time.perf_counter() - t0
     _, m = train_and_test(Path(configs) / PSEUDO_CONFIG,
                           {**world_options(world, teacher_spec, "base"), **(cfg_options or {}),
@@ -240,25 +239,6 @@ def pseudo_label_row(world: dict[str, str], teacher_spec: dict, work_dir: Path, 
     return BenchRow("detection", PSEUDO_ROW, m["det/AP50_novel"], m["det/AP50_base"], time.perf_counter() - t0,
                     f"{quality['pseudo_labels']} pseudo-labels, precision {quality['precision']:.1f}% / recall "
                     f"{quality['recall']:.1f}% of {quality['truths']} novel objects; labelling {label_seconds:.0f} s")
-
-
-def pseudo_label_quality(pseudo_file: str, truth_file: str, vocabulary: str, iou: float = 0.5) -> dict[str, Any]:
-    """Precision / recall (`ovclip.pseudo_boxes.match_quality`) of a pseudo-annotation file against the
-    ground truth of the labelled classes in `truth_file` (the withheld novel objects)."""
-    vocab = load_vocabulary(vocabulary)
-    pseudo = json.loads(Path(pseudo_file).read_text())["annotations"]
-    labelled = {a["category_id"] for a in pseudo} | {vocab.ids[i] for i in vocab.novel}
-    truth = [a for a in json.loads(Path(truth_file).read_text())["annotations"] if a["category_id"] in labelled]
-
-    def by_image(anns: list[dict], scored: bool) -> dict:
-        out: dict = {}
-        for a in anns:
-            x, y, w, h = a["bbox"]
-            out.setdefault(a["image_id"], []).append(([x, y, x + w, y + h], a.get("score", 1.0), a["category_id"]))
-        return {k: (np.array([b for b, _, _ in v], np.float32).reshape(-1, 4),
-                    *((np.array([s for _, s, _ in v]),) if scored else ()), np.array([c for _, _, c in v]))
-                for k, v in out.items()}
-    return match_quality(by_image(pseudo, True), by_image(truth, False), iou)
 
 
 def detpro_rows(world: dict[str, str], teacher: Teacher, teacher_spec: dict, work_dir: Path, iters: int, seed: int,

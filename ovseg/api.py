@@ -10,7 +10,7 @@ import torch
 from ovclip.demo import require_checkpoint
 from ovclip.engine import build_model
 from ovclip.io import as_image_tensor
-from ovclip.vocabulary import Vocabulary, load_vocabulary, spec_key
+from ovclip.vocabulary import LastVocabulary, Vocabulary, load_vocabulary
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Segmenter:
     def __init__(self, model: torch.nn.Module, device: str = "cpu"):
         self.model = model.to(device).eval()
         self.device = device
-        self._last: tuple = (None, None)  # (spec key, Vocabulary) of the last vocabulary asked for
+        self._last = LastVocabulary()
 
     @classmethod
     def from_config(cls, config: "str | Path", checkpoint: "str | Path | None" = None, device: str = "cpu",
@@ -59,11 +59,11 @@ class Segmenter:
     def set_vocabulary(self, vocabulary: "str | Sequence[str] | Vocabulary") -> Vocabulary:
         """Segment these classes from now on ('cat, dog|puppy', a builtin name, a file, a list); the same text
         or list of names as the last call is not parsed again."""
-        key = spec_key(vocabulary)
-        if key is not None and key == self._last[0] and self.model.vocabulary is self._last[1]:
-            return self._last[1]
+        known = self._last.recall(vocabulary, self.model.vocabulary)
+        if known is not None:
+            return known
         vocab = self.model.set_vocabulary(load_vocabulary(vocabulary))
-        self._last = (key, self.model.vocabulary)
+        self._last.remember(vocabulary, self.model.vocabulary)
         return vocab
 
     @torch.inference_mode()

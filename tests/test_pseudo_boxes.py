@@ -15,7 +15,7 @@ import ovclip.pseudo_boxes_job as job
 from ovclip.cli import run_tool
 from ovclip.coco import AnnotationError
 from ovclip.options import ConfigError
-from ovclip.pseudo_boxes import label_regions, labelled_classes, match_quality, pseudo_boxes
+from ovclip.pseudo_boxes import annotation_quality, label_regions, labelled_classes, match_quality, pseudo_boxes
 from ovclip.vocabulary import Vocabulary, VocabularyError
 
 from .conftest import load_tool, random_image, write_config
@@ -214,34 +214,19 @@ def test_shipped_configs_resolve(config):
 def test_synthetic_config_labels_the_novel_objects_of_a_world(tmp_path):
     """The shipped synthetic teacher on a small world, its ground-truth boxes (all 12 shapes) as proposals:
     the novel objects get their own class, the base objects none."""
-    from mmengine.config import Config
-    from ovclip.engine.runner import reroot
+    from ovclip.cli import tool_config
     from ovclip.synthetic import make_world
     from ovclip.vocabulary import load_vocabulary
     world = make_world(tmp_path / "world", seed=0, n_train=6, n_val=1)
     full = json.loads(Path(world["train_all"]).read_text())
     (tmp_path / "props.json").write_text(json.dumps([{"image_id": a["image_id"], "bbox": a["bbox"], "score": 0.95}
                                                      for a in full["annotations"]]))
-    cfg = Config.fromfile(ROOT / "configs" / "pseudo_boxes" / "synthetic-cpu.py")
-    cfg.merge_from_dict(reroot(cfg, {"data_root": world["root"] + "/", "dataset.proposals": str(tmp_path / "props.json")}))
-    sections = {k: v for k, v in cfg.to_dict().items() if not k.endswith("_root")}
+    sections = tool_config(str(ROOT / "configs" / "pseudo_boxes" / "synthetic-cpu.py"),
+                           {"data_root": world["root"] + "/", "dataset.proposals": str(tmp_path / "props.json")})
     out = str(tmp_path / "pseudo.json")
     job.run_pseudo_boxes(sections, out, progress=False)
     job.write_pseudo_annotations(sections, out)
     vocab = load_vocabulary("synthetic-shapes")
     novel_ids = {vocab.ids[i] for i in vocab.novel}
-    anns = json.loads(Path(out).read_text())["annotations"]
-    truth = {}
-    for a in full["annotations"]:
-        if a["category_id"] in novel_ids:
-            x, y, w, h = a["bbox"]
-            boxes, labels = truth.get(a["image_id"], ([], []))
-            truth[a["image_id"]] = (boxes + [[x, y, x + w, y + h]], labels + [a["category_id"]])
-    pseudo = {}
-    for a in anns:
-        x, y, w, h = a["bbox"]
-        boxes, scores, labels = pseudo.get(a["image_id"], ([], [], []))
-        pseudo[a["image_id"]] = (boxes + [[x, y, x + w, y + h]], scores + [a["score"]], labels + [a["category_id"]])
-    q = match_quality({k: tuple(map(np.array, v)) for k, v in pseudo.items()},
-                      {k: tuple(map(np.array, v)) for k, v in truth.items()})
+    q = annotation_quality(out, world["train_all"], novel_ids)
     assert q["truths"] > 0 and q["precision"] >= 75 and q["recall"] >= 50, q

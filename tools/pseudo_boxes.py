@@ -18,7 +18,7 @@ import sys
 from mmengine.config import DictAction
 
 from ovclip.cli import Ranks, add_debug_flag, run_tool, tool_config
-from ovclip.pseudo_boxes_job import run_pseudo_boxes, write_pseudo_annotations
+from ovclip.pseudo_boxes_job import PseudoBoxJob
 
 SOME_IMAGES_FAILED = 3
 
@@ -38,12 +38,12 @@ def main(argv=None) -> int:
     sections = tool_config(args.config, args.cfg_options,
                            {"dataset.proposals": args.proposals} if args.proposals else None)
     with Ranks() as ranks:
-        stats = run_pseudo_boxes(sections, args.out, rank=ranks.rank, world_size=ranks.world,
-                                 progress=not args.no_progress)
+        job = PseudoBoxJob(sections)
+        stats = job.run(args.out, rank=ranks.rank, world_size=ranks.world, progress=not args.no_progress)
         bad = ranks.total(stats["bad_images"])  # also the barrier: the file is written once every rank has finished
         summary = {"rank": ranks.rank, **stats, "complete": not bad}
         if ranks.rank == 0:
-            written = write_pseudo_annotations(sections, args.out, complete=not bad)
+            written = job.write(args.out, complete=not bad)
             summary.update(out=args.out, file_images=written["images"], file_pseudo_labels=written["pseudo_labels"],
                            per_class=written["per_class"])
         print(json.dumps(summary))
