@@ -12,17 +12,17 @@ from typing import Optional, Sequence
 import torch
 from tqdm import tqdm
 
-from .io import atomic_torch_save
 from .prompts import average_embeddings, format_prompts, get_templates
 from .teacher import Teacher
+from .text_cache import EmbeddingTable, SegmentStore
 from .vocabulary import Vocabulary, load_vocabulary
 
 log = logging.getLogger(__name__)
 
-# This process's copy of each cache file it used (cache file -> class key -> embedding): a vocabulary used
-# again in one run (a demo switching back, a second model) costs neither an encoder pass nor a file read,
-# even where the cache file cannot be written.
-_MEMO: dict[str, dict[str, torch.Tensor]] = {}
+# This process's copy of each cache it used (cache folder -> table): a vocabulary used again in one run (a
+# demo switching back, a second model) costs neither an encoder pass nor a file read, even where the cache
+# folder cannot be written.
+_MEMO: dict[str, tuple[EmbeddingTable, Optional[SegmentStore]]] = {}
 
 
 def default_cache_dir() -> Path:
@@ -30,30 +30,38 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("OVCLIP_CACHE", Path.home() / ".cache" / "ovclip"))
 
 
-def _cache_file(cache_dir: Path, teacher: Teacher, templates: Sequence[str]) -> Path:
+def _cache_folder(cache_dir: Path, teacher: Teacher, templates: Sequence[str]) -> Path:
     key = hashlib.blake2b("\n".join(templates).encode(), digest_size=8).hexdigest()
-    return cache_dir / "text" / f"{teacher.fingerprint}-{key}.pt"
+    return cache_dir / "text" / f"{teacher.fingerprint}-{key}"
 
 
-def _read_cache(path: Path) -> dict[str, torch.Tensor]:
+def _open_cache(folder: Path) -> tuple[EmbeddingTable, SegmentStore]:
+    if str(folder) not in _MEMO:
+        store = SegmentStore(folder)
+        _import_legacy(folder.parent / f"{folder.name}.pt", store)
+        _MEMO[str(folder)] = (EmbeddingTable(), store)
+    return _MEMO[str(folder)]
+
+
+def _import_legacy(path: Path, store: SegmentStore) -> None:
+    """Move a cache written by ovclip <= 0.1 (one pickled dict of tensors per file) into the segment store."""
     if not path.is_file():
-        return {}
+        return
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(data, dict):
-            return data
-    except Exception as e:  # a damaged cache is only a lost speed-up
-        log.warning("ignoring unreadable text-embedding cache %s (%s); it will be rewritten", path, e)
-    return {}
+        if isinstance(data, dict) and data:
+            store.append(list(data), torch.stack(list(data.values())))
+        path.unlink()
+    except Exception as e:  # unreadable or unwritable: only a lost speed-up
+        log.warning("could not import the old text-embedding cache %s (%s)", path, e)
 
 
-def _write_cache(path: Path, fresh: dict[str, torch.Tensor]) -> None:
-    # Re-read before writing so that a concurrent writer's classes are kept.
+def _save(store: SegmentStore, keys: list[str], rows: torch.Tensor) -> None:
     try:
-        atomic_torch_save({**_read_cache(path), **fresh}, path)
-    except (OSError, RuntimeError) as e:  # unwritable or full (torch.save's RuntimeError): keep the embeddings
+        store.append(keys, rows)
+    except OSError as e:  # unwritable or full: the embeddings stay in this process's memory
         log.warning("could not write the text-embedding cache %s (%s); later runs will encode these classes "
-                    "again (set OVCLIP_CACHE to a writable folder)", path, e)
+                    "again (set OVCLIP_CACHE to a writable folder)", store.folder, e)
 
 
 def encode_classes(teacher: Teacher, prompts: Sequence[Sequence[str]], batch_size: int = 256,
@@ -88,19 +96,22 @@ def text_embeddings(teacher: Teacher, vocabulary: "Vocabulary | str | Sequence[s
     vocab = load_vocabulary(vocabulary)
     temps = get_templates(templates)
     keys = ["|".join(s) for s in vocab.synonyms]
-    path = None
-    cache: dict[str, torch.Tensor] = {}
-    if cache_dir is not False:
-        path = _cache_file(Path(cache_dir) if cache_dir else default_cache_dir(), teacher, temps)
-        cache = _MEMO.setdefault(str(path), {})
-        if any(k not in cache for k in keys):
-            cache.update(_read_cache(path))
-    missing = [i for i, k in enumerate(keys) if k not in cache]
+    if cache_dir is False:
+        table, store = EmbeddingTable(), None
+    else:
+        table, store = _open_cache(_cache_folder(Path(cache_dir) if cache_dir else default_cache_dir(), teacher, temps))
+    missing = table.missing(keys)
+    if missing and store is not None:
+        found, rows = store.lookup(missing)
+        if found:
+            table.add(found, rows)
+        missing = table.missing(keys)
     if missing:
-        prompts = [[p for name in vocab.synonyms[i] for p in format_prompts(temps, name)] for i in missing]
+        names = {k: s for k, s in zip(keys, vocab.synonyms)}
+        prompts = [[p for name in names[k] for p in format_prompts(temps, name)] for k in missing]
         log.info("encoding %d prompts for %d classes", sum(map(len, prompts)), len(missing))
         fresh = encode_classes(teacher, prompts, batch_size, progress)
-        cache.update((keys[i], e.clone()) for i, e in zip(missing, fresh))
-        if path is not None:
-            _write_cache(path, {keys[i]: cache[keys[i]] for i in missing})
-    return torch.stack([cache[k] for k in keys]).float()
+        table.add(missing, fresh)
+        if store is not None:
+            _save(store, missing, fresh)
+    return table.gather(keys)

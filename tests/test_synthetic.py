@@ -157,6 +157,31 @@ def test_shipped_teacher_and_student_work_out_of_the_box():
         ovd.api.load_vocabulary = real
 
 
+def test_nms_on_the_best_candidates_keeps_the_demo_detections(monkeypatch):
+    import torch
+
+    import ovd.models.postprocess as postprocess
+    from ovd import Detector
+    det = Detector.from_config(ROOT / "configs/vild/vild_teacher-rn_fpn_synthetic-cpu.py",
+                               ROOT / "model_zoo/synthetic/vild_teacher-rn_synthetic.pth")
+    heads = det.model.detector.roi_heads
+    assert heads.pre_nms_top_n == 1000
+    nms_sizes = []
+    real = postprocess.box_ops.batched_nms
+    monkeypatch.setattr(postprocess.box_ops, "batched_nms", lambda b, s, l, t: nms_sizes.append(len(s)) or real(b, s, l, t))
+    vocabulary = "circle, square, triangle, star, hexagon, diamond".split(", ") + [f"thing {i}" for i in range(300)]
+    out = {}
+    for pre in (None, 1000, 30):
+        heads.pre_nms_top_n = pre
+        out[pre] = det.predict(ROOT / "model_zoo/synthetic/demo.png", vocabulary)
+    candidates = max(nms_sizes)
+    assert candidates > 1000 and 1000 in nms_sizes, "the cap is used: the image has more candidates than it"
+    assert len(out[None]) == heads.detections_per_img
+    for pre in (1000, 30):
+        assert out[pre].names == out[None].names and torch.equal(out[pre].boxes, out[None].boxes)
+        assert torch.equal(out[pre].scores, out[None].scores)
+
+
 def test_region_store_is_rebuilt_from_the_model_it_is_given(world, tmp_path):
     """A second bench run into the same work dir distils its own ViLD-text's regions, not the last run's."""
     from types import SimpleNamespace

@@ -51,7 +51,9 @@ def test_cache_keyed_by_teacher_weights(tiny_vit, tmp_path):
 
 def test_corrupt_cache_is_rebuilt(tiny_vit, tmp_path, monkeypatch):
     text_embeddings(tiny_vit, "cat", templates="single", cache_dir=tmp_path)
-    for f in (tmp_path / "text").iterdir():
+    files = [f for f in (tmp_path / "text").rglob("*") if f.is_file()]
+    assert {f.suffix for f in files} == {".npy", ".json"}
+    for f in files:
         f.write_bytes(b"garbage")
     monkeypatch.setattr(text_module, "_MEMO", {})  # a new process: only the damaged file is left
     calls = _count_calls(tiny_vit, monkeypatch)

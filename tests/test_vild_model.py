@@ -375,3 +375,29 @@ def test_proposal_refinement_applies_the_roi_head_regression_repeatedly():
         _, _, deltas = heads._embed(features, [boxes], [tuple(size)], with_image=False)
         boxes = box_ops.clip_boxes_to_image(heads.box_coder.decode(deltas, [boxes]).reshape(-1, 4), tuple(size))
     assert torch.allclose(boxes, b2, atol=1e-4)
+
+
+@pytest.mark.parametrize("top,pre", [(50, 1000), (50, 60), (50, 1), (5, 3), (300, 1000)])
+def test_nms_on_the_best_candidates_keeps_the_same_detections(top, pre):
+    from ovd.models.vild import nms_top_detections
+    g = torch.Generator().manual_seed(top + pre)
+    # Clusters of near-duplicate boxes over few classes: NMS removes most, so a small cap must grow.
+    centres = torch.rand(40, 2, generator=g) * 200
+    n = 3000
+    which = torch.randint(0, 40, (n,), generator=g)
+    xy = centres[which] + torch.randn(n, 2, generator=g) * 3
+    boxes = torch.cat([xy, xy + 30 + torch.randn(n, 2, generator=g)], dim=1)
+    scores, labels = torch.rand(n, generator=g), torch.randint(0, 7, (n,), generator=g)
+    expected = box_ops.batched_nms(boxes, scores, labels, 0.5)[:top]
+    got = nms_top_detections(boxes, scores, labels, 0.5, top, pre)
+    assert torch.equal(got, expected)
+    assert torch.equal(nms_top_detections(boxes, scores, labels, 0.5, top, None), expected)
+    empty = torch.zeros(0)
+    assert len(nms_top_detections(torch.zeros(0, 4), empty, empty.long(), 0.5, top, pre)) == 0
+
+
+def test_box_pre_nms_top_n_is_checked():
+    with pytest.raises(ValueError, match="box_pre_nms_top_n"):
+        tiny_vild(box_pre_nms_top_n=0)
+    assert tiny_vild(box_pre_nms_top_n=None).roi_heads.pre_nms_top_n is None
+    assert tiny_vild().roi_heads.pre_nms_top_n == 1000

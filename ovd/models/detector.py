@@ -24,7 +24,7 @@ TARGET_KEYS = ("boxes", "labels", "masks", "weights", "distill_boxes", "distill_
 # set here), its transform's extra options, and build_vild's RoIAlign sampling ratio.
 DETECTOR_KEYS = tuple(k for k in inspect.signature(FasterRCNN).parameters
                       if k not in ("backbone", "num_classes", "box_predictor", "kwargs")) \
-    + ("size_divisible", "fixed_size", "roi_sampling_ratio")
+    + ("size_divisible", "fixed_size", "roi_sampling_ratio", "box_pre_nms_top_n")
 DISTILL_DEFAULTS = {"source": "store", "num_regions": 300, "scales": (1.0, 1.5), "batch_size": 64}
 
 
@@ -67,7 +67,8 @@ class ViLDDetector(BaseModel):
         online = self.distill["source"] == "online" and image_loss_weight > 0
         detector = dict(detector or {})
         check_keys("model.detector", detector, DETECTOR_KEYS)
-        check_arguments("model.detector", FasterRCNN, {k: v for k, v in detector.items() if k != "roi_sampling_ratio"})
+        check_arguments("model.detector", FasterRCNN,
+                        {k: v for k, v in detector.items() if k not in ("roi_sampling_ratio", "box_pre_nms_top_n")})
         trunk = None
         if backbone == "teacher":  # a copy of the teacher's image tower, fed the teacher's pixel statistics
             trunk = image_trunk(self.teacher)

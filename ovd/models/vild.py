@@ -33,8 +33,11 @@ from torchvision.ops import boxes as box_ops
 from ovclip.classifier import OpenVocabularyClassifier, VocabularyEmbeddings, check_gt_classes
 
 from .backbones import NORM_LAYERS, mobilenet_fpn, trunk_fpn
+from .postprocess import ENSEMBLE_LAMBDA, PRE_NMS_TOP_N, ensemble_scores, nms_top_detections
 
-ENSEMBLE_LAMBDA = 2.0 / 3.0
+__all__ = ["ENSEMBLE_LAMBDA", "ViLD", "ViLDPredictor", "ViLDRoIHeads", "build_vild", "ensemble_scores",
+           "nms_top_detections"]
+
 
 
 class ViLDPredictor(nn.Module):
@@ -97,13 +100,6 @@ class ViLDPredictor(nn.Module):
         return F.normalize(self.text_proj(features), dim=-1), image, self.bbox_pred(features)
 
 
-def ensemble_scores(text_probs: Tensor, image_probs: Tensor, base_mask: Tensor, lam: float = ENSEMBLE_LAMBDA) -> Tensor:
-    """ViLD-ensemble: geometric mean weighting the text branch by lam on base classes and the image
-    branch by lam on novel ones (class columns only, background removed)."""
-    lam_text = torch.where(base_mask, torch.full_like(text_probs[0], lam), torch.full_like(text_probs[0], 1 - lam))
-    return text_probs.clamp_min(1e-12) ** lam_text * image_probs.clamp_min(1e-12) ** (1 - lam_text)
-
-
 class ViLDRoIHeads(RoIHeads):
     """RoIHeads with ViLD's losses (text cross-entropy over background + base classes, image L1
     distillation), scoring modes and an optional class-agnostic mask branch.
@@ -112,14 +108,19 @@ class ViLDRoIHeads(RoIHeads):
     the text branch's. `gt_classes`: 'base' (ViLD) trains the text head over background + base classes
     only; 'all' over every class (an oracle). `image_background`: whether the image branch's softmax at
     inference includes the learned background (wusize/ovdet's variant); ViLD's TPU reference and DetPro
-    score the image branch over the vocabulary's classes only (the default).
+    score the image branch over the vocabulary's classes only (the default). `pre_nms_top_n`: see
+    `nms_top_detections`.
     """
 
     def __init__(self, *args, image_box_head: Optional[nn.Module] = None, image_loss_weight: float = 0.5,
                  text_loss_weight: float = 1.0, inference_mode: str = "ensemble", gt_classes: str = "base",
-                 image_background: bool = False, **kwargs):
+                 image_background: bool = False, pre_nms_top_n: Optional[int] = PRE_NMS_TOP_N, **kwargs):
         super().__init__(*args, **kwargs)
         check_gt_classes(gt_classes)  # a wrong value fails here, not at the first step
+        if pre_nms_top_n is not None and (isinstance(pre_nms_top_n, bool) or not isinstance(pre_nms_top_n, int)
+                                          or pre_nms_top_n < 1):
+            raise ValueError(f"box_pre_nms_top_n must be a positive integer or None, not {pre_nms_top_n!r}")
+        self.pre_nms_top_n = pre_nms_top_n
         self.image_box_head = image_box_head
         self.image_loss_weight, self.text_loss_weight = image_loss_weight, text_loss_weight
         self.inference_mode, self.gt_classes, self.image_background = inference_mode, gt_classes, image_background
@@ -256,7 +257,7 @@ class ViLDRoIHeads(RoIHeads):
             b, s = boxes[idx], scores[idx, labels]
             keep = box_ops.remove_small_boxes(b, 1e-2)
             b, s, labels = b[keep], s[keep], labels[keep]
-            keep = box_ops.batched_nms(b, s, labels, self.nms_thresh)[: self.detections_per_img]
+            keep = nms_top_detections(b, s, labels, self.nms_thresh, self.detections_per_img, self.pre_nms_top_n)
             results.append({"boxes": b[keep], "scores": s[keep], "labels": labels[keep]})
         return results
 
@@ -274,7 +275,8 @@ class ViLD(FasterRCNN):
 
     `separate_heads`: ViLD-ensemble's image branch, a box head and projection of its own (the same
     architecture, its own weights); False shares them with the text branch (ViLD). `gt_classes` and
-    `image_background`: see ViLDRoIHeads.
+    `image_background`: see ViLDRoIHeads. `box_pre_nms_top_n`: see `nms_top_detections` (the config key is
+    model.detector.box_pre_nms_top_n).
     """
 
     def __init__(self, backbone: nn.Module, text: "VocabularyEmbeddings | Tensor", temperature: float = 0.01,
@@ -282,7 +284,7 @@ class ViLD(FasterRCNN):
                  inference_mode: str = "ensemble", base_mask: Optional[Tensor] = None, with_mask: bool = False,
                  region_teacher: Optional[RegionTeacher] = None, num_distill_regions: int = 300,
                  mask_featmaps: Sequence[str] = ("0", "1", "2", "3"), gt_classes: str = "base",
-                 image_background: bool = False, **kwargs):
+                 image_background: bool = False, box_pre_nms_top_n: Optional[int] = PRE_NMS_TOP_N, **kwargs):
         super().__init__(backbone, num_classes=None, box_predictor=nn.Identity(), **kwargs)
         old = self.roi_heads
         predictor = ViLDPredictor(old.box_head.fc7.out_features, text, temperature, separate_heads,
@@ -300,7 +302,7 @@ class ViLD(FasterRCNN):
             old.fg_bg_sampler.positive_fraction, old.box_coder.weights, old.score_thresh, old.nms_thresh,
             old.detections_per_img, **mask_parts, image_box_head=_fresh_copy(old.box_head) if separate_heads else None,
             image_loss_weight=image_loss_weight, text_loss_weight=text_loss_weight, inference_mode=inference_mode,
-            gt_classes=gt_classes, image_background=image_background)
+            gt_classes=gt_classes, image_background=image_background, pre_nms_top_n=box_pre_nms_top_n)
         self.region_teacher = region_teacher
         self.num_distill_regions = num_distill_regions
 
