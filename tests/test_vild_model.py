@@ -401,3 +401,27 @@ def test_box_pre_nms_top_n_is_checked():
         tiny_vild(box_pre_nms_top_n=0)
     assert tiny_vild(box_pre_nms_top_n=None).roi_heads.pre_nms_top_n is None
     assert tiny_vild().roi_heads.pre_nms_top_n == 1000
+
+
+@pytest.mark.parametrize("image_background", [False, True])
+def test_ensemble_scores_without_autograd_are_the_same_numbers(image_background):
+    # Inference computes the ensemble in the logits' own buffers (no autograd); training-mode code the
+    # functional way: the two must agree to the bit, and with the published power form to rounding.
+    from ovd.models.postprocess import ensemble_scores
+    model = tiny_vild(classes=50, image_background=image_background).eval()
+    heads, pred = model.roi_heads, model.predictor
+    pred.classifier.set_text_embeddings(pred.text_embeddings, base_mask=torch.arange(50) % 3 > 0)
+    pred.classifier.temperature = 0.03  # some probabilities under the 1e-12 floor, most above
+    g = torch.Generator().manual_seed(0)
+    t_emb, i_emb = (F.normalize(torch.randn(7, 32, generator=g), dim=-1) for _ in range(2))
+    functional = heads.class_scores(t_emb, i_emb)
+    with torch.inference_mode():
+        inplace = heads.class_scores(t_emb, i_emb)
+    assert torch.equal(functional, inplace)
+    text = F.softmax(pred.logits(t_emb), -1)[:, 1:]
+    image = F.softmax(pred.logits(i_emb), -1)[:, 1:] if image_background else F.softmax(pred.logits(i_emb)[:, 1:], -1)
+    lam = torch.where(pred.base_mask, ENSEMBLE_LAMBDA, 1 - ENSEMBLE_LAMBDA)
+    published = text.clamp_min(1e-12) ** lam * image.clamp_min(1e-12) ** (1 - lam)
+    assert (text < 1e-12).any() and (text > 1e-3).any()
+    assert torch.allclose(inplace, published, rtol=1e-5, atol=0)
+    assert torch.allclose(ensemble_scores(text, image, pred.base_mask), published, rtol=1e-5, atol=0)

@@ -53,10 +53,25 @@ def test_parse_custom_string():
 
 @pytest.mark.parametrize("text,match", [
     ("", "empty"), (" , ,", "empty"), ("cat, dog, cat", "twice"), ("sofa|couch, couch", "twice"),
+    ("cat, Cat", "'Cat' is given twice"), ("cat, __, dog", "entry '__' has no name"), ("cat, _|_", "no name"),
+    ("ice_cream, ice  cream", "'ice cream' is given twice"),
 ])
 def test_bad_custom_vocabularies(text, match):
     with pytest.raises(VocabularyError, match=match):
         parse_vocabulary(text)
+
+
+def test_parsing_cleans_each_name_as_one_would_by_hand():
+    text = "  aerosol_can ,\tice   cream\n\nteddy_bear|Teddy , x "
+    v = parse_vocabulary(text)
+    assert v.synonyms == (("aerosol can",), ("ice cream",), ("teddy bear", "Teddy"), ("x",))
+    names = [f"class_{i}  x" for i in range(500)]
+    assert load_vocabulary(names).names == [f"class {i} x" for i in range(500)]
+    with pytest.raises(VocabularyError, match=r"class 'A' appears twice \(positions 0 and 2\)"):
+        from ovclip.vocabulary import Vocabulary
+        Vocabulary((("a",), ("b",), ("A",)))
+    with pytest.raises(VocabularyError, match="class 1 has an empty name"):
+        Vocabulary((("a",), ("b", " ")))
 
 
 def test_unknown_builtin_names_suggestion():

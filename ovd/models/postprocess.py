@@ -2,6 +2,7 @@
 candidates of large vocabularies."""
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -9,14 +10,35 @@ from torch import Tensor
 from torchvision.ops import boxes as box_ops
 
 ENSEMBLE_LAMBDA = 2.0 / 3.0
+FLOOR, LOG_FLOOR = 1e-12, math.log(1e-12)  # the probability floor of the ensemble's geometric mean
 PRE_NMS_TOP_N = 1000  # candidates per image NMS looks at first (nms_top_detections: the output is the same)
 
 
 def ensemble_scores(text_probs: Tensor, image_probs: Tensor, base_mask: Tensor, lam: float = ENSEMBLE_LAMBDA) -> Tensor:
     """ViLD-ensemble: geometric mean weighting the text branch by lam on base classes and the image
-    branch by lam on novel ones (class columns only, background removed)."""
-    lam_text = torch.where(base_mask, torch.full_like(text_probs[0], lam), torch.full_like(text_probs[0], 1 - lam))
-    return text_probs.clamp_min(1e-12) ** lam_text * image_probs.clamp_min(1e-12) ** (1 - lam_text)
+    branch by lam on novel ones (class columns only, background removed):
+    text ** lam_c * image ** (1 - lam_c), each probability floored at 1e-12."""
+    return ensemble_from_log_probs(text_probs.clamp_min(FLOOR).log(), image_probs.clamp_min(FLOOR).log(), base_mask,
+                                   lam)
+
+
+def ensemble_from_log_probs(text_log_probs: Tensor, image_log_probs: Tensor, base_mask: Tensor,
+                            lam: float = ENSEMBLE_LAMBDA, inplace: bool = False) -> Tensor:
+    """`ensemble_scores` from log-probabilities (`log_probs`): exp(lam_c * log text + (1 - lam_c) * log
+    image), one exp over the (N, C) scores where the power form takes two logs and two exps. `inplace`
+    writes into the inputs (no autograd; the same numbers): at 21k classes most of the cost is allocating
+    fresh (N, C) tensors."""
+    lam_text = torch.where(base_mask, lam, 1 - lam).to(text_log_probs.dtype)
+    if inplace:
+        return image_log_probs.clamp_min_(LOG_FLOOR).lerp_(text_log_probs.clamp_min_(LOG_FLOOR), lam_text).exp_()
+    return torch.lerp(image_log_probs.clamp_min(LOG_FLOOR), text_log_probs.clamp_min(LOG_FLOOR), lam_text).exp()
+
+
+def log_probs(logits: Tensor, inplace: bool = False) -> Tensor:
+    """Log-softmax over the last axis, as logits - logsumexp(logits): `inplace` overwrites the logits (no
+    autograd) with the same numbers."""
+    lse = torch.logsumexp(logits, -1, keepdim=True)
+    return logits.sub_(lse) if inplace else logits - lse
 
 
 def nms_top_detections(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float, top: int,

@@ -33,7 +33,14 @@ from torchvision.ops import boxes as box_ops
 from ovclip.classifier import OpenVocabularyClassifier, VocabularyEmbeddings, check_gt_classes
 
 from .backbones import NORM_LAYERS, mobilenet_fpn, trunk_fpn
-from .postprocess import ENSEMBLE_LAMBDA, PRE_NMS_TOP_N, ensemble_scores, nms_top_detections
+from .postprocess import (
+    ENSEMBLE_LAMBDA,
+    PRE_NMS_TOP_N,
+    ensemble_from_log_probs,
+    ensemble_scores,
+    log_probs,
+    nms_top_detections,
+)
 
 __all__ = ["ENSEMBLE_LAMBDA", "ViLD", "ViLDPredictor", "ViLDRoIHeads", "build_vild", "ensemble_scores",
            "nms_top_detections"]
@@ -234,17 +241,20 @@ class ViLDRoIHeads(RoIHeads):
         softmax includes the background (then dropped); the image branch's is over the classes alone
         unless `image_background`."""
         p = self.box_predictor
-        text = F.softmax(p.logits(text_emb), dim=-1)[:, 1:]
-        if self.inference_mode == "text":
-            return text
-        image_logits = p.logits(image_emb)
-        image = F.softmax(image_logits, dim=-1)[:, 1:] if self.image_background else \
-            F.softmax(image_logits[:, 1:], dim=-1)
-        if self.inference_mode == "image":
-            return image
-        if self.inference_mode != "ensemble":
+        if self.inference_mode not in ("text", "image", "ensemble"):
             raise ValueError(f"inference_mode must be text, image or ensemble, not '{self.inference_mode}'")
-        return ensemble_scores(text, image, p.base_mask)
+        if self.inference_mode == "text":
+            return F.softmax(p.logits(text_emb), dim=-1)[:, 1:]
+        image_logits = p.logits(image_emb)
+        if self.inference_mode == "image":
+            return F.softmax(image_logits, dim=-1)[:, 1:] if self.image_background else \
+                F.softmax(image_logits[:, 1:], dim=-1)
+        # The ensemble mixes log-probabilities; without autograd in the logits' own (fresh) buffers.
+        inplace = not torch.is_grad_enabled()
+        image = log_probs(image_logits, inplace)[:, 1:] if self.image_background else \
+            log_probs(image_logits[:, 1:], inplace)
+        text = log_probs(p.logits(text_emb), inplace)[:, 1:]
+        return ensemble_from_log_probs(text, image, p.base_mask, inplace=inplace)
 
     def _detect(self, text_emb, image_emb, deltas, proposals, image_shapes):
         counts = [len(p) for p in proposals]
