@@ -257,7 +257,7 @@ class ViLDRoIHeads(RoIHeads):
         return ensemble_from_log_probs(text, image, p.base_mask, inplace=inplace)
 
     def _detect(self, text_emb, image_emb, deltas, proposals, image_shapes):
-        counts = [len(p) for p in proposals]
+        counts = [p.shape[0] for p in proposals]  # not len(): traced as a size when exported to ONNX
         boxes_all = self.box_coder.decode(deltas, proposals).reshape(-1, 4).split(counts)
         scores_all = self.class_scores(text_emb, image_emb).split(counts)
         results = []

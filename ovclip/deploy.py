@@ -1,0 +1,196 @@
+"""Run an exported model folder (`tools/export.py`) with onnxruntime alone: no torch is imported.
+
+    from ovclip.deploy import OnnxDetector
+    det = OnnxDetector("exported/")
+    out = det.predict("street.jpg", "bus, bicycle, traffic cone")
+    out.boxes, out.scores, out.names
+
+A new vocabulary is embedded by the exported text encoder (the teacher's tokenizer and prompt templates
+travel in the folder), once per vocabulary. Needs `pip install -e ".[deploy]"` (onnxruntime, tokenizers).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from .errors import UserInputError
+from .prompt_text import format_prompts
+from .vocabulary import Vocabulary, load_vocabulary, spec_key
+
+MANIFEST = "manifest.json"
+
+
+class DeployError(UserInputError, ValueError):
+    """An exported folder or an input to it is not usable, with the reason and the fix."""
+
+
+def read_manifest(folder: "str | Path") -> dict[str, Any]:
+    """The folder's manifest.json."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise DeployError(f"'{folder}' has no {MANIFEST}: export a model there with "
+                          f"`python tools/export.py CONFIG CHECKPOINT --out {folder}`")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if manifest.get("format") != "ovclip-onnx":
+        raise DeployError(f"{path} is not an ovclip ONNX export manifest")
+    return manifest
+
+
+def _session(path: Path, providers: Optional[Sequence[str]]):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise DeployError("running an exported model needs onnxruntime: pip install -e \".[deploy]\"") from None
+    if not path.is_file():
+        raise DeployError(f"{path} is missing from the exported folder; export it again with tools/export.py")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: not its notes on the graph's data-dependent shapes
+    return ort.InferenceSession(str(path), options, providers=list(providers or ["CPUExecutionProvider"]))
+
+
+def image_array(image: Any) -> np.ndarray:
+    """A path, PIL image or HxWx3 uint8 array -> float32 (3, H, W) RGB in [0, 1]."""
+    from PIL import Image
+    if isinstance(image, (str, Path)):
+        if not Path(image).is_file():
+            raise DeployError(f"image '{image}' does not exist")
+        with Image.open(image) as im:
+            image = np.asarray(im.convert("RGB"))
+    elif isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise DeployError(f"an image array must be H x W x 3 (RGB), not {array.shape}")
+    scale = 255.0 if array.dtype == np.uint8 else 1.0
+    return np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32) / scale
+
+
+class OnnxTextEncoder:
+    """The exported teacher text encoder: a vocabulary -> (C, D) unit embeddings, each class the average of
+    its templates x synonyms prompts (as `ovclip.text.text_embeddings`)."""
+
+    def __init__(self, folder: "str | Path", manifest: dict[str, Any], providers: Optional[Sequence[str]] = None,
+                 batch_size: int = 256):
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise DeployError("embedding a vocabulary needs tokenizers: pip install -e \".[deploy]\"") from None
+        entry = manifest["text_encoder"]
+        self.session = _session(Path(folder) / entry["file"], providers)
+        self.tokenizer = Tokenizer.from_file(str(Path(folder) / entry["tokenizer"]))
+        self.templates = list(manifest["templates"])
+        self.embed_dim, self.batch_size = int(entry["embed_dim"]), batch_size
+
+    def tokenize(self, prompts: Sequence[str]) -> np.ndarray:
+        """(N, L) int64 token ids, as the teacher's tokenizer gives them."""
+        return np.array([e.ids for e in self.tokenizer.encode_batch(list(prompts))], dtype=np.int64)
+
+    def encode(self, prompts: Sequence[str]) -> np.ndarray:
+        """(N, D) unit embeddings of prompts."""
+        out = [self.session.run(None, {"tokens": self.tokenize(prompts[i:i + self.batch_size])})[0]
+               for i in range(0, len(prompts), self.batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
+
+    def __call__(self, vocabulary: Vocabulary) -> np.ndarray:
+        prompts = [[p for name in names for p in format_prompts(self.templates, name)] for names in vocabulary.synonyms]
+        e = self.encode([p for ps in prompts for p in ps])
+        e = e / np.linalg.norm(e, axis=1, keepdims=True)
+        ends = np.cumsum([len(p) for p in prompts])
+        means = np.stack([chunk.mean(0) for chunk in np.split(e, ends[:-1])])
+        return (means / np.linalg.norm(means, axis=1, keepdims=True)).astype(np.float32)
+
+
+@dataclass
+class OnnxDetections:
+    """Detections of one image (numpy): xyxy pixel boxes, scores, vocabulary positions, class names, masks."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    names: list[str]
+    masks: Optional[np.ndarray] = None
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def to_list(self) -> list[dict]:
+        """One dict per detection: box, score, label, name."""
+        return [{"box": b.tolist(), "score": float(s), "label": int(lab), "name": n}
+                for b, s, lab, n in zip(self.boxes, self.scores, self.labels, self.names)]
+
+
+class OnnxDetector:
+    """An exported detector: `predict(image, vocabulary)` as `ovd.Detector`, on onnxruntime."""
+
+    def __init__(self, folder: "str | Path", providers: Optional[Sequence[str]] = None):
+        self.manifest = read_manifest(folder)
+        if self.manifest["kind"] != "detector":
+            raise DeployError(f"'{folder}' holds a {self.manifest['kind']}, not a detector")
+        self.session = _session(Path(folder) / self.manifest["model"]["file"], providers)
+        self.text = OnnxTextEncoder(folder, self.manifest, providers)
+        self.embed_dim = int(self.manifest["model"]["embed_dim"])
+        self._set(Vocabulary.from_dict(self.manifest["vocabulary"]), None)
+
+    def _set(self, vocabulary: Vocabulary, key: Optional[tuple]) -> None:
+        self._vocabulary, self._key, self._embeddings = vocabulary, key, None
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        """The classes detected now."""
+        return self._vocabulary
+
+    def set_vocabulary(self, vocabulary: "str | Sequence[str] | Vocabulary") -> Vocabulary:
+        """Detect these classes from now on (embedded at the next predict; the same spec again is free)."""
+        key = spec_key(vocabulary)
+        if key is None or key != self._key:
+            vocab = load_vocabulary(vocabulary)
+            if vocab != self._vocabulary:
+                self._set(vocab, key)
+            self._key = key
+        return self._vocabulary
+
+    def text_embeddings(self) -> np.ndarray:
+        """(C, D) unit embeddings of the current vocabulary (computed once per vocabulary)."""
+        if self._embeddings is None:
+            self._embeddings = self.text(self._vocabulary)
+        return self._embeddings
+
+    def base_mask(self) -> np.ndarray:
+        """Bool (C,): the classes the ensemble treats as base (all of them without a split)."""
+        split = self._vocabulary.split
+        return np.array([s == "base" for s in split]) if split is not None else np.ones(len(self._vocabulary), bool)
+
+    def run(self, image: np.ndarray, text_embeddings: np.ndarray, base_mask: Optional[np.ndarray] = None) -> dict:
+        """The graph's raw outputs for a float (3, H, W) image and (C, D) text embeddings."""
+        if text_embeddings is None:
+            raise DeployError("the detector needs the vocabulary's text embeddings: a (C, "
+                              f"{self.embed_dim}) float array (OnnxDetector.text_embeddings() gives them)")
+        emb = np.asarray(text_embeddings, dtype=np.float32)
+        if emb.ndim != 2 or emb.shape[0] == 0 or emb.shape[1] != self.embed_dim:
+            raise DeployError(f"text embeddings must be (C > 0, {self.embed_dim}) for this model (its teacher's "
+                              f"embedding size), not {emb.shape}")
+        base = np.ones(len(emb), bool) if base_mask is None else np.asarray(base_mask, dtype=bool)
+        if base.shape != (len(emb),):
+            raise DeployError(f"base_mask needs one entry per class ({len(emb)}), not shape {base.shape}")
+        names = [o.name for o in self.session.get_outputs()]
+        feeds = {"image": image, "text_embeddings": emb, "base_mask": base}
+        wanted = {i.name for i in self.session.get_inputs()}  # the text-only mode's graph has no base mask
+        values = self.session.run(None, {k: v for k, v in feeds.items() if k in wanted})
+        return dict(zip(names, values))
+
+    def predict(self, image: Any, vocabulary: "str | Sequence[str] | Vocabulary | None" = None,
+                score_thr: float = 0.0) -> OnnxDetections:
+        """Detect in one image (path, PIL image or HxWx3 array), optionally with another vocabulary, keeping
+        detections scoring at least `score_thr`."""
+        if vocabulary is not None:
+            self.set_vocabulary(vocabulary)
+        out = self.run(image_array(image), self.text_embeddings(), self.base_mask())
+        keep = out["scores"] >= score_thr
+        labels = out["labels"][keep].astype(np.int64)
+        names = self._vocabulary.names
+        masks = out["masks"][keep][:, 0] if "masks" in out else None
+        return OnnxDetections(out["boxes"][keep], out["scores"][keep], labels, [names[i] for i in labels], masks)

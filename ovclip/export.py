@@ -1,0 +1,113 @@
+"""Export to ONNX, the teacher's part: its text encoder as a graph (token ids -> unit embeddings), its
+tokenizer as a `tokenizers` JSON file, and the manifest a deployed model folder carries. A student's own
+graph is exported by its package (`ovd.export`, `ovseg.export`) with `export_graph`; `ovclip.deploy` runs
+the folder with onnxruntime alone.
+
+A deployed folder holds:
+  model.onnx         the student: image + (C, D) text embeddings (+ base mask) -> its outputs, C dynamic
+  text_encoder.onnx  (N, L) int64 token ids -> (N, D) unit text embeddings
+  tokenizer.json     open_clip's CLIP BPE tokenizer for the `tokenizers` library
+  manifest.json      kind, inputs, outputs, embedding size, templates, opset, versions, the vocabulary
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import UserInputError
+from .io import atomic_json_dump
+from .prompts import get_templates
+from .teacher import Teacher
+from .vocabulary import Vocabulary
+
+OPSET = 17
+MANIFEST = "manifest.json"
+
+
+class ExportError(UserInputError, RuntimeError):
+    """A model or teacher cannot be exported, with the reason."""
+
+
+def export_graph(module: nn.Module, args: tuple, path: "str | Path", input_names: Sequence[str],
+                 output_names: Sequence[str], dynamic_axes: dict[str, dict[int, str]]) -> Path:
+    """Trace `module` on `args` into an ONNX file (torch's TorchScript exporter, opset `OPSET`: it knows
+    torchvision's RoIAlign and NMS)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # tracer chatter about Python ints and the legacy exporter
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), args, str(path), dynamo=False, opset_version=OPSET,
+                          input_names=list(input_names), output_names=list(output_names), dynamic_axes=dynamic_axes,
+                          do_constant_folding=True)
+    return path
+
+
+class _TextTower(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+
+
+def clip_tokenizer(teacher: Teacher):
+    """The teacher's open_clip BPE tokenizer as a `tokenizers.Tokenizer` giving the same ids: lower-cased,
+    whitespace collapsed, split by CLIP's pattern, byte-level BPE with '</w>' word ends, start / end
+    tokens, truncated (the end token kept) and zero-padded to the context length. open_clip also runs
+    ftfy and HTML unescaping, which plain class names do not need."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    simple = teacher.tokenizer
+    if not all(hasattr(simple, a) for a in ("encoder", "bpe_ranks", "pat", "sot_token_id", "eot_token_id")):
+        raise ExportError(f"the teacher's tokenizer ({type(simple).__name__}) is not open_clip's CLIP BPE "
+                          f"tokenizer; only that one can be exported")
+    merges = [pair for pair, _ in sorted(simple.bpe_ranks.items(), key=lambda kv: kv[1])]
+    tok = Tokenizer(models.BPE(vocab=dict(simple.encoder), merges=merges, end_of_word_suffix="</w>"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "),
+                                           normalizers.Strip(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(simple.pat.pattern), behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    sot, eot = simple.decoder[simple.sot_token_id], simple.decoder[simple.eot_token_id]
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{sot} $A {eot}", special_tokens=[(sot, simple.sot_token_id), (eot, simple.eot_token_id)])
+    tok.enable_truncation(max_length=simple.context_length)
+    tok.enable_padding(pad_id=0, pad_token=simple.decoder[0], length=simple.context_length)
+    return tok
+
+
+def export_text_encoder(teacher: Teacher, out_dir: "str | Path") -> dict[str, Any]:
+    """Write text_encoder.onnx and tokenizer.json to `out_dir`; return their manifest entry."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok = clip_tokenizer(teacher)
+    tok.save(str(out_dir / "tokenizer.json"))
+    tokens = torch.tensor([e.ids for e in tok.encode_batch(["a photo of a cat.", "dog"])], dtype=torch.long)
+    tower = _TextTower(teacher.model).to("cpu").float()
+    export_graph(tower, (tokens,), out_dir / "text_encoder.onnx", ["tokens"], ["text_embeddings"],
+                 {"tokens": {0: "prompts"}, "text_embeddings": {0: "prompts"}})
+    return {"file": "text_encoder.onnx", "tokenizer": "tokenizer.json",
+            "context_length": int(teacher.tokenizer.context_length), "embed_dim": int(teacher.embed_dim)}
+
+
+def write_manifest(out_dir: "str | Path", kind: str, model: dict[str, Any], text_encoder: dict[str, Any],
+                   templates: "str | Sequence[str]", vocabulary: Vocabulary) -> Path:
+    """Write manifest.json: what `ovclip.deploy` needs to run the folder."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        project = version("ovclip")
+    except PackageNotFoundError:  # pragma: no cover - a source tree on sys.path
+        project = "unknown"
+    manifest = {"format": "ovclip-onnx", "format_version": 1, "kind": kind, "opset": OPSET,
+                "ovclip_version": project, "torch_version": torch.__version__, "model": model,
+                "text_encoder": text_encoder, "templates": list(get_templates(templates)),
+                "vocabulary": vocabulary.to_dict()}
+    path = Path(out_dir) / MANIFEST
+    atomic_json_dump(manifest, path, indent=1)
+    return path

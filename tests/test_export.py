@@ -1,0 +1,106 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("tokenizers")
+
+from ovclip.deploy import DeployError, OnnxDetector  # noqa: E402
+from ovclip.export import clip_tokenizer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs/vild/vild_teacher-rn_fpn_synthetic-cpu.py"
+CKPT = ROOT / "model_zoo/synthetic/vild_teacher-rn_synthetic.pth"
+DEMO = ROOT / "model_zoo/synthetic/demo.png"
+VOCABULARIES = ["diamond, triangle, hexagon, circle, star",
+                "circle, square|box, star, cat, dog, car, tree, heart, moon, arrow, ring, cross, bus"]
+
+
+@pytest.fixture(scope="module")
+def detector():
+    from ovd import Detector
+    return Detector.from_config(CONFIG, CKPT)
+
+
+@pytest.fixture(scope="module")
+def exported(detector, tmp_path_factory):
+    from ovd.export import export_detector
+    out = tmp_path_factory.mktemp("onnx")
+    export_detector(detector.model, out)
+    return out
+
+
+def test_tokenizer_gives_the_teachers_ids(tiny_vit):
+    tok = clip_tokenizer(tiny_vit)
+    texts = ["a photo of a cat.", "Traffic  Cone", "it's the dog's ball!", "7 dwarfs", "crème brûlée", "",
+             "a b c d e f g h i j k l m n o p q r s t u v w x y z " * 4, "ice_cream (scoop)", "THE CAT'LL"]
+    ours = np.array([e.ids for e in tok.encode_batch(texts)])
+    assert np.array_equal(ours, tiny_vit.tokenizer(texts).numpy())
+
+
+def test_exported_detector_matches_torch_for_any_vocabulary(detector, exported):
+    onnx = OnnxDetector(exported)
+    assert onnx.vocabulary == detector.vocabulary
+    for vocabulary in VOCABULARIES:
+        a, b = detector.predict(DEMO, vocabulary), onnx.predict(DEMO, vocabulary)
+        assert len(a) > 10 and a.names == b.names
+        assert np.array_equal(a.labels.numpy(), b.labels)
+        assert np.abs(a.scores.numpy() - b.scores).max() < 1e-5
+        assert np.abs(a.boxes.numpy() - b.boxes).max() < 1e-3
+        # the exported text encoder + tokenizer + templates give the teacher's class embeddings
+        assert np.abs(detector.model.text.embeddings().numpy() - onnx.text_embeddings()).max() < 1e-5
+    assert len(onnx.predict(np.asarray(Image.open(DEMO).convert("RGB")), score_thr=0.3)) > 0
+
+
+@pytest.mark.parametrize("mode", ["text", "image"])
+def test_every_inference_mode_exports(detector, mode, tmp_path):
+    from ovd.export import export_detector
+    heads = detector.model.detector.roi_heads
+    heads.inference_mode = mode
+    try:
+        export_detector(detector.model, tmp_path)
+        a = detector.predict(DEMO, VOCABULARIES[0])
+    finally:
+        heads.inference_mode = "ensemble"
+    b = OnnxDetector(tmp_path).predict(DEMO, VOCABULARIES[0])
+    assert a.names == b.names and np.abs(a.scores.numpy() - b.scores).max() < 1e-5
+    assert heads.pre_nms_top_n == 1000, "the model is left as it was"
+
+
+def test_bad_text_embedding_inputs_are_refused(exported):
+    onnx = OnnxDetector(exported)
+    image = np.zeros((3, 64, 64), np.float32)
+    with pytest.raises(DeployError, match="needs the vocabulary's text embeddings"):
+        onnx.run(image, None)
+    with pytest.raises(DeployError, match=r"must be \(C > 0, 64\)"):
+        onnx.run(image, np.zeros((3, 32), np.float32))
+    with pytest.raises(DeployError, match="one entry per class"):
+        onnx.run(image, np.ones((3, 64), np.float32), np.ones(2, bool))
+    with pytest.raises(DeployError, match="no manifest.json"):
+        OnnxDetector(exported / "nowhere")
+
+
+def test_the_runtime_imports_no_torch(exported):
+    code = (f"import sys; from ovclip.deploy import OnnxDetector; "
+            f"d = OnnxDetector({str(exported)!r}); print(len(d.predict({str(DEMO)!r}, 'star, circle')), "
+            f"'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert int(out[0]) > 0 and out[1] == "False"
+
+
+def test_export_tool_writes_a_folder_and_refuses_segmenters(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import export as tool
+    finally:
+        sys.path.pop(0)
+    assert tool.run_tool(tool.main, [str(CONFIG), str(CKPT), "--out", str(tmp_path / "m")]) == 0
+    assert {p.name for p in (tmp_path / "m").iterdir()} >= {"model.onnx", "text_encoder.onnx", "tokenizer.json",
+                                                            "manifest.json"}
+    rc = tool.run_tool(tool.main, [str(ROOT / "configs/maskclip/maskclip_synthetic-cpu.py"), "none",
+                                   "--out", str(tmp_path / "s")])
+    assert rc == 2 and "only detectors export" in capsys.readouterr().err
