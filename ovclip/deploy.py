@@ -18,6 +18,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from .errors import UserInputError
+from .io import rgb_array
 from .prompt_text import format_prompts
 from .vocabulary import Vocabulary, load_vocabulary, spec_key
 
@@ -53,18 +54,9 @@ def _session(path: Path, providers: Optional[Sequence[str]]):
 
 
 def image_array(image: Any) -> np.ndarray:
-    """A path, PIL image or HxWx3 uint8 array -> float32 (3, H, W) RGB in [0, 1]."""
-    from PIL import Image
-    if isinstance(image, (str, Path)):
-        if not Path(image).is_file():
-            raise DeployError(f"image '{image}' does not exist")
-        with Image.open(image) as im:
-            image = np.asarray(im.convert("RGB"))
-    elif isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
-    array = np.asarray(image)
-    if array.ndim != 3 or array.shape[2] != 3:
-        raise DeployError(f"an image array must be H x W x 3 (RGB), not {array.shape}")
+    """A path, PIL image or HxWx3 array -> float32 (3, H, W) RGB in [0, 1], decoded as the torch API decodes
+    it (`ovclip.io.rgb_array`: clear errors, 16-bit images scaled): uint8 is divided by 255, floats kept."""
+    array = rgb_array(image)
     scale = 255.0 if array.dtype == np.uint8 else 1.0
     return np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32) / scale
 

@@ -1,17 +1,22 @@
-"""Small file helpers: atomic writes, image reading with clear errors, and the image lists of the demo tools."""
+"""Small file helpers: atomic writes, image reading with clear errors, and the image lists of the demo tools.
+
+torch is imported only by the helpers that return or save tensors: image decoding (`rgb_array`) also
+serves the torch-free runtime (`ovclip.deploy`)."""
 from __future__ import annotations
 
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from .errors import UserInputError
+
+if TYPE_CHECKING:
+    import torch
 
 
 class ImageReadError(UserInputError, OSError):
@@ -42,6 +47,7 @@ def _umask() -> int:
 
 def atomic_torch_save(obj: Any, path: "str | Path") -> None:
     """torch.save, atomically."""
+    import torch
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
@@ -98,19 +104,25 @@ def open_jsonl_for_append(path: "str | Path"):
     return open(path, "a", encoding="utf-8")
 
 
-def read_image(path: "str | Path") -> torch.Tensor:
+def read_image(path: "str | Path") -> "torch.Tensor":
     """An RGB image as a uint8 tensor (3, H, W); missing or corrupt files raise ImageReadError naming the path."""
+    import torch
+    return torch.from_numpy(read_rgb(path).copy()).permute(2, 0, 1).contiguous()
+
+
+def read_rgb(path: "str | Path") -> np.ndarray:
+    """An RGB image file as a uint8 array (H, W, 3); missing or corrupt files raise ImageReadError naming the
+    path."""
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"image file not found: {path}")
     try:
         with Image.open(path) as im:
-            arr = _rgb_array(im, path)
+            return _rgb_array(im, path)
     except (UnidentifiedImageError, OSError, ValueError) as e:
         if isinstance(e, ImageReadError):
             raise
         raise ImageReadError(f"cannot decode image {path}: {e}") from None
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
 
 def _rgb_array(im: Image.Image, source: "str | Path") -> np.ndarray:
@@ -131,25 +143,35 @@ def _rgb_array(im: Image.Image, source: "str | Path") -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
-def as_image_tensor(image: Any) -> torch.Tensor:
-    """Accept a path, PIL image, HWC uint8 array or CHW tensor and return a CHW uint8/float tensor."""
+def rgb_array(image: Any) -> np.ndarray:
+    """A path, PIL image or HxWx3 array -> an (H, W, 3) array (uint8 from files and PIL images; an array keeps
+    its dtype)."""
     if isinstance(image, (str, Path)):
-        return read_image(image)
+        return read_rgb(image)
     if isinstance(image, Image.Image):
-        return torch.from_numpy(_rgb_array(image, "PIL image").copy()).permute(2, 0, 1).contiguous()
+        return _rgb_array(image, "PIL image")
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an HxWx3 image array, got shape {image.shape}")
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+        return np.ascontiguousarray(image)
+    raise TypeError(f"cannot use {type(image).__name__} as an image")
+
+
+def as_image_tensor(image: Any) -> "torch.Tensor":
+    """Accept a path, PIL image, HWC uint8 array or CHW tensor and return a CHW uint8/float tensor."""
+    import torch
     if isinstance(image, torch.Tensor):
         if image.ndim != 3 or image.shape[0] != 3:
             raise ValueError(f"expected a 3xHxW image tensor, got shape {tuple(image.shape)}")
         return image
-    raise TypeError(f"cannot use {type(image).__name__} as an image")
+    array = rgb_array(image)
+    # permute + contiguous copies anyway; a read-only array (PIL's) is copied first, as torch asks
+    return torch.from_numpy(array if array.flags.writeable else array.copy()).permute(2, 0, 1).contiguous()
 
 
-def to_unit_float(image: torch.Tensor) -> torch.Tensor:
+def to_unit_float(image: "torch.Tensor") -> "torch.Tensor":
     """uint8 [0, 255] or float [0, 1] image -> float32 in [0, 1]."""
+    import torch
     return image.float().div_(255.0) if image.dtype == torch.uint8 else image.float()
 
 
@@ -192,7 +214,7 @@ def output_names(paths: "Sequence[str | Path]") -> list[str]:
     return names
 
 
-def for_each_image(paths: "Sequence[str | Path]", handle: Callable[[str, torch.Tensor, str], str],
+def for_each_image(paths: "Sequence[str | Path]", handle: Callable[[str, "torch.Tensor", str], str],
                    out_dir: "str | Path") -> list[str]:
     """Read each image (folders stand for the images in them, see `list_images`) and call
     `handle(path, image, name)`, `name` being its distinct output name (`output_names`), printing the line

@@ -104,3 +104,15 @@ def test_export_tool_writes_a_folder_and_refuses_segmenters(tmp_path, capsys):
     rc = tool.run_tool(tool.main, [str(ROOT / "configs/maskclip/maskclip_synthetic-cpu.py"), "none",
                                    "--out", str(tmp_path / "s")])
     assert rc == 2 and "only detectors export" in capsys.readouterr().err
+
+
+def test_the_runtime_decodes_images_as_the_torch_api(tmp_path):
+    from ovclip.deploy import image_array
+    from ovclip.io import ImageReadError, read_image, to_unit_float
+    values = np.array([[0, 257, 257 * 100], [257 * 200, 65535, 128]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "g16.png")  # 16 bits: scaled, not clipped white by PIL
+    expected = to_unit_float(read_image(tmp_path / "g16.png")).numpy()
+    np.testing.assert_array_equal(image_array(tmp_path / "g16.png"), expected)
+    np.testing.assert_array_equal(image_array(Image.open(tmp_path / "g16.png")), expected)
+    with pytest.raises(ImageReadError, match="image file not found"):
+        image_array(tmp_path / "missing.png")
