@@ -11,16 +11,16 @@ travel in the folder), once per vocabulary. Needs `pip install -e ".[deploy]"` (
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from .detections import Detections
 from .errors import UserInputError
 from .io import rgb_array
 from .prompt_text import format_prompts
-from .vocabulary import Vocabulary, load_vocabulary, spec_key
+from .vocabulary import LastVocabulary, Vocabulary, load_vocabulary
 
 MANIFEST = "manifest.json"
 
@@ -96,25 +96,6 @@ class OnnxTextEncoder:
         return (means / np.linalg.norm(means, axis=1, keepdims=True)).astype(np.float32)
 
 
-@dataclass
-class OnnxDetections:
-    """Detections of one image (numpy): xyxy pixel boxes, scores, vocabulary positions, class names, masks."""
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    labels: np.ndarray
-    names: list[str]
-    masks: Optional[np.ndarray] = None
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    def to_list(self) -> list[dict]:
-        """One dict per detection: box, score, label, name."""
-        return [{"box": b.tolist(), "score": float(s), "label": int(lab), "name": n}
-                for b, s, lab, n in zip(self.boxes, self.scores, self.labels, self.names)]
-
-
 class OnnxDetector:
     """An exported detector: `predict(image, vocabulary)` as `ovd.Detector`, on onnxruntime."""
 
@@ -125,10 +106,9 @@ class OnnxDetector:
         self.session = _session(Path(folder) / self.manifest["model"]["file"], providers)
         self.text = OnnxTextEncoder(folder, self.manifest, providers)
         self.embed_dim = int(self.manifest["model"]["embed_dim"])
-        self._set(Vocabulary.from_dict(self.manifest["vocabulary"]), None)
-
-    def _set(self, vocabulary: Vocabulary, key: Optional[tuple]) -> None:
-        self._vocabulary, self._key, self._embeddings = vocabulary, key, None
+        self._vocabulary: Vocabulary = Vocabulary.from_dict(self.manifest["vocabulary"])
+        self._embeddings: Optional[np.ndarray] = None
+        self._last = LastVocabulary()
 
     @property
     def vocabulary(self) -> Vocabulary:
@@ -136,14 +116,16 @@ class OnnxDetector:
         return self._vocabulary
 
     def set_vocabulary(self, vocabulary: "str | Sequence[str] | Vocabulary") -> Vocabulary:
-        """Detect these classes from now on (embedded at the next predict; the same spec again is free)."""
-        key = spec_key(vocabulary)
-        if key is None or key != self._key:
-            vocab = load_vocabulary(vocabulary)
-            if vocab != self._vocabulary:
-                self._set(vocab, key)
-            self._key = key
-        return self._vocabulary
+        """Detect these classes from now on (embedded at the next predict); the same text or list of names as
+        the last call is not parsed again."""
+        known = self._last.recall(vocabulary, self._vocabulary)
+        if known is not None:
+            return known
+        vocab = load_vocabulary(vocabulary)
+        if vocab != self._vocabulary:
+            self._vocabulary, self._embeddings = vocab, None
+        self._last.remember(vocabulary, self._vocabulary)
+        return vocab
 
     def text_embeddings(self) -> np.ndarray:
         """(C, D) unit embeddings of the current vocabulary (computed once per vocabulary)."""
@@ -175,7 +157,7 @@ class OnnxDetector:
         return dict(zip(names, values))
 
     def predict(self, image: Any, vocabulary: "str | Sequence[str] | Vocabulary | None" = None,
-                score_thr: float = 0.0) -> OnnxDetections:
+                score_thr: float = 0.0) -> Detections:
         """Detect in one image (path, PIL image or HxWx3 array), optionally with another vocabulary, keeping
         detections scoring at least `score_thr`."""
         if vocabulary is not None:
@@ -185,4 +167,4 @@ class OnnxDetector:
         labels = out["labels"][keep].astype(np.int64)
         names = self._vocabulary.names
         masks = out["masks"][keep][:, 0] if "masks" in out else None
-        return OnnxDetections(out["boxes"][keep], out["scores"][keep], labels, [names[i] for i in labels], masks)
+        return Detections(out["boxes"][keep], out["scores"][keep], labels, [names[i] for i in labels], masks)

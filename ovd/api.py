@@ -1,35 +1,16 @@
 """The Python API: `Detector.from_config(CONFIG, CHECKPOINT).predict(image, vocabulary)`."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
 
 from ovclip.demo import require_checkpoint
+from ovclip.detections import Detections
 from ovclip.engine import build_model
 from ovclip.io import as_image_tensor
 from ovclip.vocabulary import LastVocabulary, Vocabulary, load_vocabulary
-
-
-@dataclass
-class Detections:
-    """Detections of one image: xyxy pixel boxes, scores, vocabulary positions and their class names."""
-
-    boxes: torch.Tensor
-    scores: torch.Tensor
-    labels: torch.Tensor
-    names: list[str]
-    masks: Optional[torch.Tensor] = None  # (N, H, W) probabilities, with a mask head
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    def to_list(self) -> list[dict]:
-        """JSON-ready entries: {'box': [x0, y0, x1, y1], 'score', 'label', 'name'}."""
-        return [{"box": [round(v, 2) for v in b], "score": round(s, 4), "label": lab, "name": n}
-                for b, s, lab, n in zip(self.boxes.tolist(), self.scores.tolist(), self.labels.tolist(), self.names)]
 
 
 class Detector:
