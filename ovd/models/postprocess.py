@@ -53,12 +53,11 @@ def nms_top_detections(boxes: Tensor, scores: Tensor, labels: Tensor, iou_thresh
     best 1000 usually suffice. None: NMS over every candidate.
     """
     n = len(scores)
-    k = n if pre_nms_top_n is None else min(pre_nms_top_n, n)
-    while True:
-        subset = scores.topk(k).indices if k < n else None
-        if subset is None:
-            return box_ops.batched_nms(boxes, scores, labels, iou_threshold)[:top]
+    k = n if pre_nms_top_n is None else pre_nms_top_n
+    while k < n:
+        subset = scores.topk(k).indices
         keep = box_ops.batched_nms(boxes[subset], scores[subset], labels[subset], iou_threshold)
         if len(keep) >= top:
             return subset[keep[:top]]
-        k = min(4 * k, n)
+        k *= 4
+    return box_ops.batched_nms(boxes, scores, labels, iou_threshold)[:top]
