@@ -6,6 +6,7 @@
 #   python tools/pseudo_boxes.py configs/pseudo_boxes/ov-coco_vit-b-32.py --out data/coco/annotations/pseudo_boxes_train2017.json
 # then train configs/vild/vild-text_r50_fpn_1x_ov-coco_pseudo-boxes.py on base boxes + these.
 # Every path derives from data_root: --cfg-options data_root=/datasets/coco/
+_base_ = ["../_base_/pseudo_boxes/vl-plm.py"]  # pseudo, region and run: VL-PLM's values
 data_root = "data/coco/"
 teacher = dict(spec="ViT-B-32/openai", device="auto", precision="fp16")
 # The base classes' ground truth of this file is what a pseudo-label may not overlap (base_overlap_iou);
@@ -13,8 +14,3 @@ teacher = dict(spec="ViT-B-32/openai", device="auto", precision="fp16")
 dataset = dict(ann_file=data_root + "annotations/instances_train2017.json", img_dir=data_root + "train2017",
                proposals=data_root + "proposals/rpn_refined_train2017.json", max_regions=100, min_score=0.0)
 vocabulary = dict(name="ov-coco", classes="novel", templates="vild")
-# VL-PLM's values; base_overlap_iou=None is its exact recipe (this project drops boxes on base objects).
-pseudo = dict(temperature=0.01, objectness_weight=0.5, score_thr=0.8, nms_iou=0.6, min_size=5.0,
-              base_overlap_iou=0.5, max_per_image=None)
-region = dict(scales=(1.0, 1.5), batch_size=256)
-run = dict(on_bad_image="skip")

@@ -3,13 +3,10 @@
 #   python tools/proposals.py configs/vild/vild_r50_fpn_2x_ov-lvis.py CKPT --out data/lvis/proposals/rpn_refined_train.json --refine 10 --max-per-image 100
 #   python tools/pseudo_boxes.py configs/pseudo_boxes/ov-lvis_vit-b-32.py --out data/lvis/pseudo_boxes_train.json
 # LVIS v1 images are COCO 2017 images: data_root holds train2017/, lvis_root the LVIS files.
+_base_ = ["../_base_/pseudo_boxes/vl-plm.py"]  # pseudo, region and run: VL-PLM's values
 data_root = "data/coco/"
 lvis_root = "data/lvis/"
 teacher = dict(spec="ViT-B-32/openai", device="auto", precision="fp16")
 dataset = dict(ann_file=lvis_root + "lvis_v1_train.json", img_dir=data_root,
                proposals=lvis_root + "proposals/rpn_refined_train.json", max_regions=100, min_score=0.0)
 vocabulary = dict(name="ov-lvis", classes="novel", templates="vild")
-pseudo = dict(temperature=0.01, objectness_weight=0.5, score_thr=0.8, nms_iou=0.6, min_size=5.0,
-              base_overlap_iou=0.5, max_per_image=None)
-region = dict(scales=(1.0, 1.5), batch_size=256)
-run = dict(on_bad_image="skip")

@@ -5,13 +5,10 @@
 #   python -c "from ovclip.synthetic import make_world; make_world('work_dirs/world')"
 #   python tools/proposals.py configs/vild/vild_teacher-rn_fpn_synthetic-cpu.py CKPT --out work_dirs/world/proposals.json --refine 10 --max-per-image 100
 #   python tools/pseudo_boxes.py configs/pseudo_boxes/synthetic-cpu.py --proposals work_dirs/world/proposals.json --out work_dirs/world/pseudo_boxes.json
+_base_ = ["../_base_/pseudo_boxes/vl-plm.py"]  # pseudo, region and run: VL-PLM's values
 data_root = "work_dirs/world/"
 teacher = dict(spec=dict(config="model_zoo/synthetic/teacher.json", pretrained="model_zoo/synthetic/teacher.safetensors"),
                device="cpu", precision="fp32")
 dataset = dict(ann_file=data_root + "train_base.json", img_dir=data_root + "train/images",
                proposals=data_root + "proposals.json", max_regions=100, min_score=0.0)
 vocabulary = dict(name="synthetic-shapes", classes="novel", templates="single")
-pseudo = dict(temperature=0.01, objectness_weight=0.5, score_thr=0.8, nms_iou=0.6, min_size=5.0,
-              base_overlap_iou=0.5, max_per_image=None)
-region = dict(scales=(1.0, 1.5), batch_size=256)
-run = dict(on_bad_image="skip")
