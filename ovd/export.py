@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ovclip.export import ExportError, export_graph, export_text_encoder, write_manifest
@@ -30,9 +29,7 @@ class _DetectorGraph(nn.Module):
         self.detector = model.detector
 
     def forward(self, image: torch.Tensor, text_embeddings: torch.Tensor, base_mask: torch.Tensor):
-        classifier = self.detector.predictor.classifier
-        classifier._text = F.normalize(text_embeddings.float(), dim=-1)
-        classifier._base = base_mask
+        self.detector.predictor.classifier.set_text_embeddings(text_embeddings, base_mask)
         out = self.detector([image])[0]
         outputs = (out["boxes"], out["scores"], out["labels"])
         return outputs + (out["masks"],) if "masks" in out else outputs
