@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock
 
 from .io import as_image_tensor, to_unit_float
+from .resize import resize_bilinear, traced_short_side_size, tracing
 from .teacher import Teacher, TeacherError, vision_kind
 
 
@@ -45,7 +46,7 @@ def _stride(teacher: Teacher) -> int:
 
 def _interpolate_positions(pos: torch.Tensor, grid: tuple[int, int], new: tuple[int, int]) -> torch.Tensor:
     """Resize the learned patch position grid (keeping the class position) for another input size."""
-    if tuple(grid) == tuple(new):
+    if not tracing() and tuple(grid) == tuple(new):  # traced: resized always (to the same size, a no-op)
         return pos
     cls, patches = pos[:1], pos[1:]
     patches = patches.reshape(1, grid[0], grid[1], -1).permute(0, 3, 1, 2)
@@ -102,9 +103,8 @@ def _resnet_dense(visual: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tenso
 def dense_input_size(teacher: Teacher, height: int, width: int, short_side: "int | None" = None) -> tuple[int, int]:
     """Input size for a dense pass: short side scaled to `short_side` (default the teacher's input size),
     both sides rounded to a multiple of the tower's stride."""
-    stride = _stride(teacher)
-    scale = (short_side or teacher.image_size) / min(height, width)
-    return (max(stride, round(height * scale / stride) * stride), max(stride, round(width * scale / stride) * stride))
+    return traced_short_side_size(height, width, teacher.image_size if short_side is None else short_side,
+                                  _stride(teacher))
 
 
 @torch.inference_mode()
@@ -114,7 +114,7 @@ def dense_embeddings(teacher: Teacher, image: Any, short_side: "int | None" = No
     img = to_unit_float(as_image_tensor(image))
     height, width = img.shape[-2:]
     size = dense_input_size(teacher, height, width, short_side)
-    x = F.interpolate(img[None], size=size, mode="bilinear", align_corners=False, antialias=True)
+    x = resize_bilinear(img[None], size, antialias=True)
     x = teacher.normalize_pixels(x).to(teacher.device, teacher.dtype)
     emb, keys = (_vit_dense if kind == "vit" else _resnet_dense)(teacher.visual, x)
     return DenseEmbeddings(F.normalize(emb[0].float(), dim=0).cpu(), keys[0].float().cpu(), (height, width))
@@ -157,8 +157,7 @@ def denoise_prompts(logits: torch.Tensor, threshold: float, logit_scale: float =
     averaging over windows treat them as the reference does. Never every class: the most confident stays."""
     confidence = logits.softmax(dim=0).flatten(1).amax(dim=1)
     absent = confidence < threshold
-    if bool(absent.all()):  # never remove every class: keep the most confident one
-        absent[confidence.argmax()] = False
-    out = logits.clone()
-    out[absent] = ABSENT_COSINE * logit_scale
-    return out
+    # never remove every class: keep the most confident one (tensor operations only, so that it exports)
+    top = torch.arange(confidence.shape[0], device=logits.device) == confidence.argmax()
+    absent = absent & ~(absent.all() & top)
+    return torch.where(absent[:, None, None], torch.full_like(logits, ABSENT_COSINE * logit_scale), logits)

@@ -11,7 +11,9 @@ from torch import Tensor, nn
 from torchvision.models import mobilenet_v3_large, mobilenet_v3_small, resnet
 from torchvision.models._utils import IntermediateLayerGetter
 
+from ovclip.geometry import short_side_size, windows
 from ovclip.io import to_unit_float
+from ovclip.resize import resize_bilinear
 from ovclip.teacher import Teacher, image_trunk
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -131,14 +133,10 @@ def _dilate_last_stage(layer: nn.Sequential) -> None:
                 module.dilation, module.padding = (2, 2), (2, 2)
 
 
-def windows(height: int, width: int, crop: int, stride: int) -> list[tuple[int, int, int, int]]:
-    """(y0, x0, y1, x1) crops of side `crop` every `stride` pixels that cover the whole image."""
-    def starts(size: int) -> list[int]:
-        if size <= crop:
-            return [0]
-        last = size - crop
-        return sorted({*range(0, last, stride), last})
-    return [(y, x, min(y + crop, height), min(x + crop, width)) for y in starts(height) for x in starts(width)]
+def window_logits(fn: Callable[[Tensor], Tensor], window: Tensor) -> Tensor:
+    """`fn`'s (K, h', w') logits of a (3, h, w) window, resized to (K, h, w): what an exported segmenter's
+    graph computes (`ovseg.export`; the runtime resizes and slides as `infer_logits`)."""
+    return resize_bilinear(fn(window), window.shape[-2:])
 
 
 def infer_logits(fn: Callable[[Tensor], Tensor], image: Tensor, mode: str = "whole", crop_size: Optional[int] = None,
@@ -149,22 +147,16 @@ def infer_logits(fn: Callable[[Tensor], Tensor], image: Tensor, mode: str = "who
     img = to_unit_float(image)
     height, width = img.shape[-2:]
     if short_side:
-        scale = short_side / min(height, width)
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        img = F.interpolate(img[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+        img = resize_bilinear(img, short_side_size(height, width, short_side), antialias=True)
     h, w = img.shape[-2:]
-
-    def run(x: Tensor) -> Tensor:
-        out = fn(x)
-        return F.interpolate(out[None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0]
     if mode == "whole":
-        logits = run(img)
+        logits = window_logits(fn, img)
     elif mode == "slide":
         if not crop_size or not stride:
             raise ValueError("sliding-window inference needs crop_size and stride")
         total, count = None, torch.zeros(1, h, w, device=img.device)
         for y0, x0, y1, x1 in windows(h, w, crop_size, stride):
-            part = run(img[:, y0:y1, x0:x1])
+            part = window_logits(fn, img[:, y0:y1, x0:x1])
             if total is None:
                 total = torch.zeros(part.shape[0], h, w, device=img.device)
             total[:, y0:y1, x0:x1] += torch.nan_to_num(part, neginf=-1e4)
@@ -173,7 +165,7 @@ def infer_logits(fn: Callable[[Tensor], Tensor], image: Tensor, mode: str = "who
     else:
         raise ValueError(f"inference mode must be 'whole' or 'slide', not '{mode}'")
     if (h, w) != (height, width):
-        logits = F.interpolate(logits[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+        logits = resize_bilinear(logits, (height, width))
     return logits
 
 

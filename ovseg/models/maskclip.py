@@ -8,6 +8,7 @@ from torch import Tensor
 
 from ovclip.dense import classify_dense, dense_embeddings
 from ovclip.options import with_defaults
+from ovclip.resize import short_side_of
 from ovclip.classifier import VocabularyEmbeddings
 from ovclip.teacher import load_teacher
 from ovclip.vocabulary import Vocabulary
@@ -63,9 +64,12 @@ class DenseTeacher:
         classes, text = self.classes, self.text.embeddings()
         return text if classes is None else text[classes]
 
-    def _window_scores(self, image: Tensor) -> Tensor:
-        dense = dense_embeddings(self.teacher, image, short_side=min(image.shape[-2:]))
-        return classify_dense(dense, self.text_embeddings().to(dense.embeddings.device), self.logit_scale,
+    def window_scores(self, image: Tensor, text_embeddings: Optional[Tensor] = None) -> Tensor:
+        """(K', h, w) scores of one window at the teacher's stride, against `text_embeddings` (an exported
+        graph's input) or those of the classes chosen among."""
+        dense = dense_embeddings(self.teacher, image, short_side=short_side_of(image))
+        text = self.text_embeddings() if text_embeddings is None else text_embeddings
+        return classify_dense(dense, text.to(dense.embeddings.device), self.logit_scale,
                               key_smoothing=self.key_smoothing, prompt_denoising=self.prompt_denoising)
 
     @torch.inference_mode()
@@ -74,7 +78,7 @@ class DenseTeacher:
         it chooses among (`ovclip.dense.classify_dense`: logits, or, with key smoothing, smoothed class
         probabilities), averaged over the sliding windows as MaskCLIP's code does."""
         self.teacher.to(image.device)
-        return infer_logits(self._window_scores, image, **self.inference).to(image.device)
+        return infer_logits(self.window_scores, image, **self.inference).to(image.device)
 
     def probabilities(self, image: Tensor) -> Tensor:
         """(K, H, W) class probabilities over the whole vocabulary (0 for classes outside `classes`):

@@ -152,10 +152,13 @@ class MaskCLIPPlus(SegmentationModel):
         features = self.student.backbone(images)
         return self.student.classifier(features if self.decoder == "deeplabv3plus" else features["out"])
 
+    def window_scores(self, window: Tensor) -> Tensor:
+        """(K, h, w) logits of one (3, H, W) [0, 1] window at the backbone's stride."""
+        return self.classify(self.embed(normalize_batch([window], *self.pixel_stats)))[0]
+
     def logits(self, image: Tensor) -> Tensor:
         """(K, H, W) logits of one image at its own size (whole or sliding-window, as configured)."""
-        return infer_logits(lambda x: self.classify(self.embed(normalize_batch([x], *self.pixel_stats)))[0], image,
-                            **self.inference)
+        return infer_logits(self.window_scores, image, **self.inference)
 
     def self_training(self) -> bool:
         """Whether pseudo-labels now come from the student itself."""

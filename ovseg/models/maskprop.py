@@ -170,7 +170,8 @@ class MaskProposalSegmenter(SegmentationModel):
                 count += int(valid.sum())
         return total / max(count, 1)
 
-    def _image_logits(self, image: Tensor) -> Tensor:
+    def window_scores(self, image: Tensor) -> Tensor:
+        """(K, h, w) log pixel scores of one (3, H, W) [0, 1] window at the backbone's stride."""
         masks, emb = self.proposals(normalize_batch([image]))
         masks, emb = masks[0], emb[0]
         probs = self.class_logits(emb).softmax(-1)  # (Q, K + 1)
@@ -192,4 +193,4 @@ class MaskProposalSegmenter(SegmentationModel):
 
     def logits(self, image: Tensor) -> Tensor:
         """(K, H, W) log pixel scores of one image at its own size."""
-        return infer_logits(self._image_logits, image, **self.inference)
+        return infer_logits(self.window_scores, image, **self.inference)
