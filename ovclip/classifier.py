@@ -13,7 +13,8 @@
 """
 from __future__ import annotations
 
-from typing import Optional, Protocol, Sequence, runtime_checkable
+from contextlib import contextmanager
+from typing import Iterator, Optional, Protocol, Sequence, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -159,6 +160,18 @@ class OpenVocabularyClassifier(nn.Module):
             raise ValueError("base_mask needs one entry per class")
         self._text = F.normalize(text_embeddings.float(), dim=-1).to(self._text.device)
         self._base = mask.to(self._text.device)
+
+    @contextmanager
+    def text_inputs(self) -> Iterator["OpenVocabularyClassifier"]:
+        """Within it, `set_text_embeddings` may be called freely (an exported graph sets its text-embedding
+        input at every run); on leaving, the classifier's embeddings and the vocabulary it follows are as
+        before."""
+        self._sync()  # else the first use would replace the embeddings set within by its vocabulary's
+        saved = (self._text, self._base, self._version)
+        try:
+            yield self
+        finally:
+            self._text, self._base, self._version = saved
 
     def _sync(self) -> None:
         if self.source is not None and self._version != self.source.version:

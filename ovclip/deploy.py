@@ -1,9 +1,11 @@
 """Run an exported model folder (`tools/export.py`) with onnxruntime alone: no torch is imported.
 
-    from ovclip.deploy import OnnxDetector
+    from ovclip.deploy import OnnxDetector, OnnxSegmenter, load_exported
     det = OnnxDetector("exported/")
     out = det.predict("street.jpg", "bus, bicycle, traffic cone")
     out.boxes, out.scores, out.names
+    seg = OnnxSegmenter("exported_seg/").predict("room.jpg", "wall, floor, sofa|couch")
+    seg.labels, seg.areas()
 
 A new vocabulary is embedded by the exported text encoder (the teacher's tokenizer and prompt templates
 travel in the folder), once per vocabulary. Needs `pip install -e ".[deploy]"` (onnxruntime, tokenizers).
@@ -16,8 +18,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .detections import Detections
+from .results import Detections, Segmentation
 from .errors import UserInputError
+from .geometry import short_side_size, windows
 from .io import rgb_array
 from .prompt_text import format_prompts
 from .vocabulary import LastVocabulary, Vocabulary, load_vocabulary
@@ -96,14 +99,16 @@ class OnnxTextEncoder:
         return (means / np.linalg.norm(means, axis=1, keepdims=True)).astype(np.float32)
 
 
-class OnnxDetector:
-    """An exported detector: `predict(image, vocabulary)` as `ovd.Detector`, on onnxruntime."""
+class _OnnxModel:
+    """What both runtimes share: the manifest, the text encoder and the current vocabulary."""
+
+    kind = ""
 
     def __init__(self, folder: "str | Path", providers: Optional[Sequence[str]] = None):
-        self.manifest = read_manifest(folder)
-        if self.manifest["kind"] != "detector":
-            raise DeployError(f"'{folder}' holds a {self.manifest['kind']}, not a detector")
-        self.session = _session(Path(folder) / self.manifest["model"]["file"], providers)
+        self.folder, self.manifest = Path(folder), read_manifest(folder)
+        if self.manifest["kind"] != self.kind:
+            raise DeployError(f"'{folder}' holds a {self.manifest['kind']}, not a {self.kind}")
+        self.session = _session(self.folder / self.manifest["model"]["file"], providers)
         self.text = OnnxTextEncoder(folder, self.manifest, providers)
         self.embed_dim = int(self.manifest["model"]["embed_dim"])
         self._vocabulary: Vocabulary = Vocabulary.from_dict(self.manifest["vocabulary"])
@@ -112,11 +117,11 @@ class OnnxDetector:
 
     @property
     def vocabulary(self) -> Vocabulary:
-        """The classes detected now."""
+        """The classes found now."""
         return self._vocabulary
 
     def set_vocabulary(self, vocabulary: "str | Sequence[str] | Vocabulary") -> Vocabulary:
-        """Detect these classes from now on (embedded at the next predict); the same text or list of names as
+        """Find these classes from now on (embedded at the next predict); the same text or list of names as
         the last call is not parsed again."""
         known = self._last.recall(vocabulary, self._vocabulary)
         if known is not None:
@@ -133,6 +138,22 @@ class OnnxDetector:
             self._embeddings = self.text(self._vocabulary)
         return self._embeddings
 
+    def _checked_embeddings(self, text_embeddings: Optional[np.ndarray]) -> np.ndarray:
+        if text_embeddings is None:
+            raise DeployError(f"the {self.kind} needs the vocabulary's text embeddings: a (C, {self.embed_dim}) "
+                              f"float array ({type(self).__name__}.text_embeddings() gives them)")
+        emb = np.asarray(text_embeddings, dtype=np.float32)
+        if emb.ndim != 2 or emb.shape[0] == 0 or emb.shape[1] != self.embed_dim:
+            raise DeployError(f"text embeddings must be (C > 0, {self.embed_dim}) for this model (its teacher's "
+                              f"embedding size), not {emb.shape}")
+        return emb
+
+
+class OnnxDetector(_OnnxModel):
+    """An exported detector: `predict(image, vocabulary)` as `ovd.Detector`, on onnxruntime."""
+
+    kind = "detector"
+
     def base_mask(self) -> np.ndarray:
         """Bool (C,): the classes the ensemble treats as base (all of them without a split)."""
         split = self._vocabulary.split
@@ -140,13 +161,7 @@ class OnnxDetector:
 
     def run(self, image: np.ndarray, text_embeddings: np.ndarray, base_mask: Optional[np.ndarray] = None) -> dict:
         """The graph's raw outputs for a float (3, H, W) image and (C, D) text embeddings."""
-        if text_embeddings is None:
-            raise DeployError("the detector needs the vocabulary's text embeddings: a (C, "
-                              f"{self.embed_dim}) float array (OnnxDetector.text_embeddings() gives them)")
-        emb = np.asarray(text_embeddings, dtype=np.float32)
-        if emb.ndim != 2 or emb.shape[0] == 0 or emb.shape[1] != self.embed_dim:
-            raise DeployError(f"text embeddings must be (C > 0, {self.embed_dim}) for this model (its teacher's "
-                              f"embedding size), not {emb.shape}")
+        emb = self._checked_embeddings(text_embeddings)
         base = np.ones(len(emb), bool) if base_mask is None else np.asarray(base_mask, dtype=bool)
         if base.shape != (len(emb),):
             raise DeployError(f"base_mask needs one entry per class ({len(emb)}), not shape {base.shape}")
@@ -168,3 +183,74 @@ class OnnxDetector:
         names = self._vocabulary.names
         masks = out["masks"][keep][:, 0] if "masks" in out else None
         return Detections(out["boxes"][keep], out["scores"][keep], labels, [names[i] for i in labels], masks)
+
+
+class OnnxSegmenter(_OnnxModel):
+    """An exported segmenter: `predict(image, vocabulary)` as `ovseg.Segmenter`, on onnxruntime. The graph
+    scores one window; around it this class does what `ovseg.models.common.infer_logits` does (short-side
+    resize, sliding windows and their average, resize back), resizing with the exported resize.onnx."""
+
+    kind = "segmenter"
+
+    def __init__(self, folder: "str | Path", providers: Optional[Sequence[str]] = None):
+        super().__init__(folder, providers)
+        self.resizer = _session(self.folder / self.manifest["model"]["resize"], providers)
+        self.inference = dict(self.manifest["model"]["inference"])
+
+    def resize(self, image: np.ndarray, size: Sequence[int], antialias: bool = False) -> np.ndarray:
+        """(C, H, W) -> (C, size[0], size[1]), bilinear as torch resizes (`ovclip.resize.resize_bilinear`)."""
+        return self.resizer.run(None, {"image": np.ascontiguousarray(image, dtype=np.float32),
+                                       "size": np.asarray(size, dtype=np.int64),
+                                       "antialias": np.array(antialias)})[0]
+
+    def window_logits(self, window: np.ndarray, text_embeddings: np.ndarray) -> np.ndarray:
+        """(C, h, w) scores of one float (3, h, w) window for (C, D) text embeddings."""
+        emb = self._checked_embeddings(text_embeddings)
+        return self.session.run(None, {"image": np.ascontiguousarray(window), "text_embeddings": emb})[0]
+
+    def logits(self, image: np.ndarray, text_embeddings: np.ndarray) -> np.ndarray:
+        """(C, H, W) scores of a float (3, H, W) image at its own size."""
+        inf = self.inference
+        height, width = image.shape[-2:]
+        img = image
+        if inf.get("short_side"):
+            img = self.resize(image, short_side_size(height, width, inf["short_side"]), antialias=True)
+        h, w = img.shape[-2:]
+        if inf["mode"] == "whole":
+            out = self.window_logits(img, text_embeddings)
+        else:
+            total, count = None, np.zeros((1, h, w), np.float32)
+            for y0, x0, y1, x1 in windows(h, w, inf["crop_size"], inf["stride"]):
+                part = self.window_logits(img[:, y0:y1, x0:x1], text_embeddings)
+                if total is None:
+                    total = np.zeros((part.shape[0], h, w), np.float32)
+                total[:, y0:y1, x0:x1] += np.nan_to_num(part, neginf=-1e4)
+                count[:, y0:y1, x0:x1] += 1
+            out = total / count
+        return self.resize(out, (height, width)) if (h, w) != (height, width) else out
+
+    def probabilities(self, image: np.ndarray, text_embeddings: np.ndarray) -> np.ndarray:
+        """(C, H, W) class probabilities: the softmax of the scores (-inf counts as -1e4), or, for MaskCLIP with
+        key smoothing, the smoothed scores themselves."""
+        scores = self.logits(image, text_embeddings)
+        if self.manifest["model"]["probabilities"] == "scores":
+            return scores
+        scores = np.nan_to_num(scores, neginf=-1e4)
+        e = np.exp(scores - scores.max(axis=0, keepdims=True))
+        return e / e.sum(axis=0, keepdims=True)
+
+    def predict(self, image: Any, vocabulary: "str | Sequence[str] | Vocabulary | None" = None) -> Segmentation:
+        """Label every pixel of one image (path, PIL image or HxWx3 array) with a vocabulary class."""
+        if vocabulary is not None:
+            self.set_vocabulary(vocabulary)
+        probs = self.probabilities(image_array(image), self.text_embeddings())
+        return Segmentation(probs.argmax(axis=0), probs.max(axis=0), list(self._vocabulary.names))
+
+
+def load_exported(folder: "str | Path", providers: Optional[Sequence[str]] = None) -> "OnnxDetector | OnnxSegmenter":
+    """The runtime for an exported folder: an OnnxDetector or an OnnxSegmenter, as its manifest says."""
+    kind = read_manifest(folder)["kind"]
+    runtimes = {"detector": OnnxDetector, "segmenter": OnnxSegmenter}
+    if kind not in runtimes:
+        raise DeployError(f"'{folder}' holds a {kind!r} model, which this version cannot run")
+    return runtimes[kind](folder, providers)

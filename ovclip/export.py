@@ -7,13 +7,15 @@ A deployed folder holds:
   model.onnx         the student: image + (C, D) text embeddings (+ base mask) -> its outputs, C dynamic
   text_encoder.onnx  (N, L) int64 token ids -> (N, D) unit text embeddings
   tokenizer.json     open_clip's CLIP BPE tokenizer for the `tokenizers` library
+  resize.onnx        segmenters: torch's bilinear resize, for the runtime's resizing and sliding windows
   manifest.json      kind, inputs, outputs, embedding size, templates, opset, versions, the vocabulary
 """
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +24,7 @@ from torch import nn
 from .errors import UserInputError
 from .io import atomic_json_dump
 from .prompts import get_templates
+from .resize import resize_bilinear
 from .teacher import Teacher
 from .vocabulary import Vocabulary
 
@@ -39,12 +42,49 @@ def export_graph(module: nn.Module, args: tuple, path: "str | Path", input_names
     torchvision's RoIAlign and NMS)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():  # tracer chatter about Python ints and the legacy exporter
+    with warnings.catch_warnings(), traceable_attention():  # warnings: tracer chatter about Python ints
         warnings.simplefilter("ignore")
         torch.onnx.export(module.eval(), args, str(path), dynamo=False, opset_version=OPSET,
                           input_names=list(input_names), output_names=list(output_names), dynamic_axes=dynamic_axes,
                           do_constant_folding=True)
     return path
+
+
+_MHA_FORWARD = nn.MultiheadAttention.forward
+
+
+def _attention(self: nn.MultiheadAttention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+               key_padding_mask: Optional[torch.Tensor] = None, need_weights: bool = True,
+               attn_mask: Optional[torch.Tensor] = None, average_attn_weights: bool = True, is_causal: bool = False):
+    """nn.MultiheadAttention's plain case (one in-projection, no padding mask, bias_k or zero attention),
+    written so that a trace keeps the sequence lengths free: torch's own bakes the traced lengths into its
+    reshapes (and its fused inference kernel has no ONNX form). Other cases run torch's."""
+    if (key_padding_mask is not None or is_causal or query.dim() != 3 or not self._qkv_same_embed_dim
+            or self.bias_k is not None or self.add_zero_attn):
+        return _MHA_FORWARD(self, query, key, value, key_padding_mask, need_weights, attn_mask, average_attn_weights,
+                            is_causal)
+    if not self.batch_first:
+        query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+    e, heads = self.embed_dim, self.num_heads
+    w, b = self.in_proj_weight, self.in_proj_bias
+    q, k, v = (F.linear(t, w[i * e:(i + 1) * e], None if b is None else b[i * e:(i + 1) * e]).reshape(
+        t.shape[0], -1, heads, e // heads).transpose(1, 2) for i, t in enumerate((query, key, value)))
+    mask = attn_mask
+    if mask is not None and mask.dtype == torch.bool:
+        mask = torch.zeros_like(mask, dtype=q.dtype).masked_fill(mask, float("-inf"))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    out = self.out_proj(out.transpose(1, 2).reshape(query.shape[0], -1, e))
+    return (out if self.batch_first else out.transpose(0, 1)), None
+
+
+@contextmanager
+def traceable_attention() -> Iterator[None]:
+    """Within it, every nn.MultiheadAttention runs `_attention` (tracing for export)."""
+    nn.MultiheadAttention.forward = _attention
+    try:
+        yield
+    finally:
+        nn.MultiheadAttention.forward = _MHA_FORWARD
 
 
 class _TextTower(nn.Module):
@@ -94,6 +134,22 @@ def export_text_encoder(teacher: Teacher, out_dir: "str | Path") -> dict[str, An
                  {"tokens": {0: "prompts"}, "text_embeddings": {0: "prompts"}})
     return {"file": "text_encoder.onnx", "tokenizer": "tokenizer.json",
             "context_length": int(teacher.tokenizer.context_length), "embed_dim": int(teacher.embed_dim)}
+
+
+class _Resize(nn.Module):
+    def forward(self, image: torch.Tensor, size: torch.Tensor, antialias: torch.Tensor) -> torch.Tensor:
+        return resize_bilinear(image, size, antialias)
+
+
+def export_resize(out_dir: "str | Path") -> str:
+    """Write resize.onnx: (C, H, W) float image, (2,) int64 size, bool antialias -> the image resized as
+    `ovclip.resize.resize_bilinear` resizes it; returns the file's name."""
+    image = torch.rand(2, 9, 11, generator=torch.Generator().manual_seed(0))
+    export_graph(_Resize(), (image, torch.tensor([5, 7]), torch.tensor(True)), Path(out_dir) / "resize.onnx",
+                 ["image", "size", "antialias"], ["resized"],
+                 {"image": {0: "channels", 1: "height", 2: "width"}, "resized": {0: "channels", 1: "out_height",
+                                                                                 2: "out_width"}})
+    return "resize.onnx"
 
 
 def write_manifest(out_dir: "str | Path", kind: str, model: dict[str, Any], text_encoder: dict[str, Any],

@@ -7,7 +7,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from ovclip.demo import require_checkpoint
-from ovclip.detections import Detections
+from ovclip.results import Detections
 from ovclip.engine import build_model
 from ovclip.io import as_image_tensor
 from ovclip.vocabulary import LastVocabulary, Vocabulary, load_vocabulary

@@ -48,7 +48,7 @@ def export_detector(model: ViLDDetector, out_dir: "str | Path", image_size: tupl
     detector, heads = model.detector, model.detector.roi_heads
     classifier = detector.predictor.classifier
     embeddings, base = classifier.text_embeddings.clone(), classifier.base_mask.clone()  # (synced)
-    saved = (classifier._text, classifier._base, heads.pre_nms_top_n, model.training)
+    saved = (heads.pre_nms_top_n, model.training)
     heads.pre_nms_top_n = None  # no data-dependent loop in the graph; NMS over every candidate is exact
     model.eval()
     try:
@@ -58,12 +58,12 @@ def export_detector(model: ViLDDetector, out_dir: "str | Path", image_size: tupl
         axes: dict[str, dict[int, str]] = {"image": {1: "height", 2: "width"}, "text_embeddings": {0: "classes"},
                                            "base_mask": {0: "classes"}}
         axes.update({name: {0: "detections"} for name in outputs})
-        with torch.no_grad():
+        with torch.no_grad(), classifier.text_inputs():
             export_graph(_DetectorGraph(model).cpu(), (image, embeddings.cpu(), base.cpu()), out_dir / "model.onnx",
                          ["image", "text_embeddings", "base_mask"], outputs, axes)
     finally:
-        classifier._text, classifier._base, heads.pre_nms_top_n = saved[0], saved[1], saved[2]
-        model.train(saved[3])
+        heads.pre_nms_top_n = saved[0]
+        model.train(saved[1])
     entry: dict[str, Any] = {"file": "model.onnx", "inputs": ["image", "text_embeddings", "base_mask"],
                              "outputs": outputs, "image": "float32 (3, H, W) in [0, 1], RGB",
                              "embed_dim": int(embeddings.shape[1]), "inference_mode": heads.inference_mode,

@@ -1,7 +1,6 @@
 """The Python API: `Segmenter.from_config(CONFIG, CHECKPOINT).predict(image, vocabulary)`."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -10,23 +9,8 @@ import torch
 from ovclip.demo import require_checkpoint
 from ovclip.engine import build_model
 from ovclip.io import as_image_tensor
+from ovclip.results import Segmentation
 from ovclip.vocabulary import LastVocabulary, Vocabulary, load_vocabulary
-
-
-@dataclass
-class Segmentation:
-    """A per-pixel labelling of one image: vocabulary positions, their confidence, and the class names."""
-
-    labels: torch.Tensor  # (H, W) int64
-    scores: torch.Tensor  # (H, W) softmax probability of the chosen class
-    names: list[str]
-
-    def areas(self) -> dict[str, float]:
-        """Share of the image (0..1) covered by each class that appears, largest first."""
-        counts = torch.bincount(self.labels.flatten(), minlength=len(self.names)).tolist()
-        total = max(1, self.labels.numel())
-        found = {self.names[i]: c / total for i, c in enumerate(counts) if c}
-        return dict(sorted(found.items(), key=lambda kv: -kv[1]))
 
 
 class Segmenter:
