@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from PIL import Image, ImageDraw
@@ -27,7 +27,7 @@ def draw_detections(image: torch.Tensor, det: Detections, score_thr: Optional[fl
     Captions never overlap: they are in the legend; the numbers are placed clear of each other."""
     colours = [colour(i) for i in det.labels.tolist()]
     if det.masks is not None and len(det):
-        image = draw_segmentation_masks(image, det.masks > 0.5, alpha=0.4, colors=colours)
+        image = draw_segmentation_masks(image, torch.as_tensor(det.masks) > 0.5, alpha=0.4, colors=colours)
     picture, scale = readable(Image.fromarray(image.permute(1, 2, 0).numpy()))
     draw = ImageDraw.Draw(picture)
     font = font_for(picture)
@@ -76,16 +76,22 @@ def run_demo(config: str, checkpoint: Optional[str], images: Sequence[str], voca
     distinct (`ovclip.io.output_names`); folders stand for the images in them. Returns the inputs that could
     not be read (each is reported, the others still run). `cfg_options` override config keys."""
     detector = Detector.from_config(config, checkpoint, device=device, cfg_options=cfg_options)
-    vocab = detector.set_vocabulary(vocabulary)
     note = teacher_note(load_config(config, cfg_options).model.get("teacher"),
                         not has_trainable_weights(detector.model), REAL_TEACHER_CONFIG)
     if note:
         print(note)
+    return detection_demo(detector, images, vocabulary, out_dir, score_thr)
+
+
+def detection_demo(detector: Any, images: Sequence[str], vocabulary: str, out_dir: str, score_thr: float = 0.3) -> list[str]:
+    """`run_demo`'s pictures and json files from any detector with `set_vocabulary` and `predict(image,
+    score_thr=)` giving Detections: an `ovd.Detector`, or an exported one (`ovclip.deploy.OnnxDetector`)."""
+    vocab = detector.set_vocabulary(vocabulary)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
     def handle(path: str, image: torch.Tensor, name: str) -> str:
-        det = detector.predict(image, score_thr=score_thr)
+        det = detector.predict(image.permute(1, 2, 0).numpy(), score_thr=score_thr)  # an HxWx3 array: both APIs
         drawn = draw_detections(image, det, score_thr)
         atomic_write(out / f"{name}_det.png", lambda tmp: drawn.save(tmp, format="PNG"))
         record = {"image": path, "vocabulary": vocab.names, "score_thr": score_thr, "detections": det.to_list()}

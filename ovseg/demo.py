@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from PIL import Image
@@ -26,7 +26,7 @@ def draw_segmentation(image: torch.Tensor, seg: Segmentation, alpha: float = 0.5
     image, the others greyed)."""
     base = image.permute(1, 2, 0).numpy().astype("float32")
     palette = torch.tensor([colour(i) for i in range(len(seg.names))], dtype=torch.float32)
-    tint = palette[seg.labels].numpy()
+    tint = palette[torch.as_tensor(seg.labels)].numpy()
     blended = Image.fromarray((base * (1 - alpha) + tint * alpha).clip(0, 255).astype("uint8"))
     picture, _ = readable(blended)
     areas = seg.areas()
@@ -42,20 +42,26 @@ def run_segmentation_demo(config: str, checkpoint: Optional[str], images: Sequen
     the image's stem made distinct (`ovclip.io.output_names`); folders stand for the images in them. Returns
     the inputs that could not be read. `cfg_options` override config keys."""
     segmenter = Segmenter.from_config(config, checkpoint, device=device, cfg_options=cfg_options)
-    vocab = segmenter.set_vocabulary(vocabulary)
     zero_shot = not has_trainable_weights(segmenter.model)
     note = teacher_note(load_config(config, cfg_options).model.get("teacher"), zero_shot,
                         REAL_TEACHER_CONFIGS["zero-shot" if zero_shot else "trained"])
     if note:
         print(note)
+    return segmentation_demo(segmenter, images, vocabulary, out_dir)
+
+
+def segmentation_demo(segmenter: Any, images: Sequence[str], vocabulary: str, out_dir: str) -> list[str]:
+    """`run_segmentation_demo`'s files from any segmenter with `set_vocabulary` and `predict(image)` giving a
+    Segmentation: an `ovseg.Segmenter`, or an exported one (`ovclip.deploy.OnnxSegmenter`)."""
+    vocab = segmenter.set_vocabulary(vocabulary)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
     def handle(path: str, image: torch.Tensor, name: str) -> str:
-        seg = segmenter.predict(image)
+        seg = segmenter.predict(image.permute(1, 2, 0).numpy())  # an HxWx3 array: both APIs take it
         drawn = draw_segmentation(image, seg)
         atomic_write(out / f"{name}_seg.png", lambda tmp: drawn.save(tmp, format="PNG"))
-        save_label_png(seg.labels, out / f"{name}_labels.png")
+        save_label_png(torch.as_tensor(seg.labels), out / f"{name}_labels.png")
         areas = seg.areas()
         atomic_json_dump({"image": path, "vocabulary": vocab.names,
                           "areas": {k: round(v, 4) for k, v in areas.items()}}, out / f"{name}.json", indent=1)

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -92,18 +93,28 @@ def test_the_runtime_imports_no_torch(exported):
     assert int(out[0]) > 0 and out[1] == "False"
 
 
-def test_export_tool_writes_a_folder_and_refuses_segmenters(tmp_path, capsys):
+def test_export_tool_and_onnx_demo(tmp_path, capsys):
     sys.path.insert(0, str(ROOT / "tools"))
     try:
+        import demo as demo_tool
         import export as tool
     finally:
         sys.path.pop(0)
     assert tool.run_tool(tool.main, [str(CONFIG), str(CKPT), "--out", str(tmp_path / "m")]) == 0
     assert {p.name for p in (tmp_path / "m").iterdir()} >= {"model.onnx", "text_encoder.onnx", "tokenizer.json",
                                                             "manifest.json"}
-    rc = tool.run_tool(tool.main, [str(ROOT / "configs/maskclip/maskclip_synthetic-cpu.py"), "none",
-                                   "--out", str(tmp_path / "s")])
-    assert rc == 2 and "only detectors export" in capsys.readouterr().err
+    common = [str(DEMO), "--vocab", VOCABULARIES[0], "--score-thr", "0.2"]
+    assert demo_tool.run_tool(demo_tool.main, [str(CONFIG), str(CKPT), *common, "--out-dir", str(tmp_path / "t")]) == 0
+    assert demo_tool.run_tool(demo_tool.main, ["--onnx", str(tmp_path / "m"), *common, "--out-dir",
+                                               str(tmp_path / "o")]) == 0
+    torch_json, onnx_json = (json.loads((tmp_path / d / "demo.json").read_text()) for d in ("t", "o"))
+    assert (tmp_path / "o" / "demo_det.png").is_file() and len(onnx_json["detections"]) > 0
+    assert [(d["name"], d["score"]) for d in torch_json["detections"]] == \
+        [(d["name"], d["score"]) for d in onnx_json["detections"]]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        demo_tool.main([str(CONFIG), str(DEMO), "--vocab", "a", "--out-dir", "x"])
+    assert "give CONFIG CHECKPOINT IMAGE" in capsys.readouterr().err
 
 
 def test_the_runtime_decodes_images_as_the_torch_api(tmp_path):

@@ -2,10 +2,12 @@
 
     python tools/export.py CONFIG CHECKPOINT --out DIR [--format onnx]
 
-DIR gets model.onnx (image + the vocabulary's text embeddings -> detections), text_encoder.onnx and
-tokenizer.json (the teacher's text side, so that a new vocabulary is embedded without torch) and
-manifest.json. Run it with `ovclip.deploy.OnnxDetector(DIR).predict(image, "cat, dog")` after
-`pip install -e ".[deploy]"`. Detectors (ViLD, in any inference mode) export; segmenters do not yet.
+DIR gets model.onnx (image + the vocabulary's text embeddings -> detections, or a window's class scores),
+text_encoder.onnx and tokenizer.json (the teacher's text side, so that a new vocabulary is embedded without
+torch), resize.onnx (segmenters) and manifest.json. Run it with `ovclip.deploy.load_exported(DIR).predict(
+image, "cat, dog")` or `tools/demo.py --onnx DIR` after `pip install -e ".[deploy]"`. Detectors (ViLD, any
+inference mode, with hand-written prompt templates: not DetPro's learned prompts yet) and segmenters (MaskCLIP: checkpoint 'none'; MaskCLIP+; the
+mask-proposal segmenter without its teacher ensemble) export.
 """
 import argparse
 import sys
@@ -14,25 +16,25 @@ from mmengine.config import DictAction
 
 from ovclip.cli import add_debug_flag, run_tool
 from ovclip.engine import config_scope
-from ovclip.export import ExportError
 
 
 def main(argv=None) -> int:
     """Parse arguments and export."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="config file (see configs/)")
-    p.add_argument("checkpoint", help="checkpoint file (.pth) trained from this config")
+    p.add_argument("checkpoint", help="checkpoint file (.pth) trained from this config, or 'none' for MaskCLIP")
     p.add_argument("--out", required=True, help="folder to write the exported model into")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="export format (onnx)")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
                    help="override config keys: key=value (e.g. model.inference_mode=text)")
     add_debug_flag(p)
     args = p.parse_args(argv)
-    if config_scope(args.config) != "ovd":
-        raise ExportError(f"{args.config} is a segmentation config: only detectors export to ONNX so far "
-                          f"(MaskCLIP, MaskCLIP+ and the mask-proposal segmenter are not built yet)")
-    from ovd.export import export_config
-    manifest = export_config(args.config, args.checkpoint, args.out, args.cfg_options)
+    checkpoint = None if args.checkpoint.lower() == "none" else args.checkpoint
+    if config_scope(args.config) == "ovseg":
+        from ovseg.export import export_config
+    else:
+        from ovd.export import export_config
+    manifest = export_config(args.config, checkpoint, args.out, args.cfg_options)
     print(f"exported to {manifest.parent} (manifest: {manifest})")
     return 0
 
