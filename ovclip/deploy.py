@@ -64,9 +64,19 @@ def image_array(image: Any) -> np.ndarray:
     return np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32) / scale
 
 
+def group_average(embeddings: np.ndarray, groups: Sequence[int]) -> np.ndarray:
+    """Normalise each row, average consecutive groups of rows of the given sizes, renormalise (as
+    `ovclip.prompts.average_embeddings`)."""
+    e = embeddings / np.linalg.norm(embeddings, axis=-1, keepdims=True)
+    means = np.stack([chunk.mean(0) for chunk in np.split(e, np.cumsum(groups)[:-1])])
+    return (means / np.linalg.norm(means, axis=-1, keepdims=True)).astype(np.float32)
+
+
 class OnnxTextEncoder:
-    """The exported teacher text encoder: a vocabulary -> (C, D) unit embeddings, each class the average of
-    its templates x synonyms prompts (as `ovclip.text.text_embeddings`)."""
+    """The exported teacher text encoder: a vocabulary -> (C, D) unit embeddings, as the model's text source
+    embeds it: each class the average of its templates x synonyms prompts (`ovclip.text.text_embeddings`), or,
+    for DetPro's learned prompts, per learned context the average over synonyms, then over the contexts
+    (`ovclip.learned_prompts.LearnedPrompts`)."""
 
     def __init__(self, folder: "str | Path", manifest: dict[str, Any], providers: Optional[Sequence[str]] = None,
                  batch_size: int = 256):
@@ -77,7 +87,8 @@ class OnnxTextEncoder:
         entry = manifest["text_encoder"]
         self.session = _session(Path(folder) / entry["file"], providers)
         self.tokenizer = Tokenizer.from_file(str(Path(folder) / entry["tokenizer"]))
-        self.templates = list(manifest["templates"])
+        self.learned = entry["prompts"] == "learned"
+        self.templates = [entry["prompt_format"]] if self.learned else list(entry["templates"])
         self.embed_dim, self.batch_size = int(entry["embed_dim"]), batch_size
 
     def tokenize(self, prompts: Sequence[str]) -> np.ndarray:
@@ -85,18 +96,19 @@ class OnnxTextEncoder:
         return np.array([e.ids for e in self.tokenizer.encode_batch(list(prompts))], dtype=np.int64)
 
     def encode(self, prompts: Sequence[str]) -> np.ndarray:
-        """(N, D) unit embeddings of prompts."""
+        """Unit embeddings of prompts: (N, D), or (bins, N, D) for learned prompts."""
         out = [self.session.run(None, {"tokens": self.tokenize(prompts[i:i + self.batch_size])})[0]
                for i in range(0, len(prompts), self.batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
+        return np.concatenate(out, axis=-2)
 
     def __call__(self, vocabulary: Vocabulary) -> np.ndarray:
         prompts = [[p for name in names for p in format_prompts(self.templates, name)] for names in vocabulary.synonyms]
         e = self.encode([p for ps in prompts for p in ps])
-        e = e / np.linalg.norm(e, axis=1, keepdims=True)
-        ends = np.cumsum([len(p) for p in prompts])
-        means = np.stack([chunk.mean(0) for chunk in np.split(e, ends[:-1])])
-        return (means / np.linalg.norm(means, axis=1, keepdims=True)).astype(np.float32)
+        groups = [len(p) for p in prompts]
+        if not self.learned:
+            return group_average(e, groups)
+        per_context = np.stack([group_average(b, groups) for b in e])
+        return group_average(per_context.transpose(1, 0, 2).reshape(-1, e.shape[-1]), [len(e)] * len(groups))
 
 
 class _OnnxModel:

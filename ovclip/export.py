@@ -8,7 +8,7 @@ A deployed folder holds:
   text_encoder.onnx  (N, L) int64 token ids -> (N, D) unit text embeddings
   tokenizer.json     open_clip's CLIP BPE tokenizer for the `tokenizers` library
   resize.onnx        segmenters: torch's bilinear resize, for the runtime's resizing and sliding windows
-  manifest.json      kind, inputs, outputs, embedding size, templates, opset, versions, the vocabulary
+  manifest.json      kind, inputs, outputs, embedding size, prompts, opset, versions, the vocabulary
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from torch import nn
 
 from .errors import UserInputError
 from .io import atomic_json_dump
+from .learned_prompts import LearnedPrompts, PromptContext
 from .prompts import get_templates
 from .resize import resize_bilinear
 from .teacher import Teacher
@@ -122,18 +123,43 @@ def clip_tokenizer(teacher: Teacher):
     return tok
 
 
-def export_text_encoder(teacher: Teacher, out_dir: "str | Path") -> dict[str, Any]:
-    """Write text_encoder.onnx and tokenizer.json to `out_dir`; return their manifest entry."""
+class _LearnedTextTower(nn.Module):
+    def __init__(self, context: PromptContext):
+        super().__init__()
+        self.context, self.model = context, context.teacher[0].model  # the model: its weights go in the graph
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.context.encode(tokens, b) for b in range(self.context.bins)])
+
+
+def export_text_encoder(teacher: Teacher, out_dir: "str | Path", source: Any) -> dict[str, Any]:
+    """Write text_encoder.onnx and tokenizer.json to `out_dir`; return their manifest entry. `source`: the
+    model's text source (`ovclip.classifier`): hand-written templates (the graph maps (N, L) token ids of
+    prompts to (N, D) unit embeddings) or DetPro's learned prompts (to (bins, N, D): one per learned context,
+    for prompts 'X X ... X name.' whose placeholders the graph replaces by the context)."""
+    from .classifier import PromptTemplates
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tok = clip_tokenizer(teacher)
     tok.save(str(out_dir / "tokenizer.json"))
+    entry = {"file": "text_encoder.onnx", "tokenizer": "tokenizer.json",
+             "context_length": int(teacher.tokenizer.context_length), "embed_dim": int(teacher.embed_dim)}
+    if isinstance(source, PromptTemplates):
+        tower: nn.Module = _TextTower(teacher.model)
+        entry.update(prompts="templates", templates=list(get_templates(source.templates)))
+        axes = {"tokens": {0: "prompts"}, "text_embeddings": {0: "prompts"}}
+    elif isinstance(source, LearnedPrompts):
+        context = source.context(teacher)
+        tower = _LearnedTextTower(context)
+        entry.update(prompts="learned", prompt_format=context.prompts(["{}"])[0], bins=context.bins)
+        axes = {"tokens": {0: "prompts"}, "text_embeddings": {1: "prompts"}}
+    else:
+        raise ExportError(f"this model's class embeddings come from {source!r}: the exported text encoder runs "
+                          f"hand-written prompt templates or DetPro's learned prompts only")
     tokens = torch.tensor([e.ids for e in tok.encode_batch(["a photo of a cat.", "dog"])], dtype=torch.long)
-    tower = _TextTower(teacher.model).to("cpu").float()
-    export_graph(tower, (tokens,), out_dir / "text_encoder.onnx", ["tokens"], ["text_embeddings"],
-                 {"tokens": {0: "prompts"}, "text_embeddings": {0: "prompts"}})
-    return {"file": "text_encoder.onnx", "tokenizer": "tokenizer.json",
-            "context_length": int(teacher.tokenizer.context_length), "embed_dim": int(teacher.embed_dim)}
+    export_graph(tower.to("cpu").float(), (tokens,), out_dir / "text_encoder.onnx", ["tokens"], ["text_embeddings"],
+                 axes)
+    return entry
 
 
 class _Resize(nn.Module):
@@ -153,7 +179,7 @@ def export_resize(out_dir: "str | Path") -> str:
 
 
 def write_manifest(out_dir: "str | Path", kind: str, model: dict[str, Any], text_encoder: dict[str, Any],
-                   templates: "str | Sequence[str]", vocabulary: Vocabulary) -> Path:
+                   vocabulary: Vocabulary) -> Path:
     """Write manifest.json: what `ovclip.deploy` needs to run the folder."""
     from importlib.metadata import PackageNotFoundError, version
     try:
@@ -162,8 +188,7 @@ def write_manifest(out_dir: "str | Path", kind: str, model: dict[str, Any], text
         project = "unknown"
     manifest = {"format": "ovclip-onnx", "format_version": 1, "kind": kind, "opset": OPSET,
                 "ovclip_version": project, "torch_version": torch.__version__, "model": model,
-                "text_encoder": text_encoder, "templates": list(get_templates(templates)),
-                "vocabulary": vocabulary.to_dict()}
+                "text_encoder": text_encoder, "vocabulary": vocabulary.to_dict()}
     path = Path(out_dir) / MANIFEST
     atomic_json_dump(manifest, path, indent=1)
     return path

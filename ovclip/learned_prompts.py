@@ -63,16 +63,22 @@ class PromptContext(nn.Module):
         """Separately learned contexts (DetPro's IoU bins)."""
         return self.ctx.shape[0]
 
+    def prompts(self, names: Sequence[str]) -> list[str]:
+        """'X X ... X name.' for each name: the placeholders' token embeddings are replaced by the context."""
+        return [" ".join([PLACEHOLDER] * self.n_ctx + [name]) + "." for name in names]
+
     def forward(self, names: Sequence[str], bin: int = 0) -> Tensor:
         """Unit (len(names), D) text embeddings of 'ctx... name.' for each name, with the context of `bin`;
         differentiable with respect to that context only."""
+        return self.encode(self.teacher[0].tokenizer(self.prompts(names)).to(self.ctx.device), bin)
+
+    def encode(self, tokens: Tensor, bin: int = 0) -> Tensor:
+        """Unit (N, D) text embeddings of tokenised `prompts`, with the context of `bin`."""
         model = self.teacher[0].model
-        prompts = [" ".join([PLACEHOLDER] * self.n_ctx + [name]) + "." for name in names]
-        tokens = self.teacher[0].tokenizer(prompts).to(self.ctx.device)
         cast = model.transformer.get_cast_dtype()
         with torch.no_grad():
             embedded = model.token_embedding(tokens).to(cast)
-        ctx = self.ctx[bin].to(cast)[None].expand(len(names), -1, -1)
+        ctx = self.ctx[bin].to(cast)[None].expand(tokens.shape[0], -1, -1)
         x = torch.cat([embedded[:, :1], ctx, embedded[:, 1 + self.n_ctx:]], dim=1)  # start, context, name...
         x = x + model.positional_embedding.to(cast)
         x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask))

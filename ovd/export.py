@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from ovclip.export import ExportError, export_graph, export_text_encoder, write_manifest
-from ovclip.classifier import PromptTemplates
 
 from .models.detector import ViLDDetector
 
@@ -40,10 +39,6 @@ def export_detector(model: ViLDDetector, out_dir: "str | Path", image_size: tupl
     model is left as it was. `image_size`: the (H, W) of the image traced (any size runs afterwards)."""
     if not isinstance(model, ViLDDetector):
         raise ExportError(f"ovd exports ViLDDetector models, not {type(model).__name__}")
-    text = model.text
-    if not isinstance(text.source, PromptTemplates):
-        raise ExportError(f"this model's class embeddings come from {text.source!r}; the exported text encoder "
-                          f"runs hand-written prompt templates only (export DetPro's learned prompts: not yet)")
     out_dir = Path(out_dir)
     detector, heads = model.detector, model.detector.roi_heads
     classifier = detector.predictor.classifier
@@ -70,8 +65,8 @@ def export_detector(model: ViLDDetector, out_dir: "str | Path", image_size: tupl
                              "min_size": detector.transform.min_size[0], "max_size": detector.transform.max_size,
                              "image_mean": list(detector.transform.image_mean),
                              "image_std": list(detector.transform.image_std)}
-    encoder = export_text_encoder(model.teacher, out_dir)
-    return write_manifest(out_dir, "detector", entry, encoder, text.source.templates, model.vocabulary)
+    encoder = export_text_encoder(model.teacher, out_dir, model.text.source)
+    return write_manifest(out_dir, "detector", entry, encoder, model.vocabulary)
 
 
 def export_config(config: "str | Path", checkpoint: "str | Path | None", out_dir: "str | Path",

@@ -19,7 +19,6 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from ovclip.classifier import PromptTemplates
 from ovclip.export import ExportError, export_graph, export_resize, export_text_encoder, write_manifest
 
 from .models.common import SegmentationModel, window_logits
@@ -62,9 +61,6 @@ def export_segmenter(model: SegmentationModel, out_dir: "str | Path", window_siz
     `out_dir`; the model is left as it was, on the CPU. `window_size`: the (h, w) traced (any size runs afterwards)."""
     scores = _window_scores(model)
     text = model.text
-    if not isinstance(text.source, PromptTemplates):
-        raise ExportError(f"this model's class embeddings come from {text.source!r}; the exported text encoder "
-                          f"runs hand-written prompt templates only")
     out_dir = Path(out_dir)
     embeddings = text.embeddings().detach().clone().float().cpu()
     classifier = getattr(model, "classifier", None)
@@ -84,8 +80,8 @@ def export_segmenter(model: SegmentationModel, out_dir: "str | Path", window_siz
                              "image": "float32 (3, h, w) window in [0, 1], RGB", "embed_dim": int(embeddings.shape[1]),
                              "architecture": type(model).__name__, "inference": dict(model_inference(model)),
                              "probabilities": "scores" if smoothed else "softmax", "resize": export_resize(out_dir)}
-    encoder = export_text_encoder(model.text.teacher, out_dir)
-    return write_manifest(out_dir, "segmenter", entry, encoder, text.source.templates, model.vocabulary)
+    encoder = export_text_encoder(text.teacher, out_dir, text.source)
+    return write_manifest(out_dir, "segmenter", entry, encoder, model.vocabulary)
 
 
 def model_inference(model: SegmentationModel) -> dict:

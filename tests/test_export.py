@@ -127,3 +127,39 @@ def test_the_runtime_decodes_images_as_the_torch_api(tmp_path):
     np.testing.assert_array_equal(image_array(Image.open(tmp_path / "g16.png")), expected)
     with pytest.raises(ImageReadError, match="image file not found"):
         image_array(tmp_path / "missing.png")
+
+
+def test_detpro_learned_prompts_export(tmp_path):
+    import torch
+    from ovclip.learned_prompts import PromptContext, save_prompts
+    from ovclip.teacher import load_teacher
+    from ovd import Detector
+    from ovd.export import export_detector
+    torch.manual_seed(0)
+    context = PromptContext(load_teacher({"config": str(ROOT / "model_zoo/synthetic/teacher.json"),
+                                          "pretrained": str(ROOT / "model_zoo/synthetic/teacher.safetensors")}),
+                            n_ctx=4, bins=2, init_std=0.5)
+    save_prompts(context, tmp_path / "prompts.safetensors")
+    detector = Detector.from_config(CONFIG, CKPT, cfg_options={
+        "model.templates": {"_delete_": True, "type": "learned", "file": str(tmp_path / "prompts.safetensors")}})
+    export_detector(detector.model, tmp_path / "m")
+    onnx = OnnxDetector(tmp_path / "m")
+    assert onnx.manifest["text_encoder"]["prompt_format"] == "X X X X {}." and onnx.text.learned
+    vocabulary = "star|five-pointed star, circle|disc|round, triangle, hexagon"
+    a, b = detector.predict(DEMO, vocabulary), onnx.predict(DEMO, vocabulary)
+    assert np.abs(detector.model.text.embeddings().numpy() - onnx.text_embeddings()).max() < 1e-5
+    assert a.names == b.names and np.abs(a.scores.numpy() - b.scores).max() < 1e-5
+
+
+def test_a_mask_head_exports_its_masks(tmp_path):
+    import torch
+    from ovd import Detector
+    from ovd.export import export_detector
+    torch.manual_seed(0)
+    detector = Detector.from_config(CONFIG, None, cfg_options={"model.with_mask": True}, allow_untrained=True)
+    export_detector(detector.model, tmp_path)
+    onnx = OnnxDetector(tmp_path)
+    assert onnx.manifest["model"]["outputs"] == ["boxes", "scores", "labels", "masks"]
+    a, b = detector.predict(DEMO, VOCABULARIES[1]), onnx.predict(DEMO, VOCABULARIES[1])
+    assert len(a) > 10 and b.masks.shape == (len(a), 128, 128) and np.array_equal(a.labels.numpy(), b.labels)
+    assert np.abs(a.masks.numpy() - b.masks).max() < 1e-4 and np.abs(a.scores.numpy() - b.scores).max() < 1e-5
