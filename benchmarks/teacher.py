@@ -18,7 +18,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -32,30 +31,7 @@ from ovclip.regions import region_embeddings  # noqa: E402
 from ovclip.store import FeatureStore, StoreWriter  # noqa: E402
 from ovclip.teacher import load_teacher  # noqa: E402
 from ovclip.text import text_embeddings  # noqa: E402
-
-
-def interleaved_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Wall times of `repeats` calls of each function, taken in turn (a, b, a, b, ...) after one warm-up
-    call of each."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of `repeats` calls after one warm-up call."""
-    return statistics.median(interleaved_times({"fn": fn}, repeats)["fn"])
-
-
-def spread(values: list[float]) -> str:
-    """'median [min - max]' of positive values, to 3 significant digits."""
-    return f"{statistics.median(values):.3g} [{min(values):.3g} - {max(values):.3g}]"
+from timing import interleaved_times, median_time, spread  # noqa: E402  (benchmarks/timing.py)
 
 
 def encoder_flops(teacher) -> int:

@@ -207,6 +207,7 @@ class OnnxSegmenter(_OnnxModel):
     def __init__(self, folder: "str | Path", providers: Optional[Sequence[str]] = None):
         super().__init__(folder, providers)
         self.resizer = _session(self.folder / self.manifest["model"]["resize"], providers)
+        self.labeller = _session(self.folder / self.manifest["model"]["labels"], providers)
         self.inference = dict(self.manifest["model"]["inference"])
 
     def resize(self, image: np.ndarray, size: Sequence[int], antialias: bool = False) -> np.ndarray:
@@ -255,8 +256,9 @@ class OnnxSegmenter(_OnnxModel):
         """Label every pixel of one image (path, PIL image or HxWx3 array) with a vocabulary class."""
         if vocabulary is not None:
             self.set_vocabulary(vocabulary)
-        probs = self.probabilities(image_array(image), self.text_embeddings())
-        return Segmentation(probs.argmax(axis=0), probs.max(axis=0), list(self._vocabulary.names))
+        logits = self.logits(image_array(image), self.text_embeddings())
+        labels, scores = self.labeller.run(None, {"logits": np.ascontiguousarray(logits, dtype=np.float32)})
+        return Segmentation(labels, scores, list(self._vocabulary.names))
 
 
 def load_exported(folder: "str | Path", providers: Optional[Sequence[str]] = None) -> "OnnxDetector | OnnxSegmenter":

@@ -8,6 +8,7 @@ A deployed folder holds:
   text_encoder.onnx  (N, L) int64 token ids -> (N, D) unit text embeddings
   tokenizer.json     open_clip's CLIP BPE tokenizer for the `tokenizers` library
   resize.onnx        segmenters: torch's bilinear resize, for the runtime's resizing and sliding windows
+  labels.onnx        segmenters: the image's scores -> each pixel's label and probability
   manifest.json      kind, inputs, outputs, embedding size, prompts, opset, versions, the vocabulary
 """
 from __future__ import annotations
@@ -176,6 +177,32 @@ def export_resize(out_dir: "str | Path") -> str:
                  {"image": {0: "channels", 1: "height", 2: "width"}, "resized": {0: "channels", 1: "out_height",
                                                                                  2: "out_width"}})
     return "resize.onnx"
+
+
+class _Labels(nn.Module):
+    def __init__(self, softmax: bool):
+        super().__init__()
+        self.softmax = softmax
+
+    def forward(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.softmax:
+            scores, labels = logits.max(dim=0)
+            return labels, scores
+        # SegmentationModel.probabilities (-inf counts as -1e4) then its max: the top probability is
+        # 1 / sum(exp(logits - max)), which onnxruntime computes without a softmax along the first axis (5x faster)
+        logits = torch.where(logits == float("-inf"), torch.full_like(logits, -1e4), logits)
+        top, labels = logits.max(dim=0)
+        return labels, 1 / torch.exp(logits - top[None]).sum(dim=0)
+
+
+def export_labels(out_dir: "str | Path", softmax: bool) -> str:
+    """Write labels.onnx: (C, H, W) scores -> (H, W) int64 labels and their (H, W) probabilities (the softmax
+    of the scores first if `softmax`); returns the file's name."""
+    logits = torch.rand(3, 5, 7, generator=torch.Generator().manual_seed(0))
+    export_graph(_Labels(softmax), (logits,), Path(out_dir) / "labels.onnx", ["logits"], ["labels", "scores"],
+                 {"logits": {0: "classes", 1: "height", 2: "width"}, "labels": {0: "height", 1: "width"},
+                  "scores": {0: "height", 1: "width"}})
+    return "labels.onnx"
 
 
 def write_manifest(out_dir: "str | Path", kind: str, model: dict[str, Any], text_encoder: dict[str, Any],

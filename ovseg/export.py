@@ -19,7 +19,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from ovclip.export import ExportError, export_graph, export_resize, export_text_encoder, write_manifest
+from ovclip.export import (ExportError, export_graph, export_labels, export_resize, export_text_encoder,
+                           write_manifest)
 
 from .models.common import SegmentationModel, window_logits
 from .models.maskclip import MaskCLIP
@@ -79,7 +80,8 @@ def export_segmenter(model: SegmentationModel, out_dir: "str | Path", window_siz
     entry: dict[str, Any] = {"file": "model.onnx", "inputs": ["image", "text_embeddings"], "outputs": ["logits"],
                              "image": "float32 (3, h, w) window in [0, 1], RGB", "embed_dim": int(embeddings.shape[1]),
                              "architecture": type(model).__name__, "inference": dict(model_inference(model)),
-                             "probabilities": "scores" if smoothed else "softmax", "resize": export_resize(out_dir)}
+                             "probabilities": "scores" if smoothed else "softmax", "resize": export_resize(out_dir),
+                             "labels": export_labels(out_dir, softmax=not smoothed)}
     encoder = export_text_encoder(text.teacher, out_dir, text.source)
     return write_manifest(out_dir, "segmenter", entry, encoder, model.vocabulary)
 
