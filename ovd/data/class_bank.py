@@ -1,0 +1,74 @@
+"""OV-DETR's class bank: for each class, the teacher's image embeddings of annotated boxes of that class
+(ground truth of the base classes, and any pseudo-annotations in the file: OV-DETR's novel proposals),
+from which its training conditions draw image queries (reference: scripts/save_clip_features.py, which
+crops every box whose sides reach 16 pixels and encodes the crop as it is).
+
+    from ovd.data.class_bank import build_class_bank
+    build_class_bank(teacher, "train_with_pseudo.json", "train/images", "ov-coco", "class_bank.safetensors")
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from ovclip.errors import UserInputError
+from ovclip.io import atomic_write, read_image
+from ovclip.regions import region_embeddings
+from ovclip.teacher import Teacher
+from ovclip.vocabulary import Vocabulary, load_vocabulary
+
+from .coco import load_detection_annotations
+
+MIN_SIDE = 16  # the reference skips boxes narrower or lower than this
+
+
+class ClassBankError(UserInputError, ValueError):
+    """A class-bank file is missing or does not fit the model."""
+
+
+def build_class_bank(teacher: Teacher, ann_file: "str | Path", img_dir: "str | Path",
+                     vocabulary: "str | Sequence[str] | Vocabulary", out_file: "str | Path",
+                     min_side: int = MIN_SIDE) -> dict[str, int]:
+    """Embed every annotated box of `ann_file` whose sides reach `min_side` pixels (one crop, no context)
+    and write the embeddings per class name to `out_file` (safetensors); returns the count per class."""
+    records, vocab, _ = load_detection_annotations(ann_file, img_dir, vocabulary, train_classes="all")
+    bank: dict[int, list[torch.Tensor]] = defaultdict(list)
+    for rec in tqdm(records, desc="class bank", unit="image"):
+        boxes = torch.as_tensor(rec.boxes, dtype=torch.float32).reshape(-1, 4)
+        keep = ((boxes[:, 2] - boxes[:, 0]) >= min_side) & ((boxes[:, 3] - boxes[:, 1]) >= min_side)
+        if not keep.any():
+            continue
+        r = region_embeddings(teacher, read_image(rec.path), boxes[keep], scales=(1.0,))
+        for label, emb, ok in zip(torch.as_tensor(rec.labels)[keep].tolist(), r.embeddings, r.valid.tolist()):
+            if ok:
+                bank[label].append(emb.float())
+    tensors = {vocab.names[c]: torch.stack(rows).contiguous() for c, rows in sorted(bank.items())}
+    if not tensors:
+        raise ClassBankError(f"{ann_file}: no box reaches {min_side} pixels a side: nothing to put in a class bank")
+    meta = {"teacher": teacher.fingerprint, "spec": str(teacher.spec)}
+    atomic_write(Path(out_file), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    return {name: len(t) for name, t in tensors.items()}
+
+
+def load_class_bank(path: "str | Path", vocabulary: Vocabulary, teacher: Teacher) -> dict[int, torch.Tensor]:
+    """Vocabulary position -> (n, D) embeddings, for the classes of `vocabulary` the bank has (by name);
+    a bank made with another teacher is an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise ClassBankError(f"class bank not found: {path} (make it with ovd.data.class_bank.build_class_bank from "
+                             f"the training annotations, or set model.conditioning.class_bank=None for text "
+                             f"conditions only)")
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("teacher") != teacher.fingerprint:
+            raise ClassBankError(f"{path} was made with another teacher ({meta.get('spec')}), not this model's "
+                                 f"{teacher.spec!r}: make it again with this teacher")
+        names = {name: f.get_tensor(name) for name in f.keys()}
+    vocab = load_vocabulary(vocabulary)
+    return {i: names[n] for i, n in enumerate(vocab.names) if n in names}
