@@ -26,6 +26,7 @@ from ovclip.teacher import Teacher
 from ovclip.classifier import build_text_source
 from ovclip.vocabulary import load_vocabulary
 
+from .data.class_bank import build_class_bank
 from .data.coco import load_detection_annotations
 from .evaluation.coco import DetectionEvaluator
 from .models.detector import DISTILL_DEFAULTS, DistillConfigError
@@ -48,6 +49,11 @@ PSEUDO_PROPOSALS, PSEUDO_REFINE = 100, 10
 # DetPro: prompts learned on the same region store, then the "ViLD" row's student trained and tested with them
 DETPRO_PROMPTS_CONFIG = "detpro/detpro_prompts_synthetic-cpu.py"
 DETPRO_CONFIG = "detpro/vild_detpro_teacher-rn_fpn_synthetic-cpu.py"
+
+# OV-DETR and its DETR-text baseline (the same config unconditioned)
+OVDETR_CONFIG = "ovdetr/ovdetr_teacher-rn_synthetic-cpu.py"
+DETR_TEXT_ROW = "DETR-text (base boxes)"
+OVDETR_ROW = "OV-DETR (base + teacher's novel boxes)"
 
 # name, config options, which training annotations ("base" or "all"). The distilled students learn from a
 # feature store of the teacher's embeddings of ViLD-text's proposals (region_store), ViLD's offline recipe.
@@ -146,14 +152,15 @@ def learn_prompts(configs: Path, world: dict[str, str], teacher_spec: dict, stor
 def run_detection_rows(world: dict[str, str], teacher: Teacher, teacher_spec: dict, work_dir: Path, iters: int,
                        seed: int, configs: Path, progress: Optional[Callable[[BenchRow], None]] = None,
                        cfg_options: Optional[dict[str, Any]] = None, detpro: bool = True,
-                       rows_wanted: Optional[Sequence[str]] = None) -> list[BenchRow]:
+                       rows_wanted: Optional[Sequence[str]] = None, detr_iters: Optional[int] = None) -> list[BenchRow]:
     """Train and evaluate every student (ViLD-text first: its proposals are the distilled regions of the
     others, and the teacher's alone), then the teacher on ViLD-text's proposals, then the pseudo-label
     row. `configs`: the folder of the project's configs (the repository's configs/). `cfg_options` override
     keys of the synthetic config for every student (e.g. {"model.trainable_layers": 0}); a row's own
     settings (distillation source, inference mode) still apply on top. `rows_wanted`: the first word of
-    each row to run ('ViLD', 'oracle', 'teacher', 'DetPro', 'pseudo-labels'; ViLD-text always runs); all
-    by default."""
+    each row to run ('ViLD', 'oracle', 'teacher', 'DetPro', 'pseudo-labels', 'DETR-text', 'OV-DETR'; ViLD-text
+    always runs); all by default. `detr_iters`: the DETR rows' iterations (`iters` if not given); `cfg_options`
+    do not reach them (they are the ViLD config's keys)."""
     def wanted(name: str) -> bool:
         first = name.split()[0]
         return rows_wanted is None or name == "ViLD-text" or \
@@ -199,23 +206,27 @@ def run_detection_rows(world: dict[str, str], teacher: Teacher, teacher_spec: di
                                  distill["scales"])
         rows += detpro_rows(world, teacher, teacher_spec, work_dir, iters, seed, configs, store, student,
                             progress, cfg_options)
+    labels = None
+    if wanted(PSEUDO_ROW) or wanted(OVDETR_ROW):
+        labels = make_pseudo_labels(world, teacher_spec, work_dir / "pseudo-labels", configs, student)
     if wanted(PSEUDO_ROW):
         rows.append(pseudo_label_row(world, teacher_spec, work_dir / "pseudo-labels", iters, seed, configs, student,
-                                     cfg_options))
+                                     cfg_options, labels=labels))
         if progress:
             progress(rows[-1])
+    if wanted(DETR_TEXT_ROW) or wanted(OVDETR_ROW):
+        rows += ovdetr_rows(world, teacher, teacher_spec, work_dir, detr_iters or iters, seed, configs, labels,
+                            progress, wanted)
     return rows
 
 
-def pseudo_label_row(world: dict[str, str], teacher_spec: dict, work_dir: Path, iters: int, seed: int,
-                     configs: Path, proposer: torch.nn.Module, cfg_options: Optional[dict[str, Any]] = None,
-                     pseudo_options: Optional[dict[str, Any]] = None) -> BenchRow:
-    """VL-PLM on the synthetic world: `proposer`'s (ViLD-text's) top 100 proposals on the train images,
-    refined 10 times by its RoI head (tools/proposals.py --refine 10), labelled by the teacher
-    (tools/pseudo_boxes.py with configs/pseudo_boxes/synthetic-cpu.py), then ViLD-text trained on the base
-    boxes + those pseudo-labels. The row's note gives the pseudo-labels' precision / recall against the
-    train images' withheld novel ground truth (IoU 0.5) and the time the labelling took. `pseudo_options`
-    override the config's `pseudo` section (e.g. {"base_overlap_iou": None}: VL-PLM's exact recipe)."""
+def make_pseudo_labels(world: dict[str, str], teacher_spec: dict, work_dir: Path, configs: Path,
+                       proposer: torch.nn.Module, pseudo_options: Optional[dict[str, Any]] = None) -> tuple[Path, str]:
+    """VL-PLM's labelling on the synthetic world: `proposer`'s (ViLD-text's) top 100 proposals on the train
+    images, refined 10 times by its RoI head (tools/proposals.py --refine 10), labelled by the teacher
+    (tools/pseudo_boxes.py with configs/pseudo_boxes/synthetic-cpu.py). Returns the pseudo-label file and a
+    note: their precision / recall against the train images' withheld novel ground truth (IoU 0.5) and the
+    time the labelling took. `pseudo_options` override the config's `pseudo` section."""
     t0 = time.perf_counter()
     shutil.rmtree(work_dir, ignore_errors=True)
     proposals, pseudo = work_dir / "proposals.json", work_dir / "pseudo_boxes.json"
@@ -231,14 +242,59 @@ def pseudo_label_row(world: dict[str, str], teacher_spec: dict, work_dir: Path, 
     job.write(str(pseudo))
     vocab = load_vocabulary(world["vocabulary"])
     quality = annotation_quality(pseudo, world["train_all"], [vocab.ids[i] for i in vocab.novel])
-    label_seconds = time.perf_counter() - t0
+    note = (f"{quality['pseudo_labels']} pseudo-labels, precision {quality['precision']:.1f}% / recall "
+            f"{quality['recall']:.1f}% of {quality['truths']} novel objects; labelling "
+            f"{time.perf_counter() - t0:.0f} s")
+    return pseudo, note
+
+
+def pseudo_label_row(world: dict[str, str], teacher_spec: dict, work_dir: Path, iters: int, seed: int,
+                     configs: Path, proposer: torch.nn.Module, cfg_options: Optional[dict[str, Any]] = None,
+                     pseudo_options: Optional[dict[str, Any]] = None,
+                     labels: Optional[tuple[Path, str]] = None) -> BenchRow:
+    """VL-PLM on the synthetic world: ViLD-text trained on the base boxes + the teacher's pseudo-labels
+    (`make_pseudo_labels`, or `labels` already made); the row's note is the labels' quality and time."""
+    t0 = time.perf_counter()
+    pseudo, note = labels or make_pseudo_labels(world, teacher_spec, work_dir, configs, proposer, pseudo_options)
     _, m = train_and_test(Path(configs) / PSEUDO_CONFIG,
                           {**world_options(world, teacher_spec, "base"), **(cfg_options or {}),
                            "train_dataloader.dataset.pseudo_annotations": [str(pseudo)]}, work_dir / "student", iters,
                           seed)
-    return BenchRow("detection", PSEUDO_ROW, m["det/AP50_novel"], m["det/AP50_base"], time.perf_counter() - t0,
-                    f"{quality['pseudo_labels']} pseudo-labels, precision {quality['precision']:.1f}% / recall "
-                    f"{quality['recall']:.1f}% of {quality['truths']} novel objects; labelling {label_seconds:.0f} s")
+    return BenchRow("detection", PSEUDO_ROW, m["det/AP50_novel"], m["det/AP50_base"], time.perf_counter() - t0, note)
+
+
+def ovdetr_rows(world: dict[str, str], teacher: Teacher, teacher_spec: dict, work_dir: Path, iters: int, seed: int,
+                configs: Path, labels: tuple[Path, str], progress: Optional[Callable[[BenchRow], None]] = None,
+                wanted: Callable[[str], bool] = lambda name: True) -> list[BenchRow]:
+    """DETR-text (the synthetic OV-DETR config unconditioned, text classifier, base boxes only) and OV-DETR
+    (conditional matching, trained on the base boxes + the teacher's pseudo-boxes `labels`, image conditions
+    from a class bank of the teacher's embeddings of those boxes)."""
+    rows = []
+    if wanted(DETR_TEXT_ROW):
+        t0 = time.perf_counter()
+        _, m = train_and_test(Path(configs) / OVDETR_CONFIG, {**world_options(world, teacher_spec, "base"),
+                                                              "model.conditional": False},
+                              work_dir / "DETR-text", iters, seed)
+        rows.append(BenchRow("detection", DETR_TEXT_ROW, m["det/AP50_novel"], m["det/AP50_base"],
+                             time.perf_counter() - t0))
+        if progress:
+            progress(rows[-1])
+    if wanted(OVDETR_ROW):
+        t0 = time.perf_counter()
+        pseudo, _ = labels
+        bank = work_dir / "OV-DETR" / "class_bank.safetensors"
+        bank.parent.mkdir(parents=True, exist_ok=True)
+        build_class_bank(teacher, world["train_base"], world["train_images"], world["vocabulary"], bank,
+                         pseudo_annotations=[str(pseudo)], progress=False)
+        _, m = train_and_test(Path(configs) / OVDETR_CONFIG, {
+            **world_options(world, teacher_spec, "base"), "model.conditioning.class_bank": str(bank),
+            "train_dataloader.dataset.pseudo_annotations": [str(pseudo)],
+            "train_dataloader.dataset.pseudo_weight": "one"}, work_dir / "OV-DETR", iters, seed)
+        rows.append(BenchRow("detection", OVDETR_ROW, m["det/AP50_novel"], m["det/AP50_base"],
+                             time.perf_counter() - t0, "the pseudo-labels row's labels"))
+        if progress:
+            progress(rows[-1])
+    return rows
 
 
 def detpro_rows(world: dict[str, str], teacher: Teacher, teacher_spec: dict, work_dir: Path, iters: int, seed: int,

@@ -23,7 +23,7 @@ from ovclip.regions import region_embeddings
 from ovclip.teacher import Teacher
 from ovclip.vocabulary import Vocabulary, load_vocabulary
 
-from .coco import load_detection_annotations
+from .coco import load_detection_annotations, merge_pseudo_annotations
 
 MIN_SIDE = 16  # the reference skips boxes narrower or lower than this
 
@@ -34,12 +34,16 @@ class ClassBankError(UserInputError, ValueError):
 
 def build_class_bank(teacher: Teacher, ann_file: "str | Path", img_dir: "str | Path",
                      vocabulary: "str | Sequence[str] | Vocabulary", out_file: "str | Path",
-                     min_side: int = MIN_SIDE) -> dict[str, int]:
-    """Embed every annotated box of `ann_file` whose sides reach `min_side` pixels (one crop, no context)
-    and write the embeddings per class name to `out_file` (safetensors); returns the count per class."""
+                     pseudo_annotations: "str | Sequence[str] | None" = None, min_side: int = MIN_SIDE,
+                     progress: bool = True) -> dict[str, int]:
+    """Embed every annotated box of `ann_file` (and of the `pseudo_annotations` files, as the training
+    dataset merges them) whose sides reach `min_side` pixels (one crop, no context) and write the embeddings
+    per class name to `out_file` (safetensors); returns the count per class."""
     records, vocab, _ = load_detection_annotations(ann_file, img_dir, vocabulary, train_classes="all")
+    if pseudo_annotations:
+        merge_pseudo_annotations(records, vocab, pseudo_annotations, "one")
     bank: dict[int, list[torch.Tensor]] = defaultdict(list)
-    for rec in tqdm(records, desc="class bank", unit="image"):
+    for rec in tqdm(records, desc="class bank", unit="image", disable=not progress):
         boxes = torch.as_tensor(rec.boxes, dtype=torch.float32).reshape(-1, 4)
         keep = ((boxes[:, 2] - boxes[:, 0]) >= min_side) & ((boxes[:, 3] - boxes[:, 1]) >= min_side)
         if not keep.any():

@@ -1,0 +1,165 @@
+"""OV-DETR and DETR-text (ovd.models.ovdetr) on Deformable DETR's parts (ovd.models.detr)."""
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.runner import Runner
+
+from ovd.engine import load_checkpoint_file, load_config
+from ovd.models.detr import FOCAL_ALPHA, block_mask, focal_class_cost, match
+from ovd.models.ovdetr import OVDETRDetector
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs/ovdetr/ovdetr_r18_tiny_shapes-cpu.py"
+SMALL = dict(backbone="resnet18", trainable_layers=5, fpn_channels=64, fpn_levels=2, min_size=96, max_size=96,
+             transformer=dict(d_model=32, encoder_layers=1, decoder_layers=2, ffn_dim=64, heads=4, points=2,
+                              num_queries=6, dropout=0.0), conditioning=dict(max_len=4))
+IMAGES = [torch.rand(3, 96, 96, generator=torch.Generator().manual_seed(1)),
+          torch.rand(3, 80, 96, generator=torch.Generator().manual_seed(2))]
+TARGETS = [{"boxes": torch.tensor([[10., 10, 50, 60], [60, 50, 90, 90]]), "labels": torch.tensor([0, 1])},
+           {"boxes": torch.tensor([[5., 5, 40, 40]]), "labels": torch.tensor([1])}]
+
+
+def model(conditional=True, seed=0, **options):
+    torch.manual_seed(seed)
+    return OVDETRDetector("tiny-vit", "circle, square, triangle, star", templates="single", conditional=conditional,
+                          **{**SMALL, **options})
+
+
+def test_matching_cost_and_assignment_on_hand_made_boxes():
+    # the focal matching cost at p = 0.5: alpha 0.25^2 ln 2 - (1 - alpha) 0.5^2 ln 2
+    p = torch.tensor([0.5, 0.9])
+    expected = [FOCAL_ALPHA * 0.25 * math.log(2) - (1 - FOCAL_ALPHA) * 0.25 * math.log(2),
+                FOCAL_ALPHA * 0.01 * -math.log(0.9) - (1 - FOCAL_ALPHA) * 0.81 * -math.log(0.1)]
+    assert torch.allclose(focal_class_cost(p), torch.tensor(expected), atol=1e-6)
+    pred = torch.tensor([[0.2, 0.2, 0.1, 0.1], [0.7, 0.7, 0.2, 0.2], [0.5, 0.5, 0.9, 0.9]])  # cxcywh
+    gt = torch.tensor([[0.71, 0.69, 0.2, 0.22], [0.2, 0.21, 0.1, 0.1]])
+    weights = {"class": 3.0, "bbox": 5.0, "giou": 2.0}
+    rows, cols = match(torch.zeros(3, 2), pred, gt, weights)
+    assert sorted(zip(rows.tolist(), cols.tolist())) == [(0, 1), (1, 0)]
+    # a confident class score outweighs a slightly better box: query 2 wins gt 0 when only it is sure
+    pred[2] = torch.tensor([0.7, 0.7, 0.21, 0.21])
+    cost = torch.zeros(3, 2)
+    cost[:, 0] = focal_class_cost(torch.tensor([0.01, 0.01, 0.99]))
+    rows, cols = match(cost, pred, gt, weights)
+    assert dict(zip(cols.tolist(), rows.tolist()))[0] == 2
+    assert [len(v) for v in match(torch.zeros(3, 0), pred, gt[:0], weights)] == [0, 0]
+
+
+def test_block_mask_keeps_conditions_apart():
+    mask = block_mask(2, 3)
+    assert mask.shape == (6, 6) and (mask[:3, :3] == 0).all() and (mask[3:, 3:] == 0).all()
+    assert torch.isinf(mask[:3, 3:]).all() and torch.isinf(mask[3:, :3]).all()
+
+
+def test_conditional_batching_gives_the_scores_of_one_class_at_a_time():
+    m = model().eval()
+    m.eval_batch_classes = 4
+    together = m(IMAGES, mode="predict")
+    m.eval_batch_classes = 1
+    apart = m(IMAGES, mode="predict")
+    for a, b in zip(together, apart):
+        assert torch.allclose(a["scores"], b["scores"], atol=1e-5) and torch.equal(a["labels"], b["labels"])
+        assert torch.allclose(a["boxes"], b["boxes"], atol=1e-3)
+        assert a["boxes"][:, 2].max() <= 96.01 and len(a["scores"]) == 4 * 6  # every (query, class), 4 classes
+
+
+@pytest.mark.parametrize("conditional", [True, False])
+def test_the_loss_falls_on_synthetic_images(conditional):
+    m = model(conditional).train()
+    m.backbone.requires_grad_(False)  # a random ResNet-FPN under Adam shifts every feature at once
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-3)
+    warmup = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.01, total_iters=5)  # as the configs warm up
+    totals = []
+    for _ in range(15):
+        losses = m(IMAGES, TARGETS, mode="loss")
+        total = sum(losses.values())
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        warmup.step()
+        totals.append(total.item())
+    expected = {"loss_ce", "loss_bbox", "loss_giou", "loss_ce_0", "loss_bbox_0", "loss_giou_0"}
+    assert expected | ({"loss_embed", "loss_embed_0"} if conditional else set()) == set(losses)
+    assert totals[-1] < 0.8 * totals[0] and max(totals) <= totals[0] * 1.05, totals
+
+
+def test_conditions_are_the_classes_present_padded_with_absent_ones():
+    m = model(conditioning=dict(max_len=6, prob=1.0))
+    classes, conditions, queries = m.sample_conditions([torch.tensor([1, 1]), torch.tensor([3])], "cpu")
+    assert set(classes[:2].tolist()) == {1, 3} and len(classes) == 3 and len(set(classes.tolist())) == 3  # max_len - 3
+    assert torch.allclose(conditions, m.classifier.text_embeddings[classes])  # prob 1: text only
+    assert queries.shape == (3, 32)
+    m = model(conditioning=dict(max_len=6, prob=1.0, classes="base"))  # a vocabulary without split: all base
+    assert len(m.sample_conditions([torch.tensor([0])], "cpu")[0]) == 3
+
+
+def test_a_vocabulary_swap_changes_no_weight():
+    m = model().eval()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    m.set_vocabulary("heart, moon, star, circle, ring, cross")
+    out = m(IMAGES[:1], mode="predict")[0]
+    assert out["labels"].max() <= 5 and len(out["scores"]) == 6 * 6
+    after = m.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_the_class_bank_conditions_on_teacher_image_embeddings(tmp_path):
+    from ovd.data.class_bank import ClassBankError, build_class_bank
+    m = model()
+    shapes = ROOT / "examples/shapes"
+    counts = build_class_bank(m.teacher, shapes / "annotations.json", shapes / "images",
+                              str(shapes / "vocabulary.json"), tmp_path / "bank.safetensors", progress=False)
+    assert sum(counts.values()) > 0
+    m = model(conditioning=dict(max_len=4, prob=0.0, class_bank=str(tmp_path / "bank.safetensors")))
+    m.set_vocabulary(str(shapes / "vocabulary.json"))
+    bank = m.class_bank()
+    present = sorted(bank)[0]
+    classes, conditions, _ = m.sample_conditions([torch.tensor([present])], "cpu")
+    assert any(torch.allclose(conditions[0], torch.nn.functional.normalize(e, dim=0), atol=1e-6)
+               for e in bank[present])  # prob 0: an image embedding of that class
+    with pytest.raises(ClassBankError, match="class bank not found"):
+        model(conditioning=dict(class_bank=str(tmp_path / "none.safetensors"))).class_bank()
+
+
+def test_training_from_config_then_kill_and_resume_with_the_same_optimizer_state(tmp_path):
+    work = tmp_path / "killed"
+    (tmp_path / "kill_hook.py").write_text(
+        "import os, signal\nfrom mmengine.hooks import Hook\nfrom mmengine.registry import HOOKS\n\n\n"
+        "@HOOKS.register_module()\nclass KillAtIteration(Hook):\n"
+        "    def before_train_iter(self, runner, batch_idx, data_batch=None):\n"
+        "        if runner.iter == 9:\n            os.kill(os.getpid(), signal.SIGKILL)\n")
+    (tmp_path / "killed.py").write_text(
+        f"_base_ = [{str(CONFIG)!r}]\ncustom_imports = dict(imports=['kill_hook'])\n"
+        f"custom_hooks = [dict(type='PlainCheckpointHook'), dict(type='KillAtIteration')]\n")
+    cmd = [sys.executable, "tools/train.py", str(tmp_path / "killed.py"), "--work-dir", str(work), "--cfg-options",
+           "train_cfg.max_iters=200", "default_hooks.checkpoint.interval=4", "log_level=WARNING"]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    saved = load_checkpoint_file(work / Path((work / "last_checkpoint").read_text().strip()).name)
+    assert saved["meta"]["iter"] == 8
+    cfg = load_config(CONFIG, {"train_cfg.max_iters": 9, "log_level": "WARNING",
+                               "experiment_name": f"resumed-{tmp_path.name}"}, work_dir=str(work))
+    for key in ("train_dataloader", "test_dataloader"):
+        ds = cfg[key].dataset
+        ds.ann_file, ds.img_dir, ds.vocabulary = (str(ROOT / p) for p in (ds.ann_file, ds.img_dir, ds.vocabulary))
+    cfg.test_evaluator.ann_file, cfg.test_evaluator.vocabulary = (str(ROOT / p) for p in (
+        cfg.test_evaluator.ann_file, cfg.test_evaluator.vocabulary))
+    cfg.model.vocabulary = str(ROOT / cfg.model.vocabulary)
+    cfg.resume = True
+    runner = Runner.from_cfg(cfg)
+    runner.load_or_resume()
+    assert runner.iter == 8
+    state, ref = runner.optim_wrapper.state_dict()["state"], saved["optimizer"]["state"]
+    assert state.keys() == ref.keys() and len(state) > 10
+    assert all(torch.equal(state[k]["exp_avg"].cpu(), ref[k]["exp_avg"]) for k in ref)
+    runner.train()
+    assert runner.iter == 9
+    metrics = runner.test()
+    assert "det/AP50_novel" in metrics
