@@ -97,7 +97,8 @@ def test_bench_quick_runs_end_to_end(tmp_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     for row in ("ViLD-text", "ViLD", "ViLD-ensemble", "ViLD-image", "teacher on ViLD-text's proposals", "oracle",
                 "DetPro (ViLD with learned prompts)", "teacher on ViLD-text's proposals, learned prompts",
-                "pseudo-labels (ViLD-text on base + teacher's novel boxes)"):
+                "pseudo-labels (ViLD-text on base + teacher's novel boxes)", "DETR-text (base boxes)",
+                "OV-DETR (base + teacher's novel boxes)"):
         assert f"| detection | {row}" in r.stdout
     for row in ("MaskCLIP (teacher zero-shot)", "MaskCLIP+", "mask proposals", "oracle (novel labels too)"):
         assert f"| segmentation | {row}" in r.stdout
@@ -109,11 +110,12 @@ def test_bench_quick_runs_end_to_end(tmp_path):
         assert line in r.stdout, line
     saved = json.loads((tmp_path / "quick" / "results-s0.json").read_text())
     assert (tmp_path / "quick" / "students-s0" / "DetPro-prompts" / "prompts.safetensors").is_file()
-    assert len(saved["rows"]) == 13 and all(0 <= row["novel"] <= 100 for row in saved["rows"])
+    assert len(saved["rows"]) == 15 and all(0 <= row["novel"] <= 100 for row in saved["rows"])
     assert saved["cfg_options"] == {"model.detector.box_detections_per_img": 40}
     students = tmp_path / "quick" / "students-s0"
     pseudo = json.loads((students / "pseudo-labels" / "pseudo_boxes.json").read_text())  # VL-PLM's row
     assert len(pseudo["images"]) == 16 and all(a["pseudo"] for a in pseudo["annotations"])
+    assert (students / "OV-DETR" / "class_bank.safetensors").is_file()  # OV-DETR's image conditions
     for name in ("ViLD-text", "ViLD", "ViLD-ensemble", "oracle"):
         dumped = Config.fromfile(str(students / name / "vild_teacher-rn_fpn_synthetic-cpu.py"))
         assert dumped.model.detector.box_detections_per_img == 40, name

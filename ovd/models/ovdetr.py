@@ -22,6 +22,7 @@ bias: sigmoid scores), trained with focal loss over the base classes: ViLD-text'
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Optional, Sequence
 
@@ -31,7 +32,7 @@ from mmengine.model import BaseModel
 from torch import Tensor, nn
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from torchvision.ops import box_convert
+from torchvision.ops import box_convert, clip_boxes_to_image
 
 from ovclip.classifier import OpenVocabularyClassifier, VocabularyEmbeddings, check_gt_classes
 from ovclip.io import to_unit_float
@@ -41,15 +42,15 @@ from ovclip.vocabulary import Vocabulary
 
 from ..registry import MODELS
 from .backbones import NORM_LAYERS, trunk_fpn
-from .detr import (MLP, DecoderLayer, EncoderLayer, MSDeformAttn, block_mask, box_losses, encoder_reference_points,
-                   focal_class_cost, focal_loss, inverse_sigmoid, match, sine_position_encoding, valid_ratios)
+from .deformable import DeformableTransformer, sine_position_encoding
+from .detr import box_losses, focal_class_cost, focal_loss, match
 
 # OV-DETR's main.py defaults: loss weights (cls / bbox / giou / feature_loss_coef) and matching costs
 LOSS_DEFAULTS = {"class": 3.0, "bbox": 5.0, "giou": 2.0, "embed": 2.0}
 MATCH_DEFAULTS = {"class": 3.0, "bbox": 5.0, "giou": 2.0}
 CONDITIONING_DEFAULTS = {"max_len": 15, "prob": 0.5, "classes": "all", "class_bank": None}
 TRANSFORMER_DEFAULTS = {"d_model": 256, "encoder_layers": 6, "decoder_layers": 6, "ffn_dim": 1024, "heads": 8,
-                        "points": 4, "dropout": 0.1, "num_queries": 300}
+                        "points": 4, "dropout": 0.1, "num_queries": 300, "box_refine": True, "two_stage": True}
 PRIOR_PROB = 0.01
 
 
@@ -88,22 +89,25 @@ class OVDETRDetector(BaseModel):
         levels = fpn_levels + 1  # the FPN's levels and its max-pool level
         self.input_proj = nn.ModuleList(nn.Sequential(nn.Conv2d(self.backbone.out_channels, d, 1),
                                                       nn.GroupNorm(math.gcd(d, 32), d)) for _ in range(levels))
-        self.level_embed = nn.Parameter(torch.randn(levels, d))
-        layer_args = (d, t["ffn_dim"], t["dropout"], levels, t["heads"], t["points"])
-        self.encoder = nn.ModuleList(EncoderLayer(*layer_args) for _ in range(t["encoder_layers"]))
-        self.decoder = nn.ModuleList(DecoderLayer(*layer_args) for _ in range(t["decoder_layers"]))
-        self.query_embed = nn.Embedding(t["num_queries"], 2 * d)
-        self.reference_points = nn.Linear(d, 2)
-        self.bbox_embed = MLP(d, d, 4, 3)
-        self.feature_align = nn.Linear(d, dim)
+        self.transformer = DeformableTransformer(d, levels, t["encoder_layers"], t["decoder_layers"], t["ffn_dim"],
+                                                 t["heads"], t["points"], t["dropout"], t["num_queries"],
+                                                 t["box_refine"], t["two_stage"])
+        layers = t["decoder_layers"]
+        # per decoder layer (copies with box refinement, as the reference clones them; else one shared)
+        self.feature_align = _per_layer(nn.Linear(d, dim), layers, t["box_refine"])
         bias = -math.log((1 - PRIOR_PROB) / PRIOR_PROB)
         if conditional:
-            self.class_embed = nn.Linear(d, 1)
+            head = nn.Linear(d, 1)
+            nn.init.constant_(head.bias, bias)
+            self.class_embed = _per_layer(head, layers, t["box_refine"])
             self.patch2query, self.patch2query_img = nn.Linear(dim, d), nn.Linear(dim, d)
-            nn.init.constant_(self.class_embed.bias, bias)
+            nn.init.xavier_uniform_(self.patch2query.weight)
+            nn.init.constant_(self.patch2query.bias, 0)
         else:
             self.logit_bias = nn.Parameter(torch.tensor(bias))
-        self._reset_parameters()
+        for proj in self.input_proj:
+            nn.init.xavier_uniform_(proj[0].weight, gain=1)
+            nn.init.constant_(proj[0].bias, 0)
         self._bank: Optional[dict[int, Tensor]] = None
 
     def _build_backbone(self, backbone: str, weights: Optional[str], trainable_layers: int, norm: str,
@@ -115,31 +119,6 @@ class OVDETRDetector(BaseModel):
         layer = NORM_LAYERS[norm]
         return resnet_fpn_backbone(backbone_name=backbone, weights=weights, trainable_layers=trainable_layers,
                                    returned_layers=list(range(5 - levels, 5)), **({"norm_layer": layer} if layer else {}))
-
-    def _reset_parameters(self) -> None:
-        # Deformable DETR's initialisation of the parts it adds: Xavier for the transformer's matrices, then
-        # MSDeformAttn's own (its offsets on a grid around the reference point, uniform attention)
-        for layer in (*self.encoder, *self.decoder):
-            for p in layer.parameters():
-                if p.dim() > 1:
-                    nn.init.xavier_uniform_(p)
-            for m in layer.modules():
-                if isinstance(m, MSDeformAttn):
-                    m._reset_parameters()
-        nn.init.normal_(self.level_embed)
-        nn.init.xavier_uniform_(self.reference_points.weight, gain=1.0)
-        nn.init.constant_(self.reference_points.bias, 0.0)
-        for proj in self.input_proj:
-            nn.init.xavier_uniform_(proj[0].weight, gain=1)
-            nn.init.constant_(proj[0].bias, 0)
-        nn.init.constant_(self.bbox_embed.layers[-1].weight, 0)
-        nn.init.constant_(self.bbox_embed.layers[-1].bias, 0)
-        nn.init.constant_(self.bbox_embed.layers[-1].bias[2:], -2.0)
-        nn.init.xavier_uniform_(self.feature_align.weight)
-        nn.init.constant_(self.feature_align.bias, 0)
-        if self.conditional:
-            nn.init.xavier_uniform_(self.patch2query.weight)
-            nn.init.constant_(self.patch2query.bias, 0)
 
     @property
     def vocabulary(self) -> Vocabulary:
@@ -164,46 +143,22 @@ class OVDETRDetector(BaseModel):
             m = F.interpolate(mask[None].float(), size=feature.shape[-2:])[0].bool()
             srcs.append(self.input_proj[lvl](feature))
             masks.append(m)
-            pos.append(sine_position_encoding(m, srcs[-1].shape[1]) + self.level_embed[lvl].view(1, -1, 1, 1))
-        shapes = [tuple(s.shape[-2:]) for s in srcs]
-        ratios = torch.stack([valid_ratios(m) for m in masks], 1)
-        memory = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)
-        pos_flat = torch.cat([p.flatten(2).transpose(1, 2) for p in pos], 1)
-        padding = torch.cat([m.flatten(1) for m in masks], 1)
-        reference = encoder_reference_points(shapes, ratios)
-        for layer in self.encoder:
-            memory = layer(memory, pos_flat, reference, shapes, padding)
-        return {"memory": memory, "padding": padding, "shapes": shapes, "ratios": ratios,
-                "image_sizes": image_list.image_sizes, "targets": targets}
+            pos.append(sine_position_encoding(m, srcs[-1].shape[1]))
+        enc = self.transformer.encode(srcs, masks, pos)
+        return {**enc, "image_sizes": image_list.image_sizes, "targets": targets}
 
     def decode(self, enc: dict[str, Any], condition: Optional[Tensor] = None) -> dict[str, Tensor]:
-        """Every decoder layer's outputs for the learned queries, each repeated for every row of `condition`
-        (R, d) added to its content (OV-DETR), or as they are: logits (layers, B, Q, 1 or C), boxes (layers, B,
-        Q, 4; cxcywh in [0, 1] of each image), unit embeddings (layers, B, Q, D)."""
-        pos, tgt = self.query_embed.weight.split(self.query_embed.weight.shape[1] // 2, dim=1)
-        attn_mask = None
-        if condition is not None:
-            n, r = len(pos), len(condition)
-            pos, tgt = pos.repeat(r, 1), tgt.repeat(r, 1) + condition.repeat_interleave(n, 0)
-            attn_mask = block_mask(r, n, device=pos.device)
-        memory = enc["memory"]
-        b = memory.shape[0]
-        reference = self.reference_points(pos).sigmoid()
-        pos, out, reference = (v[None].expand(b, -1, -1) for v in (pos, tgt, reference))
-        ref_in = reference[:, :, None] * enc["ratios"][:, None]
-        hs = []
-        for layer in self.decoder:
-            out = layer(out, pos, ref_in, memory, enc["shapes"], enc["padding"], attn_mask)
-            hs.append(out)
-        hs = torch.stack(hs)
-        delta = self.bbox_embed(hs)
-        boxes = torch.cat([delta[..., :2] + inverse_sigmoid(reference)[None], delta[..., 2:]], -1).sigmoid()
-        embeddings = F.normalize(self.feature_align(hs), dim=-1)
+        """Every decoder layer's outputs for the queries, repeated for every row of `condition` (R, d) added to
+        their content (OV-DETR), or as they are: logits (layers, B, Q, 1 or C), boxes (layers, B, Q, 4; cxcywh
+        in [0, 1] of each image), unit embeddings (layers, B, Q, D)."""
+        out = self.transformer.decode(enc, condition)
+        hs = out["hs"]
+        embeddings = torch.stack([F.normalize(head(h), dim=-1) for head, h in zip(self.feature_align, hs)])
         if self.conditional:
-            logits = self.class_embed(hs)
+            logits = torch.stack([head(h) for head, h in zip(self.class_embed, hs)])
         else:
             logits = self.classifier(embeddings) + self.logit_bias
-        return {"logits": logits, "boxes": boxes, "embeddings": embeddings}
+        return {"logits": logits, "boxes": out["boxes"], "embeddings": embeddings}
 
     # --- training ---
 
@@ -232,14 +187,28 @@ class OVDETRDetector(BaseModel):
         for t, (h, w) in zip(enc["targets"], enc["image_sizes"]):
             scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=t["boxes"].device)
             gts.append((box_convert(t["boxes"].float(), "xyxy", "cxcywh") / scale, t["labels"].long()))
-        if self.conditional:
-            return self._conditional_loss(enc, gts)
-        return self._text_loss(enc, gts)
+        losses = self._conditional_loss(enc, gts) if self.conditional else self._text_loss(enc, gts)
+        if "enc_logits" in enc:  # two-stage: the encoder's class-agnostic proposals, matched to every box
+            losses.update(self._proposal_loss(enc, gts))
+        return losses
+
+    def _proposal_loss(self, enc: dict[str, Any], gts: list[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+        """The two-stage encoder's losses (`_enc`): one class ("object"), every ground-truth box its target,
+        as the reference's binary targets with its original matcher."""
+        logits, boxes = enc["enc_logits"], enc["enc_boxes_unact"].sigmoid()
+        num_boxes = _num_boxes(sum(len(labels) for _, labels in gts), logits.device)
+        matches = [match(focal_class_cost(logits[i, :, 0].sigmoid())[:, None].expand(-1, len(b)), boxes[i], b,
+                         self.match_costs) for i, (b, _) in enumerate(gts)]
+        target = torch.zeros_like(logits)
+        for i, (q, _) in enumerate(matches):
+            target[i, q.to(target.device), 0] = 1.0
+        part = self._set_losses(boxes, logits, target, matches, gts, num_boxes)
+        return {f"{k}_enc": v for k, v in part.items()}
 
     def _conditional_loss(self, enc: dict[str, Any], gts: list[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
         classes, conditions, queries = self.sample_conditions([g[1] for g in gts], enc["memory"].device)
         out = self.decode(enc, queries)
-        n = self.query_embed.num_embeddings
+        n = out["boxes"].shape[2] // len(classes)  # queries per condition
         present = torch.cat([labels for _, labels in gts]).cpu()
         num_boxes = _num_boxes(int(torch.isin(present, classes.cpu()).sum()), out["logits"].device)
         losses: dict[str, Tensor] = {}
@@ -358,6 +327,7 @@ class OVDETRDetector(BaseModel):
             top, index = flat.topk(min(self.detections_per_img, len(flat)))
             query, column = index // scores.shape[-1], index % scores.shape[-1]
             xyxy = box_convert(boxes[i][query], "cxcywh", "xyxy") * torch.tensor([w, h, w, h], device=top.device)
+            xyxy = clip_boxes_to_image(xyxy, (h, w))  # the reference leaves them unclipped
             results.append({"boxes": xyxy, "scores": top, "labels": classes[column] if not self.conditional
                             else classes[query]})
         return self.transform.postprocess(results, enc["image_sizes"], original)
@@ -366,14 +336,20 @@ class OVDETRDetector(BaseModel):
         """Queries conditioned on every vocabulary class, `eval_batch_classes` classes per decoder pass:
         (B, C x N, 1) scores, (B, C x N, 4) boxes and each query's class."""
         text = self.classifier.text_embeddings.to(enc["memory"].device)
-        n = self.query_embed.num_embeddings
         scores, boxes = [], []
         for start in range(0, len(text), self.eval_batch_classes):
-            out = self.decode(enc, self.patch2query(text[start:start + self.eval_batch_classes]))
+            chunk = text[start:start + self.eval_batch_classes]
+            out = self.decode(enc, self.patch2query(chunk))
+            n = out["boxes"].shape[2] // len(chunk)  # queries per condition
             scores.append(out["logits"][-1].sigmoid())
             boxes.append(out["boxes"][-1])
         classes = torch.arange(len(text), device=text.device).repeat_interleave(n)
         return torch.cat(scores, 1), torch.cat(boxes, 1), classes
+
+
+def _per_layer(head: nn.Module, layers: int, copies: bool) -> nn.ModuleList:
+    """One head per decoder layer: copies of `head` (trained apart) or `head` itself shared."""
+    return nn.ModuleList(copy.deepcopy(head) if copies else head for _ in range(layers))
 
 
 def _num_boxes(count: int, device: "torch.device | str") -> float:
