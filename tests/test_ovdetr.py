@@ -164,3 +164,20 @@ def test_training_from_config_then_kill_and_resume_with_the_same_optimizer_state
     assert runner.iter == 9
     metrics = runner.test()
     assert "det/AP50_novel" in metrics
+    # the trained checkpoint through the Python API and the demo tool, with another vocabulary
+    from ovd import Detector
+    checkpoint = work / "iter_9.pth"
+    vocabulary = {"model.vocabulary": cfg.model.vocabulary}
+    detector = Detector.from_config(CONFIG, checkpoint, cfg_options=vocabulary)
+    image = next((ROOT / "examples/shapes/images").iterdir())
+    found = detector.predict(image, "star, circle, heart")
+    assert len(found) > 0 and set(found.names) <= {"star", "circle", "heart"}
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import demo as demo_tool
+    finally:
+        sys.path.pop(0)
+    assert demo_tool.run_tool(demo_tool.main, [str(CONFIG), str(checkpoint), str(image), "--vocab", "star, circle",
+                                               "--out-dir", str(tmp_path / "demo"), "--score-thr", "0",
+                                               "--cfg-options", f"model.vocabulary={cfg.model.vocabulary}"]) == 0
+    assert (tmp_path / "demo" / f"{image.stem}_det.png").is_file()

@@ -26,7 +26,8 @@ from ovd.bench import DETR_TEXT_ROW, OVDETR_ROW, PSEUDO_ROW, run_detection_rows
 from ovseg.bench import run_segmentation_rows
 
 SETTINGS = {
-    "full": {"n_train": 400, "n_val": 100, "iters": 550, "detr_iters": 1000, "seg_iters": 400, "teacher_steps": 1200},
+    "full": {"n_train": 400, "n_val": 100, "iters": 550, "detr_iters": 400, "seg_iters": 400,
+             "teacher_steps": 1200},
     "quick": {"n_train": 16, "n_val": 8, "iters": 10, "detr_iters": 10, "seg_iters": 10, "teacher_steps": 60},
 }
 METRIC = {"detection": "AP50", "segmentation": "mIoU"}
