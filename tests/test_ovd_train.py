@@ -18,6 +18,7 @@ from ovd import Detector
 from ovd.engine import CheckpointError, load_checkpoint_file, load_config, model_state_dict
 from ovd.models.detector import DistillConfigError
 from ovd.registry import HOOKS
+from tests.killing import write_killed_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "vild" / "vild_r18_fpn_tiny_shapes-cpu.py")
@@ -96,14 +97,7 @@ def test_resume_after_kill_continues_from_the_saved_iteration_and_optimizer_stat
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # The job kills itself (SIGKILL: no cleanup at all) when iteration 10 starts, after the checkpoint of
     # iteration 8: where it stops does not depend on how fast this machine is.
-    (tmp_path / "kill_hook.py").write_text(
-        "import os, signal\nfrom mmengine.hooks import Hook\nfrom mmengine.registry import HOOKS\n\n\n"
-        "@HOOKS.register_module()\nclass KillAtIteration(Hook):\n"
-        "    def before_train_iter(self, runner, batch_idx, data_batch=None):\n"
-        "        if runner.iter == 9:\n            os.kill(os.getpid(), signal.SIGKILL)\n")
-    (tmp_path / "killed.py").write_text(
-        f"_base_ = [{CONFIG!r}]\ncustom_imports = dict(imports=['kill_hook'])\n"
-        f"custom_hooks = [dict(type='PlainCheckpointHook'), dict(type='KillAtIteration')]\n")
+    write_killed_config(tmp_path, CONFIG, 9)
     cmd = [sys.executable, "tools/train.py", str(tmp_path / "killed.py"), "--work-dir", str(work), "--cfg-options",
            "train_cfg.max_iters=200", "default_hooks.checkpoint.interval=4",
            "default_hooks.checkpoint.max_keep_ckpts=5", "log_level=WARNING"]

@@ -14,6 +14,7 @@ from ovd.engine import load_checkpoint_file, load_config
 from ovd.models.deformable import block_mask
 from ovd.models.detr import FOCAL_ALPHA, focal_class_cost, match
 from ovd.models.ovdetr import OVDETRDetector
+from tests.killing import write_killed_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs/ovdetr/ovdetr_r18_tiny_shapes-cpu.py"
@@ -130,14 +131,7 @@ def test_the_class_bank_conditions_on_teacher_image_embeddings(tmp_path):
 
 def test_training_from_config_then_kill_and_resume_with_the_same_optimizer_state(tmp_path):
     work = tmp_path / "killed"
-    (tmp_path / "kill_hook.py").write_text(
-        "import os, signal\nfrom mmengine.hooks import Hook\nfrom mmengine.registry import HOOKS\n\n\n"
-        "@HOOKS.register_module()\nclass KillAtIteration(Hook):\n"
-        "    def before_train_iter(self, runner, batch_idx, data_batch=None):\n"
-        "        if runner.iter == 9:\n            os.kill(os.getpid(), signal.SIGKILL)\n")
-    (tmp_path / "killed.py").write_text(
-        f"_base_ = [{str(CONFIG)!r}]\ncustom_imports = dict(imports=['kill_hook'])\n"
-        f"custom_hooks = [dict(type='PlainCheckpointHook'), dict(type='KillAtIteration')]\n")
+    write_killed_config(tmp_path, CONFIG, 9)
     cmd = [sys.executable, "tools/train.py", str(tmp_path / "killed.py"), "--work-dir", str(work), "--cfg-options",
            "train_cfg.max_iters=200", "default_hooks.checkpoint.interval=4", "log_level=WARNING"]
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}

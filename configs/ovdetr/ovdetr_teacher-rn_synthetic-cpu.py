@@ -4,7 +4,7 @@
 # the teacher's novel pseudo-boxes (OV-DETR trains on base ground truth + CLIP-labelled proposals), image
 # conditions drawn from a class bank of the teacher's embeddings of those boxes; tools/bench_ov.py fills in
 # the paths. DETR-text, its closed-set baseline: --cfg-options model.conditional=False (base boxes only).
-_base_ = ["../_base_/default_runtime.py"]
+_base_ = ["../_base_/datasets/synthetic_det.py", "../_base_/schedules/ovdetr_50e.py", "../_base_/default_runtime.py"]
 data_root = "work_dirs/world/"
 vocabulary = "synthetic-shapes"
 teacher = dict(config="model_zoo/synthetic/teacher.json", pretrained="model_zoo/synthetic/teacher.safetensors")
@@ -15,28 +15,11 @@ model = dict(
                      num_queries=20),
     conditioning=dict(max_len=6, prob=0.5, classes="all", class_bank=None),
     temperature=0.05, min_size=256, max_size=256, detections_per_img=50, eval_batch_classes=12)
-train_dataloader = dict(
-    batch_size=4, num_workers=0,
-    sampler=dict(type="InfiniteSampler", shuffle=True),
-    collate_fn=dict(type="ovd.detection_collate"),
-    dataset=dict(type="CocoDetection", ann_file=data_root + "train_base.json", img_dir=data_root + "train/images",
-                 vocabulary=vocabulary, train_classes="base", pipeline=[dict(type="RandomHorizontalFlip", p=0.5)]))
-test_dataloader = dict(
-    batch_size=4, num_workers=0, drop_last=False,
-    sampler=dict(type="DefaultSampler", shuffle=False),
-    collate_fn=dict(type="ovd.detection_collate"),
-    dataset=dict(type="CocoDetection", ann_file=data_root + "val.json", img_dir=data_root + "val/images",
-                 vocabulary=vocabulary))
-test_evaluator = dict(type="DetectionMetric", ann_file=data_root + "val.json", vocabulary=vocabulary,
-                      name="synthetic")
-train_cfg = dict(type="IterBasedTrainLoop", max_iters=1000)
-test_cfg = dict(type="TestLoop")
-# OV-DETR's AdamW (2e-4, backbone 2e-5, weight decay 1e-4, gradients clipped at 0.1), at a CPU run's scale
-optim_wrapper = dict(type="OptimWrapper", optimizer=dict(type="AdamW", lr=4e-4, weight_decay=1e-4),
-                     paramwise_cfg=dict(custom_keys={"backbone": dict(lr_mult=0.1),
-                                                     "sampling_offsets": dict(lr_mult=0.1),
-                                                     "reference_points": dict(lr_mult=0.1)}),
-                     clip_grad=dict(max_norm=0.1, norm_type=2))
+# OV-DETR's AdamW (backbone, sampling offsets and reference points x0.1, gradients clipped at 0.1) at twice its
+# learning rate, by iterations
+train_cfg = dict(_delete_=True, type="IterBasedTrainLoop", max_iters=1000)
+val_cfg = None
+optim_wrapper = dict(optimizer=dict(lr=4e-4))
 param_scheduler = [dict(type="LinearLR", start_factor=0.01, by_epoch=False, begin=0, end=50),
                    dict(type="MultiStepLR", by_epoch=False, milestones=[800], gamma=0.1)]
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(by_epoch=False, interval=100, max_keep_ckpts=1))

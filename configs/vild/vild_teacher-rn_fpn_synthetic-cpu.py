@@ -13,6 +13,7 @@
 #   python -c "from ovclip.synthetic import make_world; make_world('work_dirs/world')"
 _base_ = [
     "../_base_/models/vild_r50_fpn.py",
+    "../_base_/datasets/synthetic_det.py",
     "../_base_/default_runtime.py",
 ]
 data_root = "work_dirs/world/"
@@ -29,20 +30,6 @@ model = dict(
                   rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100, rpn_batch_size_per_image=128,
                   box_batch_size_per_image=128, box_detections_per_img=50, box_score_thresh=0.001,
                   roi_sampling_ratio=0))
-train_dataloader = dict(
-    batch_size=4, num_workers=0,
-    sampler=dict(type="InfiniteSampler", shuffle=True),
-    collate_fn=dict(type="ovd.detection_collate"),
-    dataset=dict(type="CocoDetection", ann_file=data_root + "train_base.json", img_dir=data_root + "train/images",
-                 vocabulary=vocabulary, train_classes="base", pipeline=[dict(type="RandomHorizontalFlip", p=0.5)]))
-test_dataloader = dict(
-    batch_size=4, num_workers=0, drop_last=False,
-    sampler=dict(type="DefaultSampler", shuffle=False),
-    collate_fn=dict(type="ovd.detection_collate"),
-    dataset=dict(type="CocoDetection", ann_file=data_root + "val.json", img_dir=data_root + "val/images",
-                 vocabulary=vocabulary))
-test_evaluator = dict(type="DetectionMetric", ann_file=data_root + "val.json", vocabulary=vocabulary,
-                      name="synthetic")
 train_cfg = dict(type="IterBasedTrainLoop", max_iters=500)
 test_cfg = dict(type="TestLoop")
 optim_wrapper = dict(type="OptimWrapper", optimizer=dict(type="AdamW", lr=1e-3, weight_decay=1e-4),

@@ -116,10 +116,15 @@ class ViLDDetector(BaseModel):
                     "model.distill.source='store' but the training data has no distillation regions: give the "
                     "dataset a feature_store (tools/precompute.py), or set model.distill.source='online' or 'none'")
             return self.detector(images, targets)
-        detections = self.detector(images)
-        if mode == "tensor":
-            return detections
-        if mode != "predict":
-            raise ValueError(f"mode must be 'loss', 'predict' or 'tensor', not '{mode}'")
-        samples = data_samples or [{} for _ in images]
-        return [{"image_id": ds.get("image_id", i), **det} for i, (ds, det) in enumerate(zip(samples, detections))]
+        return prediction_outputs(self.detector(images), data_samples, mode)
+
+
+def prediction_outputs(detections: list[dict], data_samples: Optional[Sequence[dict]], mode: str) -> Any:
+    """A detector's forward result outside training: the detections themselves (mode 'tensor') or each with
+    its sample's image_id (mode 'predict', what the evaluators read)."""
+    if mode == "tensor":
+        return detections
+    if mode != "predict":
+        raise ValueError(f"mode must be 'loss', 'predict' or 'tensor', not '{mode}'")
+    samples = data_samples or [{} for _ in detections]
+    return [{"image_id": ds.get("image_id", i), **det} for i, (ds, det) in enumerate(zip(samples, detections))]

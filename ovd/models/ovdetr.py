@@ -43,6 +43,7 @@ from ovclip.vocabulary import Vocabulary
 from ..registry import MODELS
 from .backbones import NORM_LAYERS, trunk_fpn
 from .deformable import DeformableTransformer, sine_position_encoding
+from .detector import prediction_outputs
 from .detr import box_losses, focal_class_cost, focal_loss, match
 
 # OV-DETR's main.py defaults: loss weights (cls / bbox / giou / feature_loss_coef) and matching costs
@@ -172,13 +173,7 @@ class OVDETRDetector(BaseModel):
                 raise ValueError("mode='loss' needs data_samples with boxes and labels")
             targets = [{"boxes": ds["boxes"], "labels": ds["labels"]} for ds in data_samples]
             return self.loss(images, targets)
-        detections = self.predict(images)
-        if mode == "tensor":
-            return detections
-        if mode != "predict":
-            raise ValueError(f"mode must be 'loss', 'predict' or 'tensor', not '{mode}'")
-        samples = data_samples or [{} for _ in images]
-        return [{"image_id": ds.get("image_id", i), **det} for i, (ds, det) in enumerate(zip(samples, detections))]
+        return prediction_outputs(self.predict(images), data_samples, mode)
 
     def loss(self, images: Sequence[Tensor], targets: list[dict]) -> dict[str, Tensor]:
         """The set losses of every decoder layer (the last one unsuffixed, the others `_0`, `_1`, ...)."""
