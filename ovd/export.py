@@ -38,7 +38,8 @@ def export_detector(model: ViLDDetector, out_dir: "str | Path", image_size: tupl
     """Write model.onnx, the teacher's text encoder, its tokenizer and manifest.json to `out_dir`; the
     model is left as it was. `image_size`: the (H, W) of the image traced (any size runs afterwards)."""
     if not isinstance(model, ViLDDetector):
-        raise ExportError(f"ovd exports ViLDDetector models, not {type(model).__name__}")
+        raise ExportError(f"ovd exports ViLD detectors (ViLDDetector) only: {type(model).__name__} does not export to "
+                          f"ONNX yet")
     out_dir = Path(out_dir)
     detector, heads = model.detector, model.detector.roi_heads
     classifier = detector.predictor.classifier

@@ -78,15 +78,6 @@ def test_exported_maskclip_matches_torch_for_any_vocabulary(tmp_path):
         onnx.window_logits(image, None)
 
 
-def test_the_segmenter_runtime_imports_no_torch(tmp_path):
-    import subprocess
-    exported(MASKCLIP, tmp_path)
-    code = (f"import sys; from ovclip.deploy import OnnxSegmenter; s = OnnxSegmenter({str(tmp_path)!r}); "
-            f"print(len(s.predict({str(DEMO)!r}, 'star, circle').areas()), 'torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert int(out[0]) > 0 and out[1] == "False"
-
-
 def test_a_vit_teacher_with_sliding_windows_and_both_refinements_exports(tmp_path):
     options = {**SLIDE, "model.teacher": "tiny-vit", "model.key_smoothing": 0.5, "model.prompt_denoising": 0.5}
     segmenter, onnx = exported(MASKCLIP, tmp_path, options)
@@ -128,3 +119,8 @@ def test_export_tool_and_onnx_demo_for_a_segmenter(tmp_path):
                                                str(tmp_path / "o")]) == 0
     for name in ("demo.json", "demo_labels.png"):
         assert (tmp_path / "t" / name).read_bytes() == (tmp_path / "o" / name).read_bytes()
+    import subprocess  # the runtime alone, in a fresh process: no torch
+    code = (f"import sys; from ovclip.deploy import OnnxSegmenter; s = OnnxSegmenter({str(tmp_path / 'm')!r}); "
+            f"print(len(s.predict({str(DEMO)!r}, 'star, circle').areas()), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert int(out[0]) > 0 and out[1] == "False"

@@ -175,3 +175,10 @@ def test_training_from_config_then_kill_and_resume_with_the_same_optimizer_state
                                                "--out-dir", str(tmp_path / "demo"), "--score-thr", "0",
                                                "--cfg-options", f"model.vocabulary={cfg.model.vocabulary}"]) == 0
     assert (tmp_path / "demo" / f"{image.stem}_det.png").is_file()
+
+
+def test_export_refuses_it_with_the_reason(tmp_path):
+    from ovclip.export import ExportError
+    from ovd.export import export_detector
+    with pytest.raises(ExportError, match="OVDETRDetector does not export to ONNX yet"):
+        export_detector(model(), tmp_path)
