@@ -37,6 +37,10 @@ class _DetectorGraph(nn.Module):
 def export_detector(model: ViLDDetector, out_dir: "str | Path", image_size: tuple[int, int] = (480, 640)) -> Path:
     """Write model.onnx, the teacher's text encoder, its tokenizer and manifest.json to `out_dir`; the
     model is left as it was. `image_size`: the (H, W) of the image traced (any size runs afterwards)."""
+    if type(model).__name__ == "OVDETRDetector" and model.conditional:
+        raise ExportError("OV-DETR conditions its queries on every class of the vocabulary, a batch of classes per "
+                          "decoder pass: a loop whose length depends on the vocabulary's size, which a traced ONNX "
+                          "graph cannot hold (DETR-text, model.conditional=False, has none: not built yet either)")
     if not isinstance(model, ViLDDetector):
         raise ExportError(f"ovd exports ViLD detectors (ViLDDetector) only: {type(model).__name__} does not export to "
                           f"ONNX yet")
