@@ -40,7 +40,7 @@ def export_detector(model: ViLDDetector, out_dir: "str | Path", image_size: tupl
     if type(model).__name__ == "OVDETRDetector" and model.conditional:
         raise ExportError("OV-DETR conditions its queries on every class of the vocabulary, a batch of classes per "
                           "decoder pass: a loop whose length depends on the vocabulary's size, which a traced ONNX "
-                          "graph cannot hold (DETR-text, model.conditional=False, has none: not built yet either)")
+                          "graph cannot hold")
     if not isinstance(model, ViLDDetector):
         raise ExportError(f"ovd exports ViLD detectors (ViLDDetector) only: {type(model).__name__} does not export to "
                           f"ONNX yet")
