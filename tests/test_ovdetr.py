@@ -125,6 +125,11 @@ def test_the_class_bank_conditions_on_teacher_image_embeddings(tmp_path):
     classes, conditions, _ = m.sample_conditions([torch.tensor([present])], "cpu")
     assert any(torch.allclose(conditions[0], torch.nn.functional.normalize(e, dim=0), atol=1e-6)
                for e in bank[present])  # prob 0: an image embedding of that class
+    names = m.vocabulary.names
+    m.set_vocabulary(", ".join(["star"] + names[::-1]))  # another vocabulary: the bank follows it by name
+    moved = m.class_bank()
+    assert {m.vocabulary.names[i] for i in moved} == {names[i] for i in bank}
+    assert all(torch.equal(moved[m.vocabulary.names.index(names[i])], bank[i]) for i in bank)
     with pytest.raises(ClassBankError, match="class bank not found"):
         model(conditioning=dict(class_bank=str(tmp_path / "none.safetensors"))).class_bank()
 

@@ -109,7 +109,7 @@ class OVDETRDetector(BaseModel):
         for proj in self.input_proj:
             nn.init.xavier_uniform_(proj[0].weight, gain=1)
             nn.init.constant_(proj[0].bias, 0)
-        self._bank: Optional[dict[int, Tensor]] = None
+        self._bank: Optional[tuple[Vocabulary, dict[int, Tensor]]] = None  # (the vocabulary it was matched to, bank)
 
     def _build_backbone(self, backbone: str, weights: Optional[str], trainable_layers: int, norm: str,
                         fpn_channels: int, levels: int) -> nn.Module:
@@ -194,10 +194,7 @@ class OVDETRDetector(BaseModel):
         num_boxes = _num_boxes(sum(len(labels) for _, labels in gts), logits.device)
         matches = [match(focal_class_cost(logits[i, :, 0].sigmoid())[:, None].expand(-1, len(b)), boxes[i], b,
                          self.match_costs) for i, (b, _) in enumerate(gts)]
-        target = torch.zeros_like(logits)
-        for i, (q, _) in enumerate(matches):
-            target[i, q.to(target.device), 0] = 1.0
-        part = self._set_losses(boxes, logits, target, matches, gts, num_boxes)
+        part = self._set_losses(boxes, logits, matches, gts, num_boxes)
         return {f"{k}_enc": v for k, v in part.items()}
 
     def _conditional_loss(self, enc: dict[str, Any], gts: list[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
@@ -219,12 +216,10 @@ class OVDETRDetector(BaseModel):
                     rows.append(r + k * n)
                     cols.append(g[j])
                 matches.append((torch.cat(rows), torch.cat(cols)))
-            target = torch.zeros_like(out["logits"][layer])
-            for i, (q, _) in enumerate(matches):
-                target[i, q.to(target.device), 0] = 1.0
-            part = self._set_losses(out["boxes"][layer], out["logits"][layer], target, matches, gts, num_boxes)
-            q_emb = torch.cat([out["embeddings"][layer, i, q.to(target.device)] for i, (q, _) in enumerate(matches)])
-            c_emb = torch.cat([conditions[q.to(target.device) // n] for q, _ in matches])
+            part = self._set_losses(out["boxes"][layer], out["logits"][layer], matches, gts, num_boxes)
+            device = out["embeddings"].device
+            q_emb = torch.cat([out["embeddings"][layer, i, q.to(device)] for i, (q, _) in enumerate(matches)])
+            c_emb = torch.cat([conditions[q.to(device) // n] for q, _ in matches])
             part["loss_embed"] = self.loss_weights["embed"] * F.mse_loss(q_emb, c_emb, reduction="sum") / num_boxes
             losses.update(_suffixed(part, layer, len(out["logits"])))
         return losses
@@ -243,17 +238,22 @@ class OVDETRDetector(BaseModel):
             for i, (boxes, labels) in enumerate(gts):
                 cost = focal_class_cost(logits[i].sigmoid())[:, column_of[labels.cpu()].to(logits.device)]
                 matches.append(match(cost, out["boxes"][layer, i], boxes, self.match_costs))
-            target = torch.zeros_like(logits)
-            for i, (q, g) in enumerate(matches):
-                target[i, q.to(target.device), column_of[gts[i][1][g].cpu()].to(target.device)] = 1.0
-            part = self._set_losses(out["boxes"][layer], logits, target, matches, gts, num_boxes)
+            part = self._set_losses(out["boxes"][layer], logits, matches, gts, num_boxes,
+                                    [column_of[gts[i][1][g].cpu()] for i, (_, g) in enumerate(matches)])
             losses.update(_suffixed(part, layer, len(out["logits"])))
         return losses
 
-    def _set_losses(self, boxes: Tensor, logits: Tensor, target: Tensor, matches: list[tuple[Tensor, Tensor]],
-                    gts: list[tuple[Tensor, Tensor]], num_boxes: float) -> dict[str, Tensor]:
-        """One layer's focal classification loss over every query and its box losses over the matched ones."""
+    def _set_losses(self, boxes: Tensor, logits: Tensor, matches: list[tuple[Tensor, Tensor]],
+                    gts: list[tuple[Tensor, Tensor]], num_boxes: float,
+                    columns: Optional[list[Tensor]] = None) -> dict[str, Tensor]:
+        """One layer's focal classification loss over every query and its box losses over the matched ones.
+        A matched query's target is 1 in its pair's column of `columns` (per image), or in the single column
+        of a binary logit (OV-DETR's "matches its condition", the encoder's "object")."""
         w = self.loss_weights
+        target = torch.zeros_like(logits)
+        for i, (q, _) in enumerate(matches):
+            column = 0 if columns is None else columns[i].to(target.device)
+            target[i, q.to(target.device), column] = 1.0
         pred = torch.cat([boxes[i, q.to(boxes.device)] for i, (q, _) in enumerate(matches)])
         gt = torch.cat([gts[i][0][g].to(boxes.device) for i, (_, g) in enumerate(matches)])
         l1, giou = box_losses(pred, gt, num_boxes)
@@ -293,15 +293,15 @@ class OVDETRDetector(BaseModel):
 
     def class_bank(self) -> dict[int, Tensor]:
         """Vocabulary position -> (n, D) teacher image embeddings of annotated boxes of that class, from the
-        file `conditioning.class_bank` (`ovd.data.class_bank`); empty without one (text conditions only)."""
-        if self._bank is None:
-            path = self.conditioning["class_bank"]
-            if path is None:
-                self._bank = {}
-            else:
-                from ..data.class_bank import load_class_bank
-                self._bank = load_class_bank(path, self.vocabulary, self.teacher)
-        return self._bank
+        file `conditioning.class_bank` (`ovd.data.class_bank`, matched by class name to the current
+        vocabulary); empty without one (text conditions only)."""
+        path = self.conditioning["class_bank"]
+        if path is None:
+            return {}
+        if self._bank is None or self._bank[0] != self.vocabulary:  # positions follow the vocabulary
+            from ..data.class_bank import load_class_bank
+            self._bank = (self.vocabulary, load_class_bank(path, self.vocabulary, self.teacher))
+        return self._bank[1]
 
     # --- inference ---
 
