@@ -242,16 +242,6 @@ class OnnxSegmenter(_OnnxModel):
             out = total / count
         return self.resize(out, (height, width)) if (h, w) != (height, width) else out
 
-    def probabilities(self, image: np.ndarray, text_embeddings: np.ndarray) -> np.ndarray:
-        """(C, H, W) class probabilities: the softmax of the scores (-inf counts as -1e4), or, for MaskCLIP with
-        key smoothing, the smoothed scores themselves."""
-        scores = self.logits(image, text_embeddings)
-        if self.manifest["model"]["probabilities"] == "scores":
-            return scores
-        scores = np.nan_to_num(scores, neginf=-1e4)
-        e = np.exp(scores - scores.max(axis=0, keepdims=True))
-        return e / e.sum(axis=0, keepdims=True)
-
     def predict(self, image: Any, vocabulary: "str | Sequence[str] | Vocabulary | None" = None) -> Segmentation:
         """Label every pixel of one image (path, PIL image or HxWx3 array) with a vocabulary class."""
         if vocabulary is not None:
