@@ -7,15 +7,7 @@
 `Segmenter` and `Segmentation` are imported when first used, so that the evaluators (`ovseg.evaluation`) load
 without the model code.
 """
-from typing import Any
+from ovclip.lazy import lazy_attributes
 
 __all__ = ["Segmenter", "Segmentation"]
-
-
-def __getattr__(name: str) -> Any:
-    if name not in __all__:
-        raise AttributeError(f"module 'ovseg' has no attribute '{name}'")
-    from . import api
-    value = getattr(api, name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, __all__)
