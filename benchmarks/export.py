@@ -36,7 +36,8 @@ from ovclip.text import text_embeddings  # noqa: E402
 from ovclip.vocabulary import load_vocabulary  # noqa: E402
 from timing import interleaved_times, spread  # noqa: E402  (benchmarks/timing.py)
 
-DETECTOR = (ROOT / "configs/vild/vild_teacher-rn_fpn_synthetic-cpu.py", ROOT / "model_zoo/synthetic/vild_teacher-rn_synthetic.pth")
+DETECTOR = (ROOT / "configs/vild/vild_teacher-rn_fpn_synthetic-cpu.py",
+            ROOT / "model_zoo/synthetic/vild_teacher-rn_synthetic.pth")
 SEGMENTER = (ROOT / "configs/maskclip/maskclip_synthetic-cpu.py", None)
 VOCABULARIES = {5: "diamond, triangle, hexagon, circle, star", 80: "coco", 1203: "ov-lvis"}
 

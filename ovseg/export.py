@@ -57,9 +57,10 @@ def _window_scores(model: SegmentationModel) -> Callable[[Tensor, Tensor], Tenso
     return scores
 
 
-def export_segmenter(model: SegmentationModel, out_dir: "str | Path", window_size: tuple[int, int] = (160, 224)) -> Path:
-    """Write model.onnx, resize.onnx, the teacher's text encoder, its tokenizer and manifest.json to
-    `out_dir`; the model is left as it was, on the CPU. `window_size`: the (h, w) traced (any size runs afterwards)."""
+def export_segmenter(model: SegmentationModel, out_dir: "str | Path",
+                     window_size: tuple[int, int] = (160, 224)) -> Path:
+    """Write model.onnx, resize.onnx, labels.onnx, the teacher's text encoder, its tokenizer and manifest.json
+    to `out_dir`; the model is left as it was, on the CPU. `window_size`: the (h, w) traced (any size runs afterwards)."""
     scores = _window_scores(model)
     text = model.text
     out_dir = Path(out_dir)

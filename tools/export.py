@@ -4,10 +4,11 @@
 
 DIR gets model.onnx (image + the vocabulary's text embeddings -> detections, or a window's class scores),
 text_encoder.onnx and tokenizer.json (the teacher's text side, so that a new vocabulary is embedded without
-torch), resize.onnx (segmenters) and manifest.json. Run it with `ovclip.deploy.load_exported(DIR).predict(
-image, "cat, dog")` or `tools/demo.py --onnx DIR` after `pip install -e ".[deploy]"`. Detectors (ViLD, any
-inference mode, with hand-written prompt templates: not DetPro's learned prompts yet) and segmenters (MaskCLIP: checkpoint 'none'; MaskCLIP+; the
-mask-proposal segmenter without its teacher ensemble) export.
+torch), resize.onnx and labels.onnx (segmenters) and manifest.json. Run it with
+`ovclip.deploy.load_exported(DIR).predict(image, "cat, dog")` or `tools/demo.py --onnx DIR` after
+`pip install -e ".[deploy]"`. Detectors (ViLD in any inference mode, with templates or DetPro's learned
+prompts) and segmenters (MaskCLIP: checkpoint 'none'; MaskCLIP+; the mask-proposal segmenter without its
+teacher ensemble) export; the others are refused with the reason.
 """
 import argparse
 import sys

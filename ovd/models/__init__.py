@@ -5,5 +5,5 @@ from .detpro import DetProPrompts, SavePromptsHook
 from .ovdetr import OVDETRDetector
 from .vild import ViLD, ViLDPredictor, ViLDRoIHeads, build_vild, ensemble_scores
 
-__all__ = ["DetProPrompts", "OVDETRDetector", "SavePromptsHook", "ViLD", "ViLDDetector", "ViLDPredictor", "ViLDRoIHeads", "build_vild",
-           "ensemble_scores"]
+__all__ = ["DetProPrompts", "OVDETRDetector", "SavePromptsHook", "ViLD", "ViLDDetector", "ViLDPredictor",
+           "ViLDRoIHeads", "build_vild", "ensemble_scores"]

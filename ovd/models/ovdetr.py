@@ -119,7 +119,8 @@ class OVDETRDetector(BaseModel):
             return trunk_fpn(image_trunk(self.teacher), fpn_channels, levels, trainable_layers, norm)
         layer = NORM_LAYERS[norm]
         return resnet_fpn_backbone(backbone_name=backbone, weights=weights, trainable_layers=trainable_layers,
-                                   returned_layers=list(range(5 - levels, 5)), **({"norm_layer": layer} if layer else {}))
+                                   returned_layers=list(range(5 - levels, 5)),
+                                   **({"norm_layer": layer} if layer else {}))
 
     @property
     def vocabulary(self) -> Vocabulary:
@@ -260,7 +261,8 @@ class OVDETRDetector(BaseModel):
         return {"loss_ce": w["class"] * focal_loss(logits, target, num_boxes), "loss_bbox": w["bbox"] * l1,
                 "loss_giou": w["giou"] * giou}
 
-    def sample_conditions(self, labels: Sequence[Tensor], device: "torch.device | str") -> tuple[Tensor, Tensor, Tensor]:
+    def sample_conditions(self, labels: Sequence[Tensor],
+                          device: "torch.device | str") -> tuple[Tensor, Tensor, Tensor]:
         """OV-DETR's conditions for one training batch: (R,) vocabulary positions (the classes present,
         shuffled, at most max_len, padded with absent ones up to max_len - 3), their (R, D) unit CLIP
         embeddings (text with probability `prob`, else a random class-bank image embedding of that class)
