@@ -189,3 +189,18 @@ def test_export_refuses_it_with_the_reason(tmp_path):
         export_detector(model(), tmp_path)
     with pytest.raises(ExportError, match="OVDETRDetector does not export to ONNX yet"):
         export_detector(model(conditional=False), tmp_path)
+
+
+def test_deformable_sampling_is_bilinear_at_pixel_centres():
+    from ovd.models.deformable import _deform_sample
+    # one 2x2 level, values 1 2 / 3 4, one head of width 1; sample points given in [0, 1] image coordinates
+    value = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 4, 1, 1)
+    points = torch.tensor([[0.25, 0.25], [0.75, 0.25], [0.5, 0.5], [0.75, 0.75]])  # x, y
+    locations = points.view(1, 4, 1, 1, 1, 2)
+    out = _deform_sample(value, [(2, 2)], locations, torch.ones(1, 4, 1, 1, 1))
+    # pixel centres give their value; the image centre averages the four (grid_sample, align_corners=False)
+    assert torch.allclose(out.flatten(), torch.tensor([1.0, 2.0, 2.5, 4.0]))
+    # two points weighted 0.25 / 0.75 by the attention
+    two = torch.tensor([[0.25, 0.25], [0.75, 0.75]]).view(1, 1, 1, 1, 2, 2)
+    out = _deform_sample(value, [(2, 2)], two, torch.tensor([0.25, 0.75]).view(1, 1, 1, 1, 2))
+    assert torch.allclose(out.flatten(), torch.tensor([0.25 * 1 + 0.75 * 4]))
