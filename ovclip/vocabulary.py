@@ -27,7 +27,13 @@ OV_COCO_NOVEL = (
     "skateboard", "cup", "knife", "cake", "couch", "keyboard", "sink", "scissors",
 )
 
-BUILTIN_VOCABULARIES = ("coco", "ov-coco", "lvis-v1", "ov-lvis", "ade20k-150", "synthetic-shapes")
+# Semantic segmentation benchmarks (data/segmentation_benchmarks.json: mmseg's class lists, in its label
+# order); "zs-" + name: the same classes with the zero-shot (transductive) split of ZS3Net / SPNet that
+# MaskCLIP+ reports (the file says where each unseen list comes from).
+SEGMENTATION_BENCHMARKS = ("voc-20", "pascal-context-59", "coco-stuff-171", "cityscapes-19")
+ZERO_SHOT_SPLITS = ("zs-voc-20", "zs-pascal-context-59", "zs-coco-stuff-171")
+BUILTIN_VOCABULARIES = ("coco", "ov-coco", "lvis-v1", "ov-lvis", "ade20k-150", "synthetic-shapes",
+                        *SEGMENTATION_BENCHMARKS, *ZERO_SHOT_SPLITS)
 
 
 class VocabularyError(UserInputError, ValueError):
@@ -168,6 +174,14 @@ def builtin_vocabulary(name: str) -> Vocabulary:
         cats = _package_json("ade20k_150.json")
         return Vocabulary(tuple((c["name"],) for c in cats), tuple(c["id"] for c in cats),
                           name="ade20k-150")
+    if name in SEGMENTATION_BENCHMARKS or name in ZERO_SHOT_SPLITS:
+        entry = _package_json("segmentation_benchmarks.json")[name.removeprefix("zs-")]
+        classes = entry["classes"]
+        split = None
+        if name in ZERO_SHOT_SPLITS:
+            novel = set(entry["zero_shot_novel"])
+            split = tuple("novel" if c in novel else "base" for c in classes)
+        return Vocabulary(tuple((c,) for c in classes), tuple(range(len(classes))), split, name=name)
     if name == "synthetic-shapes":
         entries = _package_json("synthetic_shapes.json")  # the CPU benchmark's world: 8 base, 4 novel shapes
         return Vocabulary(tuple((e["name"],) for e in entries), tuple(e["id"] for e in entries),

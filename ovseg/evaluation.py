@@ -1,4 +1,5 @@
-"""mIoU from a confusion matrix, split into base / novel classes, as an mmengine metric."""
+"""Segmentation metrics: mmseg's IoUMetric over an open vocabulary, with base / novel mIoU and their
+harmonic mean (hIoU)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,59 +7,47 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
-from mmengine.evaluator import BaseMetric
 from PIL import Image
 
 from ovclip.io import atomic_json_dump, atomic_write
 from ovclip.vocabulary import Vocabulary, load_vocabulary
 
 from .data import BACKGROUND, IGNORE
+from .mmseg_compat import import_mmseg
 from .registry import METRICS
 
+import_mmseg("evaluation")
+from mmseg.evaluation import IoUMetric  # noqa: E402  (after the mmcv.ops stand-in)
 
-def confusion_matrix(pred: torch.Tensor, gt: torch.Tensor, num_classes: int,
-                     ignore_index: int = IGNORE) -> torch.Tensor:
-    """(K, K) int64 counts, rows = ground truth, columns = prediction; ignored and background pixels are
-    left out."""
+
+def label_maps(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prediction, ground truth) (H, W) label maps of one evaluated sample: an ovseg model's dict ('pred',
+    'gt') or an mmseg data sample ('pred_sem_seg', 'gt_sem_seg')."""
+    if "pred" in sample:
+        pred, gt = sample["pred"], sample["gt"]
+    else:
+        pred, gt = sample["pred_sem_seg"]["data"].squeeze(0), sample["gt_sem_seg"]["data"].squeeze(0)
+    pred, gt = pred.cpu().long(), gt.cpu().long()
     if pred.shape != gt.shape:
         raise ValueError(f"prediction {tuple(pred.shape)} and ground truth {tuple(gt.shape)} differ in size")
-    keep = (gt != ignore_index) & (gt != BACKGROUND)
-    gt, pred = gt[keep].long(), pred[keep].long()
-    if len(gt) and (int(gt.max()) >= num_classes or int(gt.min()) < 0):
-        raise ValueError(f"ground-truth labels must be in 0..{num_classes - 1} or {ignore_index}")
-    if len(pred) and (int(pred.max()) >= num_classes or int(pred.min()) < 0):
+    return pred, gt
+
+
+def check_labels(pred: torch.Tensor, gt: torch.Tensor, num_classes: int) -> None:
+    """Ground truth must be a class, IGNORE or BACKGROUND; predictions a class."""
+    counted = gt[(gt != IGNORE) & (gt != BACKGROUND)]
+    if len(counted) and (int(counted.max()) >= num_classes or int(counted.min()) < 0):
+        raise ValueError(f"ground-truth labels must be in 0..{num_classes - 1}, {IGNORE} (ignored) or "
+                         f"{BACKGROUND} (background)")
+    if pred.numel() and (int(pred.max()) >= num_classes or int(pred.min()) < 0):
         raise ValueError(f"predicted labels must be in 0..{num_classes - 1}")
-    return torch.bincount(gt * num_classes + pred, minlength=num_classes ** 2).reshape(num_classes, num_classes)
 
 
-def iou_metrics(confusion: "np.ndarray | torch.Tensor", vocabulary: Optional[Vocabulary] = None) -> dict[str, Any]:
-    """mIoU, mAcc and pixel accuracy (aAcc) of a confusion matrix, in percent.
-
-    A class counts in a mean when it appears in the ground truth or in the predictions (its union is
-    not empty), as in mmsegmentation; a class that is predicted but absent scores 0. With a vocabulary
-    that has a base / novel split, mIoU_base and mIoU_novel are the means over each part.
-    """
-    conf = np.asarray(confusion, dtype=np.float64)
-    tp = np.diag(conf)
-    gt_count, pred_count = conf.sum(1), conf.sum(0)
-    union = gt_count + pred_count - tp
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, tp / union, np.nan)
-        acc = np.where(gt_count > 0, tp / gt_count, np.nan)
-
-    def mean(values: np.ndarray) -> float:
-        return float(100 * np.nanmean(values)) if np.isfinite(values).any() else float("nan")
-
-    total = conf.sum()
-    out: dict[str, Any] = {"mIoU": mean(iou), "mAcc": mean(acc),
-                           "aAcc": float(100 * tp.sum() / total) if total else float("nan")}
-    if vocabulary is not None and vocabulary.split is not None:
-        for part in ("base", "novel"):
-            idx = vocabulary.indices(part)
-            out[f"mIoU_{part}"] = mean(iou[idx]) if idx else float("nan")
-    out["per_class"] = {name: (None if np.isnan(v) else round(float(100 * v), 3))
-                        for name, v in zip(vocabulary.names if vocabulary is not None else range(len(iou)), iou)}
-    return out
+def harmonic_mean(a: float, b: float) -> float:
+    """2ab / (a + b) (hIoU of base and novel mIoU, zero-shot segmentation's summary): NaN if either is."""
+    if np.isnan(a) or np.isnan(b):
+        return float("nan")
+    return 0.0 if a + b == 0 else 2 * a * b / (a + b)
 
 
 def save_label_png(label: torch.Tensor, path: Path) -> None:
@@ -68,35 +57,59 @@ def save_label_png(label: torch.Tensor, path: Path) -> None:
 
 
 @METRICS.register_module()
-class SegMetric(BaseMetric):
-    """mIoU / mAcc / aAcc over the whole test set (one confusion matrix summed over images and ranks),
-    with base / novel mIoU; per-class IoU goes to `out_dir/seg_per_class.json`."""
+class SegMetric(IoUMetric):
+    """mmseg's IoUMetric (per-image intersection / union histograms, summed over the test set and ranks;
+    a class counts in a mean when its union is not empty) over an open vocabulary: mIoU / mAcc / aAcc in
+    percent, plus mIoU over the base and the novel classes and their harmonic mean `hIoU` when the
+    vocabulary has a split. BACKGROUND pixels count as ignored. Per-class IoU goes to
+    `out_dir/seg_per_class.json`; `results_file` (tools/test.py --out) gets each image's label PNG."""
 
     default_prefix = "seg"
 
     def __init__(self, vocabulary: "Vocabulary | str | Sequence[str]", out_dir: Optional[str] = None,
                  results_file: Optional[str] = None, collect_device: str = "cpu", prefix: Optional[str] = None):
-        super().__init__(collect_device=collect_device, prefix=prefix)
+        super().__init__(ignore_index=IGNORE, iou_metrics=["mIoU"], collect_device=collect_device, prefix=prefix)
         self.vocabulary = load_vocabulary(vocabulary)
         self.out_dir = out_dir
-        self.results_dir = Path(results_file) if results_file else None  # tools/test.py --out: label PNGs
+        self.results_dir = Path(results_file) if results_file else None
 
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
-        """Add each image's confusion matrix (prediction `pred` against `gt`, same size)."""
+        """Add each image's intersection / union histograms (prediction against ground truth, same size)."""
         k = len(self.vocabulary)
         for sample in data_samples:
+            pred, gt = label_maps(sample)
+            check_labels(pred, gt, k)
             if self.results_dir is not None:
                 stem = Path(sample.get("img_path", f"image{len(self.results)}")).stem
-                save_label_png(sample["pred"], self.results_dir / f"{stem}.png")
-            self.results.append(confusion_matrix(sample["pred"].cpu(), sample["gt"].cpu(), k).numpy())
+                save_label_png(pred, self.results_dir / f"{stem}.png")
+            gt = gt.masked_fill(gt == BACKGROUND, IGNORE)
+            # float64 from here: mmseg's float32 histograms are exact per image, not summed over a test set
+            self.results.append(tuple(t.double() for t in self.intersect_and_union(pred, gt, k, IGNORE)))
 
     def compute_metrics(self, results: list) -> dict[str, float]:
-        """Sum the confusion matrices and turn them into metrics."""
+        """Sum the histograms and turn them into metrics."""
         k = len(self.vocabulary)
-        conf = np.sum(results, axis=0) if results else np.zeros((k, k), np.int64)
-        metrics = iou_metrics(conf, self.vocabulary)
-        per_class = metrics.pop("per_class")
+        totals = [sum(r[i] for r in results) if results else torch.zeros(k, dtype=torch.float64) for i in range(4)]
+        per_class = self.total_area_to_metrics(*totals, ["mIoU"])
+        metrics = summary(per_class["IoU"], per_class["Acc"], float(per_class["aAcc"]), self.vocabulary)
         if self.out_dir:
-            atomic_json_dump({"metrics": metrics, "iou_per_class": per_class, "images": len(results)},
+            iou = {name: (None if np.isnan(v) else round(float(100 * v), 3))
+                   for name, v in zip(self.vocabulary.names, per_class["IoU"])}
+            atomic_json_dump({"metrics": metrics, "iou_per_class": iou, "images": len(results)},
                              Path(self.out_dir) / "seg_per_class.json", indent=1)
         return {key: round(v, 3) for key, v in metrics.items()}
+
+
+def summary(iou: np.ndarray, acc: np.ndarray, all_acc: float, vocabulary: Vocabulary) -> dict[str, float]:
+    """Per-class IoU and accuracy (fractions, NaN for a class absent from both prediction and ground truth)
+    -> mIoU, mAcc, aAcc and, with a split, mIoU_base, mIoU_novel and hIoU, in percent."""
+    def mean(values: np.ndarray) -> float:
+        return float(100 * np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+    out = {"mIoU": mean(iou), "mAcc": mean(acc), "aAcc": 100 * all_acc}
+    if vocabulary.split is not None:
+        for part in ("base", "novel"):
+            idx = vocabulary.indices(part)
+            out[f"mIoU_{part}"] = mean(iou[idx]) if idx else float("nan")
+        out["hIoU"] = harmonic_mean(out["mIoU_base"], out["mIoU_novel"])
+    return out

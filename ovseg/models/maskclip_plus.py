@@ -90,7 +90,8 @@ class MaskCLIPPlus(SegmentationModel):
                  templates: "str | Sequence[str] | dict" = "maskclip",
                  backbone: str = "resnet101", backbone_weights: Optional[str] = None,
                  backbone_norm: str = "bn", output_stride: int = 8, freeze_backbone: bool = False,
-                 decoder: str = "deeplabv3", temperature: float = 0.05, pseudo_label: Optional[dict] = None,
+                 decoder: str = "deeplabv3", segmentor: Optional[dict] = None, temperature: float = 0.05,
+                 pseudo_label: Optional[dict] = None,
                  gt_classes: str = "base", inference: Optional[dict] = None,
                  teacher_precision: str = "fp32", data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
@@ -101,21 +102,18 @@ class MaskCLIPPlus(SegmentationModel):
         self.teacher = load_teacher(teacher, precision=teacher_precision)
         self.text = VocabularyEmbeddings(self.teacher, vocabulary, templates)
         self.inference = check_inference(inference)
-        if decoder not in ("deeplabv3", "deeplabv3plus"):
-            raise ValueError(f"decoder must be 'deeplabv3' or 'deeplabv3plus', not '{decoder}'")
-        plus = decoder == "deeplabv3plus"
-        if backbone == "teacher":  # start from the teacher's own image tower (a trainable copy)
-            body = TeacherTrunk(self.teacher, low_level=plus)
-            self.pixel_stats = (tuple(self.teacher.mean), tuple(self.teacher.std))
+        if segmentor is not None:  # any mmseg segmentor, its heads ending in the embedding size
+            from .mmseg_student import MMSegStudent
+            self.student = MMSegStudent(segmentor, self.teacher.embed_dim, self.teacher)
+            self.pixel_stats = ((tuple(self.teacher.mean), tuple(self.teacher.std))
+                                if dict(segmentor["backbone"]).get("type") == "TeacherTrunk"
+                                else (IMAGENET_MEAN, IMAGENET_STD))
+            if freeze_backbone:
+                self.student.backbone.requires_grad_(False)
+            decoder = "mmseg"
         else:
-            body, _ = build_backbone(backbone, backbone_weights, backbone_norm, output_stride, low_level=plus)
-            self.pixel_stats = (IMAGENET_MEAN, IMAGENET_STD)
-        channels = feature_channels(body)
-        head = DeepLabV3PlusHead(channels["out"], channels["low"], self.teacher.embed_dim, backbone_norm) if plus \
-            else DeepLabHead(channels["out"], self.teacher.embed_dim)
-        if freeze_backbone:  # weights stay as loaded; batch-norm statistics still follow the training data
-            body.requires_grad_(False)
-        self.student = DeepLabV3(body, head)
+            self.student = self._torchvision_student(backbone, backbone_weights, backbone_norm, output_stride,
+                                                     freeze_backbone, decoder)
         self.decoder = decoder
         self.classifier = OpenVocabularyClassifier(self.text, temperature)
         self.pseudo_teacher = None
@@ -134,6 +132,25 @@ class MaskCLIPPlus(SegmentationModel):
         # Counts training steps, saved with the weights, so that self-training starts on time after a resume.
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
+    def _torchvision_student(self, backbone: str, weights: Optional[str], norm: str, output_stride: int,
+                             freeze_backbone: bool, decoder: str) -> DeepLabV3:
+        if decoder not in ("deeplabv3", "deeplabv3plus"):
+            raise ValueError(f"decoder must be 'deeplabv3' or 'deeplabv3plus', not '{decoder}' (or name an mmseg "
+                             f"segmentor with `segmentor=dict(type='EncoderDecoder', ...)`)")
+        plus = decoder == "deeplabv3plus"
+        if backbone == "teacher":  # start from the teacher's own image tower (a trainable copy)
+            body = TeacherTrunk(self.teacher, low_level=plus)
+            self.pixel_stats = (tuple(self.teacher.mean), tuple(self.teacher.std))
+        else:
+            body, _ = build_backbone(backbone, weights, norm, output_stride, low_level=plus)
+            self.pixel_stats = (IMAGENET_MEAN, IMAGENET_STD)
+        channels = feature_channels(body)
+        head = DeepLabV3PlusHead(channels["out"], channels["low"], self.teacher.embed_dim, norm) if plus \
+            else DeepLabHead(channels["out"], self.teacher.embed_dim)
+        if freeze_backbone:  # weights stay as loaded; batch-norm statistics still follow the training data
+            body.requires_grad_(False)
+        return DeepLabV3(body, head)
+
     @property
     def vocabulary(self) -> Vocabulary:
         """The classes segmented now."""
@@ -147,10 +164,15 @@ class MaskCLIPPlus(SegmentationModel):
         """(B, D, h, w) per-pixel embeddings -> (B, K, h, w) logits."""
         return self.classifier(F.normalize(embeddings, dim=1), dim=1)
 
-    def embed(self, images: Tensor) -> Tensor:
-        """(B, 3, H, W) normalised images -> (B, D, h, w) per-pixel embeddings at the backbone's stride."""
-        features = self.student.backbone(images)
-        return self.student.classifier(features if self.decoder == "deeplabv3plus" else features["out"])
+    def embed(self, images: Tensor, with_aux: bool = False) -> "Tensor | tuple[Tensor, list[tuple[Tensor, float]]]":
+        """(B, 3, H, W) normalised images -> (B, D, h, w) per-pixel embeddings at the head's stride (and,
+        with `with_aux`, an mmseg student's auxiliary heads' embeddings with their loss weights)."""
+        if self.decoder == "mmseg":
+            main, aux = self.student(images, with_aux)
+        else:
+            features = self.student.backbone(images)
+            main, aux = self.student.classifier(features if self.decoder == "deeplabv3plus" else features["out"]), []
+        return (main, aux) if with_aux else main
 
     def window_scores(self, window: Tensor) -> Tensor:
         """(K, h, w) logits of one (3, H, W) [0, 1] window at the backbone's stride."""
@@ -167,14 +189,14 @@ class MaskCLIPPlus(SegmentationModel):
 
     def loss(self, inputs: Sequence[Tensor], data_samples: Sequence[dict]) -> dict[str, Tensor]:
         """Cross-entropy against `training_targets` at the input resolution."""
-        if len(inputs) < 2 and self.training:
+        if len(inputs) < 2 and self.training and self.decoder != "mmseg":
             # torchvision's ASPP pools each image to one value per channel before a batch norm, which
             # cannot normalise a batch of one (PyTorch's error would not say which setting to change).
             raise ValueError("MaskCLIP+ trains its DeepLab head (ASPP image pooling + batch norm) on at least 2 "
                              "images per batch and device: set train_dataloader.batch_size >= 2")
         images = normalize_batch(inputs, *self.pixel_stats)
-        logits = F.interpolate(self.classify(self.embed(images)), size=images.shape[-2:], mode="bilinear",
-                               align_corners=False)
+        main, aux = self.embed(images, with_aux=True)
+        logits = self._upsampled_logits(main, images.shape[-2:])
         gt = torch.stack([ds["gt"] for ds in data_samples]).to(logits.device)
         pseudo, base = None, base_mask_of(self.vocabulary)
         classes = self.pseudo["classes"] if self.pseudo else "novel"
@@ -187,5 +209,13 @@ class MaskCLIPPlus(SegmentationModel):
                                   self.gt_classes)
         self.steps += 1
         if not bool((target != IGNORE).any()):  # nothing labelled in this batch: a zero loss keeps DDP in step
-            return {"loss_seg": logits.sum() * 0.0}
-        return {"loss_seg": F.cross_entropy(logits, target, ignore_index=IGNORE)}
+            return {"loss_seg": logits.sum() * 0.0 + sum(e.sum() * 0.0 for e, _ in aux)}
+        losses = {"loss_seg": F.cross_entropy(logits, target, ignore_index=IGNORE)}
+        for k, (embeddings, weight) in enumerate(aux):  # mmseg's auxiliary heads, on the same targets
+            aux_logits = self._upsampled_logits(embeddings, images.shape[-2:])
+            losses["loss_aux" if len(aux) == 1 else f"loss_aux_{k}"] = weight * F.cross_entropy(
+                aux_logits, target, ignore_index=IGNORE)
+        return losses
+
+    def _upsampled_logits(self, embeddings: Tensor, size: tuple[int, int]) -> Tensor:
+        return F.interpolate(self.classify(embeddings), size=size, mode="bilinear", align_corners=False)

@@ -1,0 +1,118 @@
+"""Any mmsegmentation segmentor as an open-vocabulary student: its decode head (and auxiliary heads) end in
+a projection to the teacher's embedding size instead of a closed-set layer; the text classifier
+(`ovclip.classifier.OpenVocabularyClassifier`) turns those pixel embeddings into class scores, so the
+vocabulary can change without touching a weight.
+
+The segmentor is named in the model config as mmseg writes it (`segmentor=dict(type="EncoderDecoder",
+backbone=..., decode_head=..., auxiliary_head=...)`, any mmseg backbone, neck and heads); the heads'
+`num_classes` are set here (whatever the config says). Its data preprocessor is not used: the ovseg
+model normalises images itself. `TeacherTrunk` is registered with mmseg as a backbone: a trainable copy of
+a ModifiedResNet teacher's image tower, its four stages as the four feature levels.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any, Optional
+
+from torch import Tensor, nn
+
+from ovclip.teacher import Teacher, image_trunk
+
+from ..mmseg_compat import import_mmseg
+
+SEGMENTORS = ("EncoderDecoder",)  # segmentors whose heads this wrapper knows how to re-target
+
+
+class TeacherTrunkBackbone(nn.Module):
+    """mmseg backbone: a trainable copy of a ModifiedResNet teacher's image tower without its attention
+    pool (`ovclip.teacher.image_trunk`); returns the stages `out_indices` (0: stride 4 ... 3: stride 32).
+    `teacher` is the loaded teacher (the ovseg model passes its own)."""
+
+    def __init__(self, teacher: Teacher, out_indices: tuple = (0, 1, 2, 3)):
+        super().__init__()
+        if not isinstance(teacher, Teacher):
+            raise ValueError("backbone type 'TeacherTrunk' takes the model's own teacher; it is filled in by the "
+                             "ovseg model (use it inside a MaskCLIPPlus / mask-proposal student)")
+        self.visual, self.out_indices = image_trunk(teacher), tuple(out_indices)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        v = self.visual
+        stages, x = [], v.stem(x)
+        for layer in (v.layer1, v.layer2, v.layer3, v.layer4):
+            x = layer(x)
+            stages.append(x)
+        return tuple(stages[i] for i in self.out_indices)
+
+
+def _register_backbone(registry: Any) -> None:
+    if registry.get("TeacherTrunk") is None:
+        registry.register_module(name="TeacherTrunk", module=TeacherTrunkBackbone)
+
+
+def _loss_weight(head: dict) -> float:
+    """An auxiliary head's loss weight: its `loss_decode`'s (the first one's, when it lists several)."""
+    loss = dict(head).get("loss_decode", {})
+    loss = loss[0] if isinstance(loss, (list, tuple)) and loss else loss
+    return float(dict(loss).get("loss_weight", 1.0))
+
+
+def _retarget(head: dict, embed_dim: int) -> dict:
+    head = dict(head)
+    head["num_classes"] = head["out_channels"] = embed_dim
+    return head
+
+
+class MMSegStudent(nn.Module):
+    """An mmseg segmentor whose heads output `embed_dim`-channel pixel embeddings.
+
+    `forward(images)` -> (main, aux): the decode head's (B, embed_dim, h, w) embeddings (unnormalised) and
+    each auxiliary head's with its loss weight (from its `loss_decode`, mmseg's 0.4 in most configs)."""
+
+    def __init__(self, segmentor: dict, embed_dim: int, teacher: Optional[Teacher] = None):
+        super().__init__()
+        import_mmseg("models")
+        from mmseg.registry import MODELS
+        cfg = copy.deepcopy(dict(segmentor))
+        kind = cfg.setdefault("type", "EncoderDecoder")
+        if kind not in SEGMENTORS:
+            raise ValueError(f"segmentor type '{kind}' is not supported: use one of {list(SEGMENTORS)} (mmseg's "
+                             f"backbone + decode head segmentor; any mmseg backbone, neck and heads)")
+        for key in ("backbone", "decode_head"):
+            if key not in cfg:
+                raise ValueError(f"segmentor config needs '{key}' (an mmseg {key.replace('_', ' ')} dict)")
+        cfg["decode_head"] = _retarget(cfg["decode_head"], embed_dim)
+        aux = cfg.get("auxiliary_head")
+        if aux is not None:
+            cfg["auxiliary_head"] = ([_retarget(h, embed_dim) for h in aux] if isinstance(aux, (list, tuple))
+                                     else _retarget(aux, embed_dim))
+        cfg["data_preprocessor"] = None  # images arrive normalised by the ovseg model
+        backbone = dict(cfg["backbone"])
+        if backbone.get("type") == "TeacherTrunk":
+            backbone["teacher"] = teacher
+        cfg["backbone"] = backbone
+        with MODELS.switch_scope_and_registry("mmseg") as registry, warnings.catch_warnings():
+            # the heads' own losses are built but never used (the ovseg model computes its losses)
+            warnings.filterwarnings("ignore", message=".*(build_loss|avg_non_ignore).*")
+            _register_backbone(registry)
+            self.segmentor = registry.build(cfg)
+        aux_cfgs = [] if aux is None else list(aux) if isinstance(aux, (list, tuple)) else [aux]
+        self.aux_weights = [_loss_weight(h) for h in aux_cfgs]
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The segmentor's backbone."""
+        return self.segmentor.backbone
+
+    def aux_heads(self) -> list[nn.Module]:
+        """The auxiliary heads (none, one or several), in config order."""
+        aux = getattr(self.segmentor, "auxiliary_head", None)
+        return [] if aux is None else list(aux) if isinstance(aux, nn.ModuleList) else [aux]
+
+    def forward(self, images: Tensor, with_aux: bool = False) -> tuple[Tensor, list[tuple[Tensor, float]]]:
+        """(B, 3, H, W) normalised images -> the decode head's (B, embed_dim, h, w) embeddings and, with
+        `with_aux`, each auxiliary head's embeddings with its loss weight."""
+        features = self.segmentor.extract_feat(images)
+        main = self.segmentor.decode_head(features)
+        aux = [(head(features), w) for head, w in zip(self.aux_heads(), self.aux_weights)] if with_aux else []
+        return main, aux

@@ -1,0 +1,132 @@
+"""ovseg on mmsegmentation: the mmcv.ops stand-in, mmseg segmentors as text-classified students, the
+segmentation benchmarks' builtin vocabularies."""
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ovclip.synthetic import make_world
+from ovclip.vocabulary import builtin_vocabulary
+from ovclip.classifier import base_mask_of
+from ovseg.data import SegDataset
+from ovseg.mmseg_compat import MissingOpError, import_mmseg, install, real_ops_available
+from ovseg.models.common import normalize_batch
+from ovseg.models.maskclip_plus import training_targets
+
+NORM = dict(type="BN", requires_grad=True)
+# a small mmseg DeepLabV3-style segmentor: ResNetV1c-18 at 16 base channels, ASPP head, FCN auxiliary head
+SEGMENTOR = dict(
+    type="EncoderDecoder",
+    backbone=dict(type="ResNetV1c", depth=18, stem_channels=16, base_channels=16, out_indices=(0, 1, 2, 3),
+                  dilations=(1, 1, 2, 4), strides=(1, 2, 1, 1), norm_cfg=NORM),
+    decode_head=dict(type="ASPPHead", in_channels=128, in_index=3, channels=32, dilations=(1, 6), num_classes=150,
+                     norm_cfg=NORM, dropout_ratio=0.0),
+    auxiliary_head=dict(type="FCNHead", in_channels=64, in_index=2, channels=16, num_convs=1, num_classes=150,
+                        norm_cfg=NORM, dropout_ratio=0.0, loss_decode=dict(type="CrossEntropyLoss", loss_weight=0.4)))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_world(tmp_path_factory.mktemp("mmsegworld"), seed=5, n_train=4, n_val=2, size=64)
+
+
+def _batch(world, n=2):
+    ds = SegDataset(world["train_images"], world["train_labels"], "synthetic-shapes", img_suffix=".png",
+                    zero_is_background=True)
+    samples = [ds[i] for i in range(n)]
+    return [s["inputs"] for s in samples], [s["data_samples"] for s in samples]
+
+
+def test_stand_in_ops_serve_mmcv_point_sample_and_name_missing_ops():
+    if real_ops_available():
+        pytest.skip("mmcv's compiled ops are installed: the stand-in is not used")
+    assert install() is True and install() is True  # idempotent
+    from mmcv.ops import CrissCrossAttention, point_sample
+    feature = torch.arange(16.0).view(1, 1, 4, 4)
+    # point (0.5, 0.5) of [0, 1]^2 is the image centre: the mean of the 4 centre pixels 5, 6, 9, 10
+    assert point_sample(feature, torch.tensor([[[0.5, 0.5]]])).item() == pytest.approx(7.5)
+    points = torch.rand(1, 5, 2)
+    assert torch.allclose(point_sample(feature, points),
+                          F.grid_sample(feature, 2 * points[:, :, None] - 1, align_corners=False)[..., 0])
+    with pytest.raises(MissingOpError, match="mmcv.ops.CrissCrossAttention needs mmcv's compiled extension"):
+        CrissCrossAttention(8)
+    assert "mmseg.models" in sys.modules or import_mmseg("models")
+
+
+def test_mmseg_student_trains_predicts_and_swaps_vocabulary(world):
+    from ovseg.models import MaskCLIPPlus
+    torch.manual_seed(0)
+    model = MaskCLIPPlus("tiny-rn", "synthetic-shapes", templates="single", segmentor=SEGMENTOR)
+    heads = model.student.segmentor
+    assert heads.decode_head.conv_seg.out_channels == model.teacher.embed_dim  # not the config's 150
+    assert heads.auxiliary_head.conv_seg.out_channels == model.teacher.embed_dim
+    inputs, samples = _batch(world)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], 3e-3)
+    totals = []
+    for _ in range(8):
+        losses = model(inputs, samples, mode="loss")
+        assert set(losses) == {"loss_seg", "loss_aux"}
+        loss = sum(losses.values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        totals.append(loss.item())
+    assert sum(totals[-2:]) < 0.8 * sum(totals[:2])
+    # the auxiliary loss: the same targets (base ground truth), the auxiliary head's embeddings through the
+    # same text classifier, times its loss weight 0.4
+    losses = model.loss(inputs, samples)
+    images = normalize_batch(inputs, *model.pixel_stats)
+    _, [(aux, weight)] = model.embed(images, with_aux=True)
+    target = training_targets(torch.stack([s["gt"] for s in samples]), None, base_mask_of(model.vocabulary))
+    logits = F.interpolate(model.classifier(F.normalize(aux, dim=1), dim=1), size=(64, 64), mode="bilinear")
+    assert weight == 0.4
+    assert losses["loss_aux"].item() == pytest.approx(0.4 * F.cross_entropy(logits, target, ignore_index=255).item(),
+                                                      rel=1e-5)
+    model.eval()
+    logits = model(inputs[:1], mode="tensor")[0]
+    assert logits.shape == (12, 64, 64) and torch.isfinite(logits).all()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.set_vocabulary("star, circle")
+    swapped = model(inputs[:1], mode="tensor")[0]
+    assert swapped.shape == (2, 64, 64)
+    # the same pixel embeddings, scored against two of the twelve text embeddings
+    assert torch.allclose(swapped, logits[[3, 0]], atol=1e-4)
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_teacher_trunk_is_an_mmseg_backbone(tiny_rn):
+    from ovseg.models.mmseg_student import MMSegStudent, TeacherTrunkBackbone
+    channels = [f.shape[1] for f in TeacherTrunkBackbone(tiny_rn)(torch.zeros(1, 3, 64, 64))]
+    student = MMSegStudent(dict(backbone=dict(type="TeacherTrunk", out_indices=(0, 3)),
+                                decode_head=dict(type="FCNHead", in_channels=channels[3], in_index=1, channels=8,
+                                                 num_convs=1, num_classes=1, norm_cfg=NORM)), 24, tiny_rn)
+    features = student.segmentor.extract_feat(torch.zeros(1, 3, 64, 64))
+    assert [f.shape[-1] for f in features] == [16, 2]  # strides 4 and 32
+    main, aux = student(torch.zeros(2, 3, 64, 64), with_aux=True)
+    assert main.shape == (2, 24, 2, 2) and aux == []
+    # a trainable copy: no weight shared with the teacher
+    teacher = {p.data_ptr() for p in tiny_rn.model.parameters()}
+    assert not teacher & {p.data_ptr() for p in student.parameters()}
+    with pytest.raises(ValueError, match="segmentor type 'CascadeEncoderDecoder' is not supported"):
+        MMSegStudent(dict(SEGMENTOR, type="CascadeEncoderDecoder"), 24, tiny_rn)
+    with pytest.raises(ValueError, match="needs 'decode_head'"):
+        MMSegStudent(dict(backbone=SEGMENTOR["backbone"]), 24, tiny_rn)
+
+
+@pytest.mark.parametrize("name, mmseg_class, sizes", [
+    ("zs-voc-20", "PascalVOCDataset", (15, 5)), ("zs-pascal-context-59", "PascalContextDataset59", (49, 10)),
+    ("zs-coco-stuff-171", "COCOStuffDataset", (156, 15)), ("cityscapes-19", "CityscapesDataset", None)])
+def test_segmentation_benchmark_vocabularies_follow_mmseg(name, mmseg_class, sizes):
+    import_mmseg("datasets")
+    import mmseg.datasets
+    vocab = builtin_vocabulary(name)
+    classes = [c for c in getattr(mmseg.datasets, mmseg_class).METAINFO["classes"] if c != "background"]
+    # mmseg's label order, written as words ("pottedplant" -> "potted plant")
+    assert [n.replace(" ", "") for n in vocab.names] == [c.replace(" ", "") for c in classes]
+    if sizes is None:
+        assert vocab.split is None
+    else:
+        assert (len(vocab.base), len(vocab.novel)) == sizes
+    assert builtin_vocabulary(name.removeprefix("zs-")).split is None
