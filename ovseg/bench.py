@@ -25,13 +25,13 @@ STUDENTS: list[tuple[str, str, dict[str, Any], str]] = [
 
 
 def seg_world_options(world: dict[str, str], teacher_spec: dict, train_classes: str = "base") -> dict[str, Any]:
-    """Config overrides pointing a synthetic segmentation config at one generated world and teacher."""
+    """Config overrides pointing a synthetic segmentation config (its mmseg SyntheticShapesDataset) at one
+    generated world and teacher."""
     return {
         "model.teacher": teacher_spec,
-        "train_dataloader.dataset.img_dir": world["train_images"],
-        "train_dataloader.dataset.ann_dir": world["train_labels"],
+        "train_dataloader.dataset.dataset.data_root": str(Path(world["train_images"]).parent),
         "train_dataloader.dataset.train_classes": train_classes,
-        "test_dataloader.dataset.img_dir": world["val_images"], "test_dataloader.dataset.ann_dir": world["val_labels"],
+        "test_dataloader.dataset.dataset.data_root": str(Path(world["val_images"]).parent),
     }
 
 

@@ -1,6 +1,7 @@
 """ovseg on mmsegmentation: the mmcv.ops stand-in, mmseg segmentors as text-classified students, the
 segmentation benchmarks' builtin vocabularies."""
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 from ovclip.synthetic import make_world
 from ovclip.vocabulary import builtin_vocabulary
 from ovclip.classifier import base_mask_of
-from ovseg.data import SegDataset
+from ovseg.data import SegDataError, SegDataset
 from ovseg.mmseg_compat import MissingOpError, import_mmseg, install, real_ops_available
 from ovseg.models.common import normalize_batch
 from ovseg.models.maskclip_plus import training_targets
@@ -130,3 +131,77 @@ def test_segmentation_benchmark_vocabularies_follow_mmseg(name, mmseg_class, siz
     else:
         assert (len(vocab.base), len(vocab.novel)) == sizes
     assert builtin_vocabulary(name.removeprefix("zs-")).split is None
+
+
+def test_mask_proposal_segmenter_on_an_mmseg_backbone(world):
+    from ovseg.models import MaskProposalSegmenter
+    torch.manual_seed(0)
+    model = MaskProposalSegmenter("tiny-rn", "synthetic-shapes", templates="single", num_queries=4, hidden_dim=16,
+                                  decoder_layers=1, backbone=dict(SEGMENTOR["backbone"], out_indices=(3,)))
+    assert model.pixel_stats[0] == (0.485, 0.456, 0.406)  # ImageNet statistics for a non-teacher backbone
+    inputs, samples = _batch(world)
+    losses = model(inputs, samples, mode="loss")
+    assert set(losses) == {"loss_class", "loss_mask", "loss_dice", "loss_distill"}
+    sum(losses.values()).backward()
+    grads = [p.grad for p in model.backbone.parameters() if p.requires_grad]
+    assert grads and all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    model.eval()
+    assert model(inputs[:1], mode="tensor")[0].shape == (12, 64, 64)
+
+
+MMSEG_PIPELINE = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations"), dict(type="PackSegInputs")]
+
+
+def test_synthetic_world_through_mmseg_equals_the_label_folder_dataset(world):
+    from ovseg.mmseg_data import MMSegDataset
+    for train_classes in ("all", "base"):
+        ours = SegDataset(world["train_images"], world["train_labels"], "synthetic-shapes", img_suffix=".png",
+                          zero_is_background=True, train_classes=train_classes)
+        mm = MMSegDataset(dict(type="SyntheticShapesDataset", data_root=world["train_images"].rsplit("/", 1)[0],
+                               data_prefix=dict(img_path="images", seg_map_path="labels"), pipeline=MMSEG_PIPELINE),
+                          vocabulary="synthetic-shapes", train_classes=train_classes, zero_is_background=True)
+        assert len(mm) == len(ours) == 4 and mm.metainfo["classes"] == ours.metainfo["classes"]
+        for i in range(len(ours)):
+            a, b = ours[i], mm[i]
+            assert torch.equal(a["inputs"], b["inputs"])  # RGB, as read by ovseg
+            assert torch.equal(a["data_samples"]["gt"], b["data_samples"]["gt"])
+            assert a["data_samples"]["img_path"] == b["data_samples"]["img_path"]
+
+
+def test_ade20k_sample_loads_through_mmseg(tmp_path):
+    from .conftest import shared_data
+    from ovseg.data import IGNORE
+    from ovseg.mmseg_data import MMSegDataset
+    root = Path(shared_data("ade20k_sample"))
+    mm = MMSegDataset(dict(type="ADE20KDataset", data_root=str(root),
+                           data_prefix=dict(img_path="images", seg_map_path="annotations"),
+                           pipeline=[dict(type="LoadImageFromFile"), dict(type="LoadAnnotations", reduce_zero_label=True),
+                                     dict(type="PackSegInputs")]),
+                      vocabulary="ade20k-150")
+    ours = SegDataset(root / "images", root / "annotations", "ade20k-150", reduce_zero_label=True)
+    assert len(mm) == len(ours) == 3
+    for i in range(3):
+        a, b = ours[i], mm[i]
+        assert torch.equal(a["inputs"], b["inputs"])
+        gt = b["data_samples"]["gt"]
+        assert torch.equal(a["data_samples"]["gt"], gt) and int(gt[gt != IGNORE].max()) < 150
+    # the wrong class list for these labels: named in the error
+    with pytest.raises(SegDataError, match="label value"):
+        MMSegDataset(dict(type="SyntheticShapesDataset", data_root=str(root),
+                          data_prefix=dict(img_path="images", seg_map_path="annotations"), img_suffix=".jpg",
+                          pipeline=MMSEG_PIPELINE), zero_is_background=True)[0]
+
+
+def test_deeplabv2_head_sums_its_dilated_branches(tiny_rn):
+    from ovseg.models.mmseg_student import MMSegStudent
+    student = MMSegStudent(dict(backbone=SEGMENTOR["backbone"],
+                                decode_head=dict(type="DeepLabV2Head", in_channels=128, in_index=3, channels=8,
+                                                 dilations=(1, 6, 12), norm_cfg=NORM, dropout_ratio=0.0)), 24, tiny_rn)
+    head = student.segmentor.decode_head.eval()
+    convs = [branch.conv for branch in head.aspp_modules]
+    assert [(c.kernel_size, c.dilation, c.padding) for c in convs] == [((1, 1), (1, 1), (0, 0)), ((3, 3), (6, 6), (6, 6)),
+                                                                      ((3, 3), (12, 12), (12, 12))]
+    features = student.segmentor.extract_feat(torch.rand(1, 3, 64, 64))
+    x = features[3]
+    expected = head.conv_seg(sum(branch(x) for branch in head.aspp_modules))
+    assert torch.allclose(head(features), expected) and expected.shape[1] == 24

@@ -374,10 +374,8 @@ def _run(*args, cwd=ROOT):
 
 
 def _world_options(world):
-    return ["train_dataloader.dataset.img_dir=" + world["train_images"],
-            "train_dataloader.dataset.ann_dir=" + world["train_labels"],
-            "test_dataloader.dataset.img_dir=" + world["val_images"],
-            "test_dataloader.dataset.ann_dir=" + world["val_labels"]]
+    return ["train_dataloader.dataset.dataset.data_root=" + str(Path(world["train_images"]).parent),
+            "test_dataloader.dataset.dataset.data_root=" + str(Path(world["val_images"]).parent)]
 
 
 def test_tools_train_test_demo_for_segmentation(world, tmp_path):
@@ -393,7 +391,7 @@ def test_tools_train_test_demo_for_segmentation(world, tmp_path):
     assert len(list((tmp_path / "pred").glob("*.png"))) == 4
     # MaskCLIP needs no checkpoint
     _run("tools/test.py", "configs/maskclip/maskclip_synthetic-cpu.py", "--work-dir", str(tmp_path / "mc"),
-         "--cfg-options", *_world_options(world)[2:])
+         "--cfg-options", *_world_options(world)[1:])
     assert "seg/mIoU_novel" in json.loads((tmp_path / "mc" / "metrics.json").read_text())["metrics"]
     image = Path(world["val_images"]) / "val_00000.png"
     out = _run("tools/demo.py", cfg, str(ckpt), str(image), "--vocab", "star, circle, heart", "--out-dir",
@@ -460,12 +458,13 @@ def test_mask_proposal_segmenter_trains_and_predicts(world):
 
 @pytest.mark.parametrize("config", ["configs/maskclip/maskclip_vit-b-16_ade20k-150.py",
                                     "configs/maskclip_plus/maskclip-plus_r101-d8_ade20k-150.py",
+                                    "configs/maskclip_plus/maskclip-plus_segformer-mit-b0_ade20k-150.py",
                                     "configs/maskprop/maskprop_r50_ade20k-150.py"])
 def test_ade20k_configs_build(config):
     from ovclip.engine import build_model, load_config
     cfg = load_config(ROOT / config)
     assert cfg.default_scope == "ovseg" and cfg.test_evaluator.vocabulary == "ade20k-150"
-    assert cfg.test_dataloader.dataset.reduce_zero_label
+    assert cfg.test_dataloader.dataset.dataset.type == "ADE20KDataset"
     options = {"model.teacher": "tiny-rn"}
     if "backbone_weights" in cfg.model:
         options["model.backbone_weights"] = None

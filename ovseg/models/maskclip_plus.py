@@ -103,11 +103,10 @@ class MaskCLIPPlus(SegmentationModel):
         self.text = VocabularyEmbeddings(self.teacher, vocabulary, templates)
         self.inference = check_inference(inference)
         if segmentor is not None:  # any mmseg segmentor, its heads ending in the embedding size
-            from .mmseg_student import MMSegStudent
+            from .mmseg_student import MMSegStudent, uses_teacher_pixels
             self.student = MMSegStudent(segmentor, self.teacher.embed_dim, self.teacher)
             self.pixel_stats = ((tuple(self.teacher.mean), tuple(self.teacher.std))
-                                if dict(segmentor["backbone"]).get("type") == "TeacherTrunk"
-                                else (IMAGENET_MEAN, IMAGENET_STD))
+                                if uses_teacher_pixels(segmentor["backbone"]) else (IMAGENET_MEAN, IMAGENET_STD))
             if freeze_backbone:
                 self.student.backbone.requires_grad_(False)
             decoder = "mmseg"

@@ -18,7 +18,16 @@ from ovclip.teacher import load_teacher
 from ovclip.vocabulary import Vocabulary
 
 from ..registry import MODELS
-from .common import NORMS, SegmentationModel, build_backbone, infer_logits, normalize_batch
+from .common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    NORMS,
+    SegmentationModel,
+    build_backbone,
+    feature_channels,
+    infer_logits,
+    normalize_batch,
+)
 from .maskclip import check_inference
 from .maskclip_plus import training_targets
 
@@ -44,7 +53,8 @@ def semantic_segments(label: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
 @MODELS.register_module()
 class MaskProposalSegmenter(SegmentationModel):
     """Class-agnostic mask proposals from `num_queries` learned queries (a transformer decoder over the
-    backbone's features), classified in the teacher's embedding space.
+    backbone's features), classified in the teacher's embedding space. `backbone`: a torchvision name
+    ('resnet50', 'mobilenet_v3_small', ...) or any mmseg backbone's config dict (its last level is used).
 
     Training (base classes only): Hungarian matching of queries to the ground-truth class segments;
     cross-entropy over base classes + "no object", BCE + dice on matched masks, and an L1 loss pulling each
@@ -56,7 +66,7 @@ class MaskProposalSegmenter(SegmentationModel):
 
     def __init__(self, teacher: "str | dict", vocabulary: "str | Sequence[str] | Vocabulary",
                  templates: "str | Sequence[str] | dict" = "maskclip",
-                 backbone: str = "resnet50", backbone_weights: Optional[str] = None,
+                 backbone: "str | dict" = "resnet50", backbone_weights: Optional[str] = None,
                  backbone_norm: str = "bn", output_stride: int = 16, num_queries: int = 16, hidden_dim: int = 128,
                  decoder_layers: int = 2, temperature: float = 0.05, loss_weights: Optional[dict] = None,
                  ensemble: Optional[dict] = None, use_teacher: bool = True, teacher_crop_scale: float = 1.0,
@@ -72,7 +82,14 @@ class MaskProposalSegmenter(SegmentationModel):
         # "no object" is the classifier's learned background (column 0). Registered first, its value drawn below
         # at the point it always was: parameter order and initial weights stay as they were.
         self.classifier = OpenVocabularyClassifier(self.text, temperature, torch.zeros(self.teacher.embed_dim))
-        self.backbone, channels = build_backbone(backbone, backbone_weights, backbone_norm, output_stride)
+        if isinstance(backbone, dict):  # any mmseg backbone ("TeacherTrunk" included), its last level used
+            from .mmseg_student import MMSegBackbone, uses_teacher_pixels
+            self.backbone = MMSegBackbone(backbone, self.teacher)
+            channels = feature_channels(self.backbone)["out"]
+        else:
+            self.backbone, channels = build_backbone(backbone, backbone_weights, backbone_norm, output_stride)
+        self.pixel_stats = ((tuple(self.teacher.mean), tuple(self.teacher.std)) if isinstance(backbone, dict)
+                            and uses_teacher_pixels(backbone) else (IMAGENET_MEAN, IMAGENET_STD))
         norm = NORMS["gn"]
         self.pixel_decoder = nn.Sequential(nn.Conv2d(channels, hidden_dim, 1), norm(hidden_dim), nn.ReLU(),
                                            nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1), norm(hidden_dim), nn.ReLU())
@@ -111,7 +128,7 @@ class MaskProposalSegmenter(SegmentationModel):
 
     def loss(self, inputs: Sequence[Tensor], data_samples: Sequence[dict]) -> dict[str, Tensor]:
         """Matching, class, mask, dice and distillation losses over a batch."""
-        images = normalize_batch(inputs)
+        images = normalize_batch(inputs, *self.pixel_stats)
         masks, emb = self.proposals(images)
         b, nq, h, w = masks.shape
         base = base_mask_of(self.vocabulary)
@@ -172,7 +189,7 @@ class MaskProposalSegmenter(SegmentationModel):
 
     def window_scores(self, image: Tensor) -> Tensor:
         """(K, h, w) log pixel scores of one (3, H, W) [0, 1] window at the backbone's stride."""
-        masks, emb = self.proposals(normalize_batch([image]))
+        masks, emb = self.proposals(normalize_batch([image], *self.pixel_stats))
         masks, emb = masks[0], emb[0]
         probs = self.class_logits(emb).softmax(-1)  # (Q, K + 1)
         objectness, student = 1 - probs[:, -1:], probs[:, :-1]

@@ -6,8 +6,9 @@ vocabulary can change without touching a weight.
 The segmentor is named in the model config as mmseg writes it (`segmentor=dict(type="EncoderDecoder",
 backbone=..., decode_head=..., auxiliary_head=...)`, any mmseg backbone, neck and heads); the heads'
 `num_classes` are set here (whatever the config says). Its data preprocessor is not used: the ovseg
-model normalises images itself. `TeacherTrunk` is registered with mmseg as a backbone: a trainable copy of
-a ModifiedResNet teacher's image tower, its four stages as the four feature levels.
+model normalises images itself. Two parts are registered with mmseg: the backbone `TeacherTrunk` (a
+trainable copy of a ModifiedResNet teacher's image tower, its four stages as the four feature levels) and
+the head `DeepLabV2Head` (MaskCLIP+'s student head, which mmseg does not have).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import copy
 import warnings
 from typing import Any, Optional
 
+from mmengine.config import ConfigDict
 from torch import Tensor, nn
 
 from ovclip.teacher import Teacher, image_trunk
@@ -45,9 +47,73 @@ class TeacherTrunkBackbone(nn.Module):
         return tuple(stages[i] for i in self.out_indices)
 
 
-def _register_backbone(registry: Any) -> None:
+def _deeplabv2_head() -> type:
+    """DeepLabV2's classifier (Chen et al., 2017), MaskCLIP+'s student head (MaskCLIP's `ASPPHeadV2`): one
+    3x3 convolution per dilation (1x1 for dilation 1) with norm and activation, their outputs summed, then
+    the head's `conv_seg`. Not in mmseg; built on its BaseDecodeHead."""
+    from mmcv.cnn import ConvModule
+    from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+
+    class DeepLabV2Head(BaseDecodeHead):
+        def __init__(self, dilations: tuple = (6, 12, 18, 24), **kwargs: Any):
+            super().__init__(**kwargs)
+            self.dilations = tuple(dilations)
+            self.aspp_modules = nn.ModuleList(
+                ConvModule(self.in_channels, self.channels, 1 if d == 1 else 3, dilation=d, padding=0 if d == 1 else d,
+                           conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg, act_cfg=self.act_cfg)
+                for d in self.dilations)
+
+        def forward(self, inputs: Any) -> Tensor:
+            x = self._transform_inputs(inputs)
+            return self.cls_seg(sum(branch(x) for branch in self.aspp_modules))
+
+    return DeepLabV2Head
+
+
+def _register_parts(registry: Any) -> None:
+    """Our parts in mmseg's model registry: the "TeacherTrunk" backbone and the "DeepLabV2Head" head."""
     if registry.get("TeacherTrunk") is None:
         registry.register_module(name="TeacherTrunk", module=TeacherTrunkBackbone)
+    if registry.get("DeepLabV2Head") is None:
+        registry.register_module(name="DeepLabV2Head", module=_deeplabv2_head())
+
+
+def with_teacher(backbone: dict, teacher: Optional[Teacher]) -> dict:
+    """An mmseg backbone config with the model's teacher filled in when it is a "TeacherTrunk"."""
+    backbone = ConfigDict(backbone)  # mmseg sets attributes on it (EncoderDecoder's `pretrained`)
+    if backbone.get("type") == "TeacherTrunk":
+        backbone["teacher"] = teacher
+    return backbone
+
+
+def uses_teacher_pixels(backbone: "dict | str") -> bool:
+    """Whether a backbone (an mmseg config or a name) takes images normalised with the teacher's statistics
+    (a copy of the teacher's tower) rather than ImageNet's."""
+    return (dict(backbone).get("type") if isinstance(backbone, dict) else backbone) in ("TeacherTrunk", "teacher")
+
+
+def build_mmseg(cfg: dict) -> nn.Module:
+    """Build an mmseg model part (segmentor, backbone, head) from its config in mmseg's registry scope."""
+    import_mmseg("models")
+    from mmseg.registry import MODELS
+    with MODELS.switch_scope_and_registry("mmseg") as registry, warnings.catch_warnings():
+        # heads build their own losses, never used here (the ovseg model computes its losses)
+        warnings.filterwarnings("ignore", message=".*(build_loss|avg_non_ignore).*")
+        _register_parts(registry)
+        return registry.build(cfg)
+
+
+class MMSegBackbone(nn.Module):
+    """Any mmseg backbone ("TeacherTrunk" included) as an ovseg feature extractor: its last returned level
+    comes out as 'out' (choose the level with the backbone's own `out_indices`)."""
+
+    def __init__(self, backbone: dict, teacher: Optional[Teacher] = None):
+        super().__init__()
+        self.body = build_mmseg(with_teacher(backbone, teacher))
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """Normalised images -> {'out': the backbone's last returned feature map}."""
+        return {"out": self.body(x)[-1]}
 
 
 def _loss_weight(head: dict) -> float:
@@ -71,8 +137,6 @@ class MMSegStudent(nn.Module):
 
     def __init__(self, segmentor: dict, embed_dim: int, teacher: Optional[Teacher] = None):
         super().__init__()
-        import_mmseg("models")
-        from mmseg.registry import MODELS
         cfg = copy.deepcopy(dict(segmentor))
         kind = cfg.setdefault("type", "EncoderDecoder")
         if kind not in SEGMENTORS:
@@ -87,15 +151,8 @@ class MMSegStudent(nn.Module):
             cfg["auxiliary_head"] = ([_retarget(h, embed_dim) for h in aux] if isinstance(aux, (list, tuple))
                                      else _retarget(aux, embed_dim))
         cfg["data_preprocessor"] = None  # images arrive normalised by the ovseg model
-        backbone = dict(cfg["backbone"])
-        if backbone.get("type") == "TeacherTrunk":
-            backbone["teacher"] = teacher
-        cfg["backbone"] = backbone
-        with MODELS.switch_scope_and_registry("mmseg") as registry, warnings.catch_warnings():
-            # the heads' own losses are built but never used (the ovseg model computes its losses)
-            warnings.filterwarnings("ignore", message=".*(build_loss|avg_non_ignore).*")
-            _register_backbone(registry)
-            self.segmentor = registry.build(cfg)
+        cfg["backbone"] = with_teacher(cfg["backbone"], teacher)
+        self.segmentor = build_mmseg(cfg)
         aux_cfgs = [] if aux is None else list(aux) if isinstance(aux, (list, tuple)) else [aux]
         self.aux_weights = [_loss_weight(h) for h in aux_cfgs]
 
