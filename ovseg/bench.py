@@ -43,8 +43,9 @@ def run_segmentation_rows(world: dict[str, str], teacher_spec: dict, work_dir: P
     rows = []
 
     def add(name: str, m: dict, t0: float, note: str = "") -> None:
+        hiou = f"hIoU {m['seg/hIoU']:.1f}"
         rows.append(BenchRow("segmentation", name, m["seg/mIoU_novel"], m["seg/mIoU_base"],
-                             time.perf_counter() - t0, note))
+                             time.perf_counter() - t0, f"{hiou}; {note}" if note else hiou))
         if progress:
             progress(rows[-1])
     t0 = time.perf_counter()

@@ -205,3 +205,45 @@ def test_deeplabv2_head_sums_its_dilated_branches(tiny_rn):
     x = features[3]
     expected = head.conv_seg(sum(branch(x) for branch in head.aspp_modules))
     assert torch.allclose(head(features), expected) and expected.shape[1] == 24
+
+
+def test_mmseg_student_training_killed_and_resumed_continues_with_the_same_state(world, tmp_path, monkeypatch):
+    """tools/train.py on the synthetic MaskCLIP+ config (mmseg student), killed at iteration 3 with a
+    checkpoint at 2, resumed: the optimizer state and the step count (self-training starts at 3) come back."""
+    import os
+    import signal
+    import subprocess
+
+    from mmengine.runner import Runner
+
+    from ovclip.engine import load_config
+    from ovclip.engine.checkpoint import load_checkpoint_file
+    from tests.killing import write_killed_config
+    root = Path(__file__).resolve().parents[1]
+    config = root / "configs/maskclip_plus/maskclip-plus_teacher-rn_synthetic-cpu.py"
+    options = {"train_dataloader.dataset.dataset.data_root": str(Path(world["train_images"]).parent),
+               "test_dataloader.dataset.dataset.data_root": str(Path(world["val_images"]).parent),
+               "train_dataloader.batch_size": 2, "param_scheduler": [], "model.pseudo_label.self_train_from": 3,
+               "default_hooks.checkpoint.interval": 2, "log_level": "WARNING"}
+    work = tmp_path / "killed"
+    write_killed_config(tmp_path, config, 3)
+    cmd = [sys.executable, "tools/train.py", str(tmp_path / "killed.py"), "--work-dir", str(work), "--cfg-options",
+           "train_cfg.max_iters=50", *(f"{k}={v}" for k, v in options.items())]
+    proc = subprocess.run(cmd, cwd=root, env={**os.environ, "PYTHONPATH": str(tmp_path)}, capture_output=True,
+                          text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    saved = load_checkpoint_file(work / Path((work / "last_checkpoint").read_text().strip()).name)
+    assert saved["meta"]["iter"] == 2 and int(saved["state_dict"]["steps"]) == 2
+    monkeypatch.chdir(root)
+    cfg = load_config(config, {**options, "train_cfg.max_iters": 4, "experiment_name": f"resumed-{tmp_path.name}"},
+                      work_dir=str(work))
+    cfg.resume = True
+    runner = Runner.from_cfg(cfg)
+    runner.load_or_resume()
+    assert runner.iter == 2 and int(runner.model.steps) == 2 and not runner.model.self_training()
+    state, ref = runner.optim_wrapper.state_dict()["state"], saved["optimizer"]["state"]
+    assert state.keys() == ref.keys() and len(state) > 10
+    assert all(torch.equal(state[k]["exp_avg"].cpu(), ref[k]["exp_avg"]) for k in ref)
+    runner.train()
+    assert runner.iter == 4 and int(runner.model.steps) == 4 and runner.model.self_training()
+    assert "seg/hIoU" in runner.test()

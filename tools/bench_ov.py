@@ -42,9 +42,9 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def print_table(rows: list[BenchRow], title: str, verdicts: bool = True) -> None:
     """The markdown table of one seed, with the targets of the benchmark (`verdicts=False`: a smoke run's
     numbers say nothing about them, and none is printed)."""
-    print(f"\n{title}\n\n| task | row | novel | base | metric | wall s |\n|---|---|---|---|---|---|")
+    print(f"\n{title}\n\n| task | row | novel | base | metric | wall s | note |\n|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r.task} | {r.name} | {r.novel:.1f} | {r.base:.1f} | {METRIC[r.task]} | {r.seconds:.0f} |")
+        print(f"| {r.task} | {r.name} | {r.novel:.1f} | {r.base:.1f} | {METRIC[r.task]} | {r.seconds:.0f} | {r.note} |")
     if not verdicts:
         print("\n(quick: a smoke run of the pipeline; its numbers are not the benchmark's, and no target is judged)")
         return
