@@ -119,6 +119,10 @@ class Vocabulary:
         return Vocabulary(tuple(self.synonyms[i] for i in positions), pick(self.ids), pick(self.split),
                           pick(self.frequency), name or f"{self.name}[subset]")
 
+    def metainfo(self) -> dict:
+        """A dataset's `metainfo` for this vocabulary (class names and split; mmengine saves it in checkpoints)."""
+        return {"classes": tuple(self.names), "vocabulary": self.name, "split": self.split}
+
     def to_dict(self) -> dict:
         """A JSON-serialisable description (for metrics files and checkpoints)."""
         return {"name": self.name, "synonyms": [list(s) for s in self.synonyms],

@@ -243,8 +243,7 @@ class CocoDetection(Dataset):
     @property
     def metainfo(self) -> dict:
         """Class names and split, saved in checkpoints by mmengine."""
-        return {"classes": tuple(self.vocabulary.names), "vocabulary": self.vocabulary.name,
-                "split": self.vocabulary.split}
+        return self.vocabulary.metainfo()
 
     def __len__(self) -> int:
         return len(self.records)
