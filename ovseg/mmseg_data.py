@@ -5,7 +5,8 @@ PascalContextDataset59, COCOStuffDataset, CityscapesDataset, BaseSegDataset, and
 for the synthetic world), with mmseg's own pipeline ending in `PackSegInputs`, and hands ovseg's samples
 on: the image as an RGB uint8 (3, H, W) tensor (mmseg loads BGR), the label map as vocabulary positions
 (IGNORE for ignored pixels, BACKGROUND for labelled background), the image path and its original size.
-Labels are matched to the vocabulary by class name, as `ovseg.data.SegDataset` does; with
+Labels are matched to the vocabulary by class name (case, spaces and underscores aside: mmseg's "pottedplant"
+is the vocabulary's "potted plant"), as `ovseg.data.SegDataset` does; with
 `train_classes="base"` novel classes' pixels are ignored, so unseen labels never reach training.
 """
 from __future__ import annotations
@@ -44,6 +45,10 @@ def _register_synthetic(registry: Any) -> None:
     registry.register_module(name="SyntheticShapesDataset", module=SyntheticShapesDataset)
 
 
+def _squashed(name: str) -> str:
+    return "".join(c for c in name.lower() if c not in " _")
+
+
 @DATASETS.register_module()
 class MMSegDataset(Dataset):
     """An mmseg dataset `dataset` (its config, mmseg's pipeline included) as an ovseg dataset.
@@ -66,8 +71,12 @@ class MMSegDataset(Dataset):
                 raise SegDataError(f"zero_is_background=True needs the dataset's class 0 to be 'background', not "
                                    f"{names[:1]} ({type(self.dataset).__name__})")
             names = names[1:]
+        self.vocabulary = load_vocabulary(vocabulary) if vocabulary is not None else None
+        if self.vocabulary is not None:  # mmseg writes some names as one word ("pottedplant", "tvmonitor")
+            spelling = {_squashed(n): n for n in self.vocabulary.names}
+            names = [spelling.get(_squashed(n), n) for n in names]
         self.classes = parse_vocabulary(", ".join(n.replace(",", " ") for n in names), name=type(self.dataset).__name__)
-        self.vocabulary = load_vocabulary(vocabulary) if vocabulary is not None else self.classes
+        self.vocabulary = self.vocabulary or self.classes
         by_name = dataclasses.replace(self.vocabulary, ids=None)  # mmseg's classes have names, not category ids
         self.lut = torch.from_numpy(label_lookup(self.classes, by_name, zero_is_background, train_classes,
                                                  f"the classes of {type(self.dataset).__name__}", zero_is_background))

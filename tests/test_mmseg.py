@@ -247,3 +247,34 @@ def test_mmseg_student_training_killed_and_resumed_continues_with_the_same_state
     runner.train()
     assert runner.iter == 4 and int(runner.model.steps) == 4 and runner.model.self_training()
     assert "seg/hIoU" in runner.test()
+
+
+def test_voc_through_mmseg_background_names_and_zero_shot_split(tmp_path):
+    """PASCAL VOC's layout through the voc12_20 dataset config: background (0) is labelled as no class, mmseg's
+    'pottedplant' is the vocabulary's 'potted plant', and base-only training ignores the novel classes."""
+    import numpy as np
+    from PIL import Image
+
+    from mmengine.config import Config
+
+    from ovseg.data import BACKGROUND, IGNORE
+    from ovseg.mmseg_data import MMSegDataset
+    root = Path(__file__).resolve().parents[1]
+    for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (tmp_path / folder).mkdir(parents=True)
+    Image.fromarray(np.full((4, 4, 3), 128, np.uint8)).save(tmp_path / "JPEGImages" / "a.jpg")
+    label = np.array([[0, 1, 16, 255]] * 4, np.uint8)  # background, aeroplane, pottedplant, ignored
+    Image.fromarray(label).save(tmp_path / "SegmentationClass" / "a.png")
+    (tmp_path / "ImageSets/Segmentation/train.txt").write_text("a\n")
+    cfg = Config.fromfile(root / "configs/_base_/datasets/voc12_20.py").train_dataloader.dataset.to_dict()
+    vocab = builtin_vocabulary("zs-voc-20")
+    plant = vocab.names.index("potted plant")
+    for train_classes, expected in (("all", [BACKGROUND, 0, plant, IGNORE]), ("base", [BACKGROUND, 0, IGNORE, IGNORE])):
+        ds = MMSegDataset(dict(cfg["dataset"], data_root=str(tmp_path), pipeline=MMSEG_PIPELINE),
+                          vocabulary=cfg["vocabulary"], train_classes=train_classes,
+                          zero_is_background=cfg["zero_is_background"])
+        assert ds[0]["data_samples"]["gt"][0].tolist() == expected
+    model_cfg = root / "configs/maskclip_plus/maskclip-plus_r101-d8_zs-voc12-20.py"
+    from ovclip.engine import build_model
+    model = build_model(model_cfg, cfg_options={"model.teacher": "tiny-rn"})
+    assert (len(model.vocabulary.base), len(model.vocabulary.novel)) == (15, 5)
