@@ -59,7 +59,7 @@ def _store(root: Path, ids, boxes_per_image: int = 3, dim: int = 32) -> None:
 
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory):
-    """Fake COCO, LVIS, ADE20k and synthetic-world folders laid out as the configs expect."""
+    """Fake COCO, LVIS, ADE20k, VOC and synthetic-world folders laid out as the configs expect."""
     base = tmp_path_factory.mktemp("roots")
     coco, lvis, ade = base / "coco", base / "lvis", base / "ade"
     names = ["000000000001.jpg", "000000000002.jpg"]
@@ -79,11 +79,20 @@ def roots(tmp_path_factory):
             label = np.random.default_rng(k).integers(0, 151, (48, 64), dtype=np.uint8)
             (ade / "annotations" / split).mkdir(parents=True, exist_ok=True)
             Image.fromarray(label).save(ade / "annotations" / split / f"ADE_{k}.png")
+    voc = base / "voc"
+    for k, stem in enumerate(("2007_000001", "2007_000002")):
+        _image(voc / "JPEGImages" / f"{stem}.jpg", k)
+        (voc / "SegmentationClass").mkdir(parents=True, exist_ok=True)
+        label = np.random.default_rng(k).integers(0, 21, (48, 64), dtype=np.uint8)
+        Image.fromarray(label).save(voc / "SegmentationClass" / f"{stem}.png")
+    (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
+    for split in ("train", "val"):
+        (voc / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("2007_000001\n2007_000002\n")
     world = Path(make_world(base / "world", seed=0, n_train=4, n_val=2, size=64)["root"])
     ids = [im["id"] for im in json.loads((world / "train_base.json").read_text())["images"]]
     _store(world / "store", ids, dim=64)
     _pseudo(world / "pseudo_boxes.json", ids[0], int(load_vocabulary("synthetic-shapes").ids[-1]))
-    return {"data_root": {"coco": coco, "lvis": coco, "ade": ade, "world": world}, "lvis_root": lvis}
+    return {"data_root": {"coco": coco, "lvis": coco, "ade": ade, "voc": voc, "world": world}, "lvis_root": lvis}
 
 
 def _point_at(cfg_path: str, roots: dict, tmp_path: Path) -> dict:
@@ -91,7 +100,8 @@ def _point_at(cfg_path: str, roots: dict, tmp_path: Path) -> dict:
     cfg = load_config(ROOT / cfg_path)
     options = {}
     root = str(cfg.get("data_root", ""))
-    kind = "world" if "world" in root else "lvis" if "lvis_root" in cfg else "ade" if "ade" in root else "coco"
+    kind = ("world" if "world" in root else "lvis" if "lvis_root" in cfg else "ade" if "ade" in root
+            else "voc" if "VOC2012" in root else "coco")
     if root and not root.startswith("examples/"):  # the built-in example ships with the repository
         options["data_root"] = str(roots["data_root"][kind]) + "/"
     if "lvis_root" in cfg:

@@ -105,7 +105,9 @@ def test_roundtrip_and_subset():
     assert Vocabulary.from_dict(v.to_dict()) == v
     novel = v.subset(v.novel, "novel")
     assert len(novel) == 17 and novel.split == ("novel",) * 17
-    assert set(BUILTIN_VOCABULARIES) == {"coco", "ov-coco", "lvis-v1", "ov-lvis", "ade20k-150", "synthetic-shapes"}
+    assert set(BUILTIN_VOCABULARIES) == {"coco", "ov-coco", "lvis-v1", "ov-lvis", "ade20k-150", "synthetic-shapes",
+                                         "voc-20", "pascal-context-59", "coco-stuff-171", "cityscapes-19",
+                                         "zs-voc-20", "zs-pascal-context-59", "zs-coco-stuff-171"}
     shapes = builtin_vocabulary("synthetic-shapes")
     assert len(shapes.base) == 8 and [shapes.names[i] for i in shapes.novel] == ["star", "heart", "hexagon", "crescent"]
 
