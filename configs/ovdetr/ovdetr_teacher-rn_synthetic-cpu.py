@@ -15,11 +15,12 @@ model = dict(
                      num_queries=20),
     conditioning=dict(max_len=6, prob=0.5, classes="all", class_bank=None),
     temperature=0.05, min_size=256, max_size=256, detections_per_img=50, eval_batch_classes=12)
-# OV-DETR's AdamW (backbone, sampling offsets and reference points x0.1, gradients clipped at 0.1) at twice its
-# learning rate, by iterations
+# OV-DETR's AdamW (backbone, sampling offsets and reference points x0.1, gradients clipped at 0.1) at 5x its
+# learning rate, by iterations: on the tuning seed 3 (400 iterations, bench), OV-DETR gave 14.0 / 20.1
+# novel / base AP50 at 4e-4 and 28.9 / 38.7 at 1e-3
 train_cfg = dict(_delete_=True, type="IterBasedTrainLoop", max_iters=1000)
 val_cfg = None
-optim_wrapper = dict(optimizer=dict(lr=4e-4))
+optim_wrapper = dict(optimizer=dict(lr=1e-3))
 param_scheduler = [dict(type="LinearLR", start_factor=0.01, by_epoch=False, begin=0, end=50),
                    dict(type="MultiStepLR", by_epoch=False, milestones=[800], gamma=0.1)]
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(by_epoch=False, interval=100, max_keep_ckpts=1))
