@@ -75,8 +75,9 @@ def test_readme_zero_shot_maskclip_command_runs(tmp_path):
     root = shared_data("ade20k_sample")
     cmd = next(c for c in _readme_commands("test.py") if "maskclip/" in c[1])
     r = subprocess.run([sys.executable, *cmd, "--work-dir", str(tmp_path), "--cfg-options", "model.teacher=tiny-rn",
-                        f"test_dataloader.dataset.img_dir={root}/images",
-                        f"test_dataloader.dataset.ann_dir={root}/annotations",
+                        f"test_dataloader.dataset.dataset.data_root={root}",
+                        "test_dataloader.dataset.dataset.data_prefix.img_path=images",
+                        "test_dataloader.dataset.dataset.data_prefix.seg_map_path=annotations",
                         "model.inference.short_side=128", "model.inference.crop_size=96", "model.inference.stride=64",
                         "log_level=WARNING"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
