@@ -146,15 +146,15 @@ class MMSegStudent(nn.Module):
             if key not in cfg:
                 raise ValueError(f"segmentor config needs '{key}' (an mmseg {key.replace('_', ' ')} dict)")
         cfg["decode_head"] = _retarget(cfg["decode_head"], embed_dim)
-        aux = cfg.get("auxiliary_head")
-        if aux is not None:
-            cfg["auxiliary_head"] = ([_retarget(h, embed_dim) for h in aux] if isinstance(aux, (list, tuple))
-                                     else _retarget(aux, embed_dim))
+        given = cfg.get("auxiliary_head")  # none, one head or a list (mmseg builds a ModuleList for a list)
+        aux = [] if given is None else [_retarget(h, embed_dim) for h in
+                                        (given if isinstance(given, (list, tuple)) else [given])]
+        if given is not None:
+            cfg["auxiliary_head"] = aux if isinstance(given, (list, tuple)) else aux[0]
         cfg["data_preprocessor"] = None  # images arrive normalised by the ovseg model
         cfg["backbone"] = with_teacher(cfg["backbone"], teacher)
         self.segmentor = build_mmseg(cfg)
-        aux_cfgs = [] if aux is None else list(aux) if isinstance(aux, (list, tuple)) else [aux]
-        self.aux_weights = [_loss_weight(h) for h in aux_cfgs]
+        self.aux_weights = [_loss_weight(h) for h in aux]
 
     @property
     def backbone(self) -> nn.Module:
