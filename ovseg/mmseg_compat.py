@@ -29,7 +29,6 @@ from ovclip.errors import UserInputError
 
 # mmcv's own pure-Python ops (mmcv/ops/point_sample.py), served as they are
 PURE_PYTHON_OPS = ("point_sample", "bilinear_grid_sample")
-STAND_IN = "ovseg.mmseg_compat"  # the stand-in module's marker (its `__ovseg_stand_in__`)
 
 
 class MissingOpError(UserInputError, RuntimeError):
