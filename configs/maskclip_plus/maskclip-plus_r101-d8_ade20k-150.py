@@ -3,20 +3,9 @@
 # only because named here, when training starts), its head ending in the teacher's embedding size and
 # classified by the text embeddings; it learns from MaskCLIP ViT-B/16 pseudo-labels over all 150 classes,
 # then from its own predictions after 8k of 16k iterations (self-training).
-# For multi-GPU training set norm_cfg's type to "SyncBN" (--cfg-options norm_cfg.type=SyncBN does not reach
-# the copies below: edit the line).
-_base_ = ["../_base_/datasets/ade20k_150.py", "../_base_/seg_runtime.py"]
-norm_cfg = dict(type="BN", requires_grad=True)
-model = dict(type="MaskCLIPPlus", teacher="ViT-B-16/openai", vocabulary="ade20k-150", templates="maskclip",
-             segmentor=dict(
-                 type="EncoderDecoder", pretrained="open-mmlab://resnet101_v1c",
-                 backbone=dict(type="ResNetV1c", depth=101, num_stages=4, out_indices=(0, 1, 2, 3),
-                               dilations=(1, 1, 2, 4), strides=(1, 2, 1, 1), norm_cfg=norm_cfg, norm_eval=False,
-                               style="pytorch", contract_dilation=True),
-                 # MaskCLIP's maskclip_plus configs: ASPPHeadV2, dilations 6 / 12 / 18 / 24, 1024 channels
-                 decode_head=dict(type="DeepLabV2Head", in_channels=2048, in_index=3, channels=1024,
-                                  dilations=(6, 12, 18, 24), dropout_ratio=0.0, norm_cfg=norm_cfg,
-                                  align_corners=False)),
+_base_ = ["../_base_/models/maskclip_plus_deeplabv2_r101.py", "../_base_/datasets/ade20k_150.py",
+          "../_base_/seg_runtime.py"]
+model = dict(teacher="ViT-B-16/openai", vocabulary="ade20k-150", templates="maskclip",
              temperature=0.01,
              pseudo_label=dict(classes="all", key_smoothing=0.5, prompt_denoising=0.5, self_train_from=8000,
                                inference=dict(mode="slide", crop_size=448, stride=224)),

@@ -4,17 +4,9 @@
 # 2k iterations, then the student's own predictions (self-training) to 20k. Student: the ADE20k config's
 # DeepLabV2 on a dilated ResNet-101 (mmseg, ImageNet weights open-mmlab://resnet101_v1c, downloaded only
 # because named here). Reports mIoU_base / mIoU_novel / hIoU.
-_base_ = ["../_base_/datasets/voc12_20.py", "../_base_/seg_runtime.py"]
-norm_cfg = dict(type="BN", requires_grad=True)
-model = dict(type="MaskCLIPPlus", teacher="RN50/openai", vocabulary="zs-voc-20", templates="maskclip",
-             segmentor=dict(
-                 type="EncoderDecoder", pretrained="open-mmlab://resnet101_v1c",
-                 backbone=dict(type="ResNetV1c", depth=101, num_stages=4, out_indices=(0, 1, 2, 3),
-                               dilations=(1, 1, 2, 4), strides=(1, 2, 1, 1), norm_cfg=norm_cfg, norm_eval=False,
-                               style="pytorch", contract_dilation=True),
-                 decode_head=dict(type="DeepLabV2Head", in_channels=2048, in_index=3, channels=1024,
-                                  dilations=(6, 12, 18, 24), dropout_ratio=0.0, norm_cfg=norm_cfg,
-                                  align_corners=False)),
+_base_ = ["../_base_/models/maskclip_plus_deeplabv2_r101.py", "../_base_/datasets/voc12_20.py",
+          "../_base_/seg_runtime.py"]
+model = dict(teacher="RN50/openai", vocabulary="zs-voc-20", templates="maskclip",
              temperature=0.01,
              pseudo_label=dict(classes="novel", self_train_from=2000, inference=dict(mode="whole")),
              inference=dict(mode="whole"))
