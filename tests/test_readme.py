@@ -41,7 +41,10 @@ def test_every_config_the_readme_names_exists():
 # What stands in for weights that cannot be downloaded here: the tiny random teacher, no ImageNet weights,
 # and a small input, so that the command's data, config and tool paths run as written.
 TINY = ["--cfg-options", "model.teacher=tiny-rn", "model.backbone_weights=None", "model.backbone=resnet18",
-        "model.templates=single", "model.detector.min_size=128", "model.detector.max_size=192"]
+        "model.templates=single", "model.detector.min_size=128", "model.detector.max_size=192",
+        "model.distill.num_regions=16", "model.detector.box_batch_size_per_image=64"]
+IN_PROCESS = [f"{loader}_dataloader.{key}" for loader in ("train", "val", "test") for key in
+              ("num_workers=0", "persistent_workers=False")]  # no worker processes to start for 4 images
 
 
 def test_readme_coco_sample_commands_train_and_test(tmp_path):
@@ -57,10 +60,12 @@ def test_readme_coco_sample_commands_train_and_test(tmp_path):
         return [str(tmp_path / a) if a.startswith(work) else a for a in cmd]
     # 4 images to train on, validate and test (the sample has 50): the commands' paths are what is checked
     r = subprocess.run([sys.executable, *moved(train), *TINY, "train_dataloader.dataset.max_images=4",
-                        "val_dataloader.dataset.max_images=4", "log_level=WARNING"], cwd=ROOT, capture_output=True,
+                        "val_dataloader.dataset.max_images=4", "log_level=WARNING", *IN_PROCESS[:4]],
+                       cwd=ROOT, capture_output=True,
                        text=True)
     assert r.returncode == 0, r.stderr[-3000:]
-    r = subprocess.run([sys.executable, *moved(test), *TINY, "test_dataloader.dataset.max_images=4", "log_level=WARNING"],
+    r = subprocess.run([sys.executable, *moved(test), *TINY, "test_dataloader.dataset.max_images=4", "log_level=WARNING",
+                        *IN_PROCESS[4:]],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = json.loads((tmp_path / work / "metrics.json").read_text())["metrics"]
