@@ -249,12 +249,10 @@ class ViLDRoIHeads(RoIHeads):
         if self.inference_mode == "image":
             return F.softmax(image_logits, dim=-1)[:, 1:] if self.image_background else \
                 F.softmax(image_logits[:, 1:], dim=-1)
-        # The ensemble mixes log-probabilities; without autograd in the logits' own (fresh) buffers.
-        inplace = not torch.is_grad_enabled()
-        image = log_probs(image_logits, inplace)[:, 1:] if self.image_background else \
-            log_probs(image_logits[:, 1:], inplace)
-        text = log_probs(p.logits(text_emb), inplace)[:, 1:]
-        return ensemble_from_log_probs(text, image, p.base_mask, inplace=inplace)
+        # The ensemble mixes log-probabilities; without autograd in their own (fresh) buffers.
+        image = log_probs(image_logits)[:, 1:] if self.image_background else log_probs(image_logits[:, 1:])
+        text = log_probs(p.logits(text_emb))[:, 1:]
+        return ensemble_from_log_probs(text, image, p.base_mask, inplace=not torch.is_grad_enabled())
 
     def _detect(self, text_emb, image_emb, deltas, proposals, image_shapes):
         counts = [p.shape[0] for p in proposals]  # not len(): traced as a size when exported to ONNX
