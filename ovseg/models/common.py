@@ -5,7 +5,6 @@ import math
 from typing import Any, Callable, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from mmengine.model import BaseModel
 from torch import Tensor, nn
 from torchvision.models import mobilenet_v3_large, mobilenet_v3_small, resnet
@@ -14,7 +13,6 @@ from torchvision.models._utils import IntermediateLayerGetter
 from ovclip.geometry import short_side_size, windows
 from ovclip.io import to_unit_float
 from ovclip.resize import resize_bilinear
-from ovclip.teacher import Teacher, image_trunk
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -35,10 +33,9 @@ def normalize_batch(inputs: Sequence[Tensor], mean: Sequence[float] = IMAGENET_M
 
 
 def build_backbone(name: str = "resnet50", weights: Optional[str] = None, norm: str = "bn",
-                   output_stride: int = 8, low_level: bool = False) -> tuple[nn.Module, int]:
+                   output_stride: int = 8) -> tuple[nn.Module, int]:
     """A torchvision ResNet (dilated to output stride 8 or 16) or MobileNetV3 (stride 16) whose last
-    feature map comes out as 'out' (and, with `low_level`, a stride-4 (ResNet) / stride-8 (MobileNet)
-    map as 'low'); returns it and the channel count of 'out'. Weights only if named."""
+    feature map comes out as 'out'; returns it and the channel count of 'out'. Weights only if named."""
     if norm not in NORMS:
         raise ValueError(f"backbone norm must be one of {sorted(NORMS)}, not '{norm}'")
     if output_stride not in (8, 16):
@@ -56,72 +53,23 @@ def build_backbone(name: str = "resnet50", weights: Optional[str] = None, norm: 
             net = builder(weights=weights, norm_layer=NORMS[norm],
                           replace_stride_with_dilation=[False, output_stride == 8, True])
         channels = net.fc.in_features
-        layers = {"layer1": "low", "layer4": "out"} if low_level else {"layer4": "out"}
-        return IntermediateLayerGetter(net, layers), channels
+        return IntermediateLayerGetter(net, {"layer4": "out"}), channels
     builders = {"mobilenet_v3_small": mobilenet_v3_small, "mobilenet_v3_large": mobilenet_v3_large}
     if name not in builders:
         raise ValueError(f"unknown backbone '{name}'; use a torchvision resnet or mobilenet_v3_small / _large")
     if output_stride != 16:
         raise ValueError(f"{name} has output stride 16: set output_stride=16")
     features = builders[name](weights=weights, dilated=True, norm_layer=NORMS[norm]).features
-    layers = {str(len(features) - 1): "out"}
-    if low_level:  # the deepest block still at stride 8
-        x, last8 = torch.zeros(1, 3, 64, 64), 0
-        with torch.no_grad():
-            for i, block in enumerate(features.eval()):
-                x = block(x)
-                last8 = i if x.shape[-1] == 8 else last8
-        features.train()
-        layers[str(last8)] = "low"
-    return IntermediateLayerGetter(features, layers), features[-1].out_channels
+    return IntermediateLayerGetter(features, {str(len(features) - 1): "out"}), features[-1].out_channels
 
 
 def feature_channels(backbone: nn.Module) -> dict[str, int]:
-    """Channels of each named output of a backbone ('out', 'low'), from one small dummy pass."""
+    """Channels of each named output of a backbone ('out'), from one small dummy pass."""
     training = backbone.training
     with torch.no_grad():
         out = backbone.eval()(torch.zeros(1, 3, 64, 64))
     backbone.train(training)
     return {name: int(t.shape[1]) for name, t in out.items()}
-
-
-class DeepLabV3PlusHead(nn.Module):
-    """torchvision's ASPP over the deep features, upsampled and fused with projected low-level features
-    (DeepLabV3+'s decoder), then two 3x3 convolutions to `out_channels`: finer maps for small objects."""
-
-    def __init__(self, in_channels: int, low_channels: int, out_channels: int, norm: str = "bn"):
-        super().__init__()
-        from torchvision.models.segmentation.deeplabv3 import ASPP
-        self.aspp = ASPP(in_channels, [12, 24, 36])
-        layer = NORMS[norm]
-        self.low = nn.Sequential(nn.Conv2d(low_channels, 48, 1, bias=False), layer(48), nn.ReLU())
-        self.fuse = nn.Sequential(nn.Conv2d(256 + 48, 256, 3, padding=1, bias=False), layer(256), nn.ReLU(),
-                                  nn.Conv2d(256, 256, 3, padding=1, bias=False), layer(256), nn.ReLU(),
-                                  nn.Conv2d(256, out_channels, 1))
-
-    def forward(self, features: dict) -> Tensor:
-        """{'out', 'low'} backbone maps -> (B, out_channels, h_low, w_low)."""
-        low = self.low(features["low"])
-        deep = F.interpolate(self.aspp(features["out"]), size=low.shape[-2:], mode="bilinear", align_corners=False)
-        return self.fuse(torch.cat([deep, low], dim=1))
-
-
-class TeacherTrunk(nn.Module):
-    """A trainable copy of a ModifiedResNet teacher's image tower without its attention pool
-    (`ovclip.teacher.image_trunk`): 'out' is the last stage (stride 32), 'low' the first (stride 4)."""
-
-    def __init__(self, teacher: Teacher, low_level: bool = False):
-        super().__init__()
-        self.visual, self.low_level = image_trunk(teacher), low_level
-
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        """Normalised images -> {'out': (B, C, H/32, W/32)} (and 'low': (B, C1, H/4, W/4))."""
-        v = self.visual
-        low = v.layer1(v.stem(x))
-        out = {"out": v.layer4(v.layer3(v.layer2(low)))}
-        if self.low_level:
-            out["low"] = low
-        return out
 
 
 def _dilate_last_stage(layer: nn.Sequential) -> None:

@@ -1,4 +1,4 @@
-"""MaskCLIP+: a DeepLabV3 student whose classifier is the vocabulary's text embeddings, trained on
+"""MaskCLIP+: an mmseg segmentor whose classifier is the vocabulary's text embeddings, trained on
 MaskCLIP's pixel pseudo-labels (and base-class ground truth), then on its own predictions."""
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.models.segmentation import DeepLabV3
-from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
 from ovclip.options import with_defaults
 from ovclip.classifier import OpenVocabularyClassifier, VocabularyEmbeddings, base_mask_of, check_gt_classes
@@ -17,18 +15,9 @@ from ovclip.vocabulary import Vocabulary
 
 from ..data import BACKGROUND, IGNORE
 from ..registry import MODELS
-from .common import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    DeepLabV3PlusHead,
-    SegmentationModel,
-    TeacherTrunk,
-    build_backbone,
-    feature_channels,
-    infer_logits,
-    normalize_batch,
-)
+from .common import IMAGENET_MEAN, IMAGENET_STD, SegmentationModel, infer_logits, normalize_batch
 from .maskclip import DenseTeacher, check_inference
+from .mmseg_student import MMSegStudent, uses_teacher_pixels
 
 PSEUDO_DEFAULTS = {"classes": "novel", "threshold": None, "key_smoothing": None, "prompt_denoising": None,
                    "inference": None, "self_train_from": None}
@@ -77,20 +66,19 @@ def student_probabilities(logits: Tensor, base: Optional[Tensor], classes: str =
 
 @MODELS.register_module()
 class MaskCLIPPlus(SegmentationModel):
-    """A torchvision DeepLabV3 whose last layer projects to the teacher's embedding size, classified by
-    cosine with the text embeddings (`decoder="deeplabv3plus"` adds DeepLabV3+'s low-level fusion).
-    Trained with cross-entropy on `training_targets`; the pseudo-labels come from MaskCLIP (the teacher,
+    """An mmseg segmentor (`segmentor`: an mmseg `EncoderDecoder` config, as mmseg writes it; MaskCLIP+'s own
+    is configs/_base_/models/maskclip_plus_deeplabv2_r101.py) whose heads end in the teacher's embedding
+    size, classified by cosine with the text embeddings. Trained with cross-entropy on `training_targets`; the pseudo-labels come from MaskCLIP (the teacher,
     kept outside the module tree) and, from iteration `pseudo_label.self_train_from` on, from the
     student's own predictions (self-training).
     `pseudo_label=None` trains on ground truth alone; ground truth of non-base classes is used only with
-    `gt_classes="all"` (the oracle, with every class's labels). `backbone="teacher"` starts the student
-    from a copy of a ModifiedResNet teacher's image tower; `freeze_backbone=True` trains the head alone."""
+    `gt_classes="all"` (the oracle, with every class's labels). The mmseg backbone `TeacherTrunk` starts the
+    student from a copy of a ModifiedResNet teacher's image tower; `freeze_backbone=True` trains the heads
+    alone."""
 
     def __init__(self, teacher: "str | dict", vocabulary: "str | Sequence[str] | Vocabulary",
                  templates: "str | Sequence[str] | dict" = "maskclip",
-                 backbone: str = "resnet101", backbone_weights: Optional[str] = None,
-                 backbone_norm: str = "bn", output_stride: int = 8, freeze_backbone: bool = False,
-                 decoder: str = "deeplabv3", segmentor: Optional[dict] = None, temperature: float = 0.05,
+                 segmentor: Optional[dict] = None, freeze_backbone: bool = False, temperature: float = 0.05,
                  pseudo_label: Optional[dict] = None,
                  gt_classes: str = "base", inference: Optional[dict] = None,
                  teacher_precision: str = "fp32", data_preprocessor: Optional[dict] = None,
@@ -102,18 +90,16 @@ class MaskCLIPPlus(SegmentationModel):
         self.teacher = load_teacher(teacher, precision=teacher_precision)
         self.text = VocabularyEmbeddings(self.teacher, vocabulary, templates)
         self.inference = check_inference(inference)
-        if segmentor is not None:  # any mmseg segmentor, its heads ending in the embedding size
-            from .mmseg_student import MMSegStudent, uses_teacher_pixels
-            self.student = MMSegStudent(segmentor, self.teacher.embed_dim, self.teacher)
-            self.pixel_stats = ((tuple(self.teacher.mean), tuple(self.teacher.std))
-                                if uses_teacher_pixels(segmentor["backbone"]) else (IMAGENET_MEAN, IMAGENET_STD))
-            if freeze_backbone:
-                self.student.backbone.requires_grad_(False)
-            decoder = "mmseg"
-        else:
-            self.student = self._torchvision_student(backbone, backbone_weights, backbone_norm, output_stride,
-                                                     freeze_backbone, decoder)
-        self.decoder = decoder
+        if not isinstance(segmentor, dict):
+            raise ValueError("MaskCLIPPlus needs segmentor=dict(type='EncoderDecoder', backbone=..., decode_head=...): "
+                             "an mmseg segmentor config; MaskCLIP+'s own (DeepLabV2 on ResNet-101) is in "
+                             "configs/_base_/models/maskclip_plus_deeplabv2_r101.py")
+        # any mmseg segmentor, its heads ending in the embedding size
+        self.student = MMSegStudent(segmentor, self.teacher.embed_dim, self.teacher)
+        self.pixel_stats = ((tuple(self.teacher.mean), tuple(self.teacher.std))
+                            if uses_teacher_pixels(segmentor.get("backbone") or {}) else (IMAGENET_MEAN, IMAGENET_STD))
+        if freeze_backbone:  # weights stay as loaded; batch-norm statistics still follow the training data
+            self.student.backbone.requires_grad_(False)
         self.classifier = OpenVocabularyClassifier(self.text, temperature)
         self.pseudo_teacher = None
         if self.pseudo is not None:
@@ -131,25 +117,6 @@ class MaskCLIPPlus(SegmentationModel):
         # Counts training steps, saved with the weights, so that self-training starts on time after a resume.
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
-    def _torchvision_student(self, backbone: str, weights: Optional[str], norm: str, output_stride: int,
-                             freeze_backbone: bool, decoder: str) -> DeepLabV3:
-        if decoder not in ("deeplabv3", "deeplabv3plus"):
-            raise ValueError(f"decoder must be 'deeplabv3' or 'deeplabv3plus', not '{decoder}' (or name an mmseg "
-                             f"segmentor with `segmentor=dict(type='EncoderDecoder', ...)`)")
-        plus = decoder == "deeplabv3plus"
-        if backbone == "teacher":  # start from the teacher's own image tower (a trainable copy)
-            body = TeacherTrunk(self.teacher, low_level=plus)
-            self.pixel_stats = (tuple(self.teacher.mean), tuple(self.teacher.std))
-        else:
-            body, _ = build_backbone(backbone, weights, norm, output_stride, low_level=plus)
-            self.pixel_stats = (IMAGENET_MEAN, IMAGENET_STD)
-        channels = feature_channels(body)
-        head = DeepLabV3PlusHead(channels["out"], channels["low"], self.teacher.embed_dim, norm) if plus \
-            else DeepLabHead(channels["out"], self.teacher.embed_dim)
-        if freeze_backbone:  # weights stay as loaded; batch-norm statistics still follow the training data
-            body.requires_grad_(False)
-        return DeepLabV3(body, head)
-
     @property
     def vocabulary(self) -> Vocabulary:
         """The classes segmented now."""
@@ -165,12 +132,8 @@ class MaskCLIPPlus(SegmentationModel):
 
     def embed(self, images: Tensor, with_aux: bool = False) -> "Tensor | tuple[Tensor, list[tuple[Tensor, float]]]":
         """(B, 3, H, W) normalised images -> (B, D, h, w) per-pixel embeddings at the head's stride (and,
-        with `with_aux`, an mmseg student's auxiliary heads' embeddings with their loss weights)."""
-        if self.decoder == "mmseg":
-            main, aux = self.student(images, with_aux)
-        else:
-            features = self.student.backbone(images)
-            main, aux = self.student.classifier(features if self.decoder == "deeplabv3plus" else features["out"]), []
+        with `with_aux`, the auxiliary heads' embeddings with their loss weights)."""
+        main, aux = self.student(images, with_aux)
         return (main, aux) if with_aux else main
 
     def window_scores(self, window: Tensor) -> Tensor:
@@ -188,11 +151,6 @@ class MaskCLIPPlus(SegmentationModel):
 
     def loss(self, inputs: Sequence[Tensor], data_samples: Sequence[dict]) -> dict[str, Tensor]:
         """Cross-entropy against `training_targets` at the input resolution."""
-        if len(inputs) < 2 and self.training and self.decoder != "mmseg":
-            # torchvision's ASPP pools each image to one value per channel before a batch norm, which
-            # cannot normalise a batch of one (PyTorch's error would not say which setting to change).
-            raise ValueError("MaskCLIP+ trains its DeepLab head (ASPP image pooling + batch norm) on at least 2 "
-                             "images per batch and device: set train_dataloader.batch_size >= 2")
         images = normalize_batch(inputs, *self.pixel_stats)
         main, aux = self.embed(images, with_aux=True)
         logits = self._upsampled_logits(main, images.shape[-2:])
