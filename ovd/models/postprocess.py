@@ -1,9 +1,9 @@
-"""ViLD's detection scoring and post-processing: the ensemble of its two branches, and NMS on the best
-candidates of large vocabularies."""
+"""ViLD's detection scoring and post-processing: class scores by inference mode (the ensemble of its two
+branches), and the detections kept per image (NMS on the best candidates of large vocabularies)."""
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,38 @@ from torchvision.ops import boxes as box_ops
 ENSEMBLE_LAMBDA = 2.0 / 3.0
 FLOOR, LOG_FLOOR = 1e-12, math.log(1e-12)  # the probability floor of the ensemble's geometric mean
 PRE_NMS_TOP_N = 1000  # candidates per image NMS looks at first (nms_top_detections: the output is the same)
+
+
+def class_scores(predictor: Any, text_emb: Tensor, image_emb: Optional[Tensor], mode: str,
+                 image_background: bool = False) -> Tensor:
+    """(N, C) class scores of region embeddings by inference `mode` ('text', 'image' or 'ensemble'), from a
+    ViLDPredictor's `logits` (background first) and `base_mask`. The text branch's softmax includes the
+    background (then dropped); the image branch's is over the classes alone unless `image_background`."""
+    if mode not in ("text", "image", "ensemble"):
+        raise ValueError(f"inference_mode must be text, image or ensemble, not '{mode}'")
+    if mode == "text":
+        return F.softmax(predictor.logits(text_emb), dim=-1)[:, 1:]
+    image_logits = predictor.logits(image_emb)
+    if mode == "image":
+        return F.softmax(image_logits, dim=-1)[:, 1:] if image_background else F.softmax(image_logits[:, 1:], dim=-1)
+    # The ensemble mixes log-probabilities; without autograd in their own (fresh) buffers.
+    image = log_probs(image_logits)[:, 1:] if image_background else log_probs(image_logits[:, 1:])
+    text = log_probs(predictor.logits(text_emb))[:, 1:]
+    return ensemble_from_log_probs(text, image, predictor.base_mask, inplace=not torch.is_grad_enabled())
+
+
+def select_detections(boxes: Tensor, scores: Tensor, image_shape: tuple[int, int], score_thresh: float,
+                      nms_thresh: float, detections_per_img: int, pre_nms_top_n: Optional[int] = PRE_NMS_TOP_N
+                      ) -> dict[str, Tensor]:
+    """One image's detections from its (N, 4) decoded boxes and (N, C) class scores: clipped to the image,
+    (box, class) pairs above `score_thresh`, tiny boxes dropped, then per-class NMS (`nms_top_detections`)."""
+    boxes = box_ops.clip_boxes_to_image(boxes, image_shape)
+    idx, labels = torch.where(scores > score_thresh)
+    b, s = boxes[idx], scores[idx, labels]
+    keep = box_ops.remove_small_boxes(b, 1e-2)
+    b, s, labels = b[keep], s[keep], labels[keep]
+    keep = nms_top_detections(b, s, labels, nms_thresh, detections_per_img, pre_nms_top_n)
+    return {"boxes": b[keep], "scores": s[keep], "labels": labels[keep]}
 
 
 def ensemble_scores(text_probs: Tensor, image_probs: Tensor, base_mask: Tensor, lam: float = ENSEMBLE_LAMBDA) -> Tensor:

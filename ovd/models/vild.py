@@ -36,10 +36,10 @@ from .backbones import NORM_LAYERS, mobilenet_fpn, trunk_fpn
 from .postprocess import (
     ENSEMBLE_LAMBDA,
     PRE_NMS_TOP_N,
-    ensemble_from_log_probs,
+    class_scores,
     ensemble_scores,
-    log_probs,
     nms_top_detections,
+    select_detections,
 )
 
 __all__ = ["ENSEMBLE_LAMBDA", "ViLD", "ViLDPredictor", "ViLDRoIHeads", "build_vild", "ensemble_scores",
@@ -237,37 +237,15 @@ class ViLDRoIHeads(RoIHeads):
         return losses
 
     def class_scores(self, text_emb: Tensor, image_emb: Optional[Tensor]) -> Tensor:
-        """(N, C) class scores by the configured mode: 'text', 'image' or 'ensemble'. The text branch's
-        softmax includes the background (then dropped); the image branch's is over the classes alone
-        unless `image_background`."""
-        p = self.box_predictor
-        if self.inference_mode not in ("text", "image", "ensemble"):
-            raise ValueError(f"inference_mode must be text, image or ensemble, not '{self.inference_mode}'")
-        if self.inference_mode == "text":
-            return F.softmax(p.logits(text_emb), dim=-1)[:, 1:]
-        image_logits = p.logits(image_emb)
-        if self.inference_mode == "image":
-            return F.softmax(image_logits, dim=-1)[:, 1:] if self.image_background else \
-                F.softmax(image_logits[:, 1:], dim=-1)
-        # The ensemble mixes log-probabilities; without autograd in their own (fresh) buffers.
-        image = log_probs(image_logits)[:, 1:] if self.image_background else log_probs(image_logits[:, 1:])
-        text = log_probs(p.logits(text_emb))[:, 1:]
-        return ensemble_from_log_probs(text, image, p.base_mask, inplace=not torch.is_grad_enabled())
+        """(N, C) class scores by the configured mode (`postprocess.class_scores`)."""
+        return class_scores(self.box_predictor, text_emb, image_emb, self.inference_mode, self.image_background)
 
     def _detect(self, text_emb, image_emb, deltas, proposals, image_shapes):
         counts = [p.shape[0] for p in proposals]  # not len(): traced as a size when exported to ONNX
         boxes_all = self.box_coder.decode(deltas, proposals).reshape(-1, 4).split(counts)
         scores_all = self.class_scores(text_emb, image_emb).split(counts)
-        results = []
-        for boxes, scores, shape in zip(boxes_all, scores_all, image_shapes):
-            boxes = box_ops.clip_boxes_to_image(boxes, shape)
-            idx, labels = torch.where(scores > self.score_thresh)
-            b, s = boxes[idx], scores[idx, labels]
-            keep = box_ops.remove_small_boxes(b, 1e-2)
-            b, s, labels = b[keep], s[keep], labels[keep]
-            keep = nms_top_detections(b, s, labels, self.nms_thresh, self.detections_per_img, self.pre_nms_top_n)
-            results.append({"boxes": b[keep], "scores": s[keep], "labels": labels[keep]})
-        return results
+        return [select_detections(boxes, scores, shape, self.score_thresh, self.nms_thresh, self.detections_per_img,
+                                  self.pre_nms_top_n) for boxes, scores, shape in zip(boxes_all, scores_all, image_shapes)]
 
 
 RegionTeacher = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
