@@ -61,12 +61,10 @@ def test_readme_coco_sample_commands_train_and_test(tmp_path):
     # 4 images to train on, validate and test (the sample has 50): the commands' paths are what is checked
     r = subprocess.run([sys.executable, *moved(train), *TINY, "train_dataloader.dataset.max_images=4",
                         "val_dataloader.dataset.max_images=4", "log_level=WARNING", *IN_PROCESS[:4]],
-                       cwd=ROOT, capture_output=True,
-                       text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    r = subprocess.run([sys.executable, *moved(test), *TINY, "test_dataloader.dataset.max_images=4", "log_level=WARNING",
-                        *IN_PROCESS[4:]],
                        cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run([sys.executable, *moved(test), *TINY, "test_dataloader.dataset.max_images=4",
+                        "log_level=WARNING", *IN_PROCESS[4:]], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = json.loads((tmp_path / work / "metrics.json").read_text())["metrics"]
     assert {"det/AP50_novel", "det/AP50_base"} <= set(metrics), metrics

@@ -245,7 +245,8 @@ class ViLDRoIHeads(RoIHeads):
         boxes_all = self.box_coder.decode(deltas, proposals).reshape(-1, 4).split(counts)
         scores_all = self.class_scores(text_emb, image_emb).split(counts)
         return [select_detections(boxes, scores, shape, self.score_thresh, self.nms_thresh, self.detections_per_img,
-                                  self.pre_nms_top_n) for boxes, scores, shape in zip(boxes_all, scores_all, image_shapes)]
+                                  self.pre_nms_top_n)
+                for boxes, scores, shape in zip(boxes_all, scores_all, image_shapes)]
 
 
 RegionTeacher = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]

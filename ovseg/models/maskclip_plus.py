@@ -68,9 +68,9 @@ def student_probabilities(logits: Tensor, base: Optional[Tensor], classes: str =
 class MaskCLIPPlus(SegmentationModel):
     """An mmseg segmentor (`segmentor`: an mmseg `EncoderDecoder` config, as mmseg writes it; MaskCLIP+'s own
     is configs/_base_/models/maskclip_plus_deeplabv2_r101.py) whose heads end in the teacher's embedding
-    size, classified by cosine with the text embeddings. Trained with cross-entropy on `training_targets`; the pseudo-labels come from MaskCLIP (the teacher,
-    kept outside the module tree) and, from iteration `pseudo_label.self_train_from` on, from the
-    student's own predictions (self-training).
+    size, classified by cosine with the text embeddings. Trained with cross-entropy on `training_targets`;
+    the pseudo-labels come from MaskCLIP (the teacher, kept outside the module tree) and, from iteration
+    `pseudo_label.self_train_from` on, from the student's own predictions (self-training).
     `pseudo_label=None` trains on ground truth alone; ground truth of non-base classes is used only with
     `gt_classes="all"` (the oracle, with every class's labels). The mmseg backbone `TeacherTrunk` starts the
     student from a copy of a ModifiedResNet teacher's image tower; `freeze_backbone=True` trains the heads
