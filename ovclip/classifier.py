@@ -205,10 +205,13 @@ class OpenVocabularyClassifier(nn.Module):
             return text
         return torch.cat([F.normalize(self.background, dim=0)[None].to(text.dtype), text])
 
-    def forward(self, embeddings: Tensor, dim: int = -1, classes: Optional[Tensor] = None) -> Tensor:
+    def forward(self, embeddings: Tensor, dim: int = -1, classes: Optional[Tensor] = None,
+                weights: Optional[Tensor] = None) -> Tensor:
         """Logits of unit embeddings (normalised along `dim`): cosine with `weights(classes)` over the
-        temperature, the class axis replacing `dim`."""
-        w = self.weights(classes)
+        temperature, the class axis replacing `dim`. `weights`: `weights(classes)` already computed, by a
+        caller that scores many blocks of embeddings (at 21k classes the background's concatenation copies
+        5 MB)."""
+        w = self.weights(classes) if weights is None else weights
         dim = dim % embeddings.ndim
         # divided in place: the same numbers, without a second (N, C) tensor (at 21k classes, half the time)
         if dim == embeddings.ndim - 1:

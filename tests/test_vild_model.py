@@ -425,3 +425,46 @@ def test_ensemble_scores_without_autograd_are_the_same_numbers(image_background)
     assert (text < 1e-12).any() and (text > 1e-3).any()
     assert torch.allclose(inplace, published, rtol=1e-5, atol=0)
     assert torch.allclose(ensemble_scores(text, image, pred.base_mask), published, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("mode,image_background", [("text", False), ("image", False), ("image", True),
+                                                   ("ensemble", False), ("ensemble", True)])
+def test_scores_by_blocks_of_regions_are_the_thresholded_dense_scores(mode, image_background):
+    # candidate_scores keeps (region, class, score) above the threshold a block of regions at a time: the
+    # same pairs, in the same order, as torch.where over the dense (N, C) scores, for every block size,
+    # an uneven last block included.
+    from ovd.models.postprocess import candidate_scores
+    model = tiny_vild(classes=50, image_background=image_background).eval()
+    heads, pred = model.roi_heads, model.predictor
+    pred.classifier.set_text_embeddings(pred.text_embeddings, base_mask=torch.arange(50) % 3 > 0)
+    pred.classifier.temperature = 0.05
+    g = torch.Generator().manual_seed(0)
+    t_emb, i_emb = (F.normalize(torch.randn(23, 32, generator=g), dim=-1) for _ in range(2))
+    heads.inference_mode = mode
+    with torch.no_grad():
+        dense = heads.class_scores(t_emb, i_emb)
+        top = dense.flatten().sort().values[-41:-39]
+        thresh = float(top.mean())  # 40 pairs above, none within rounding of it
+        assert top[1] - top[0] > 1e-4 * top[1]
+        idx, labels = torch.where(dense > thresh)
+        for block_bytes in (None, 4 * 51 * 5, 4 * 51 * 7, 1, 1 << 20):  # one block, 5 / 7 / 1 rows, one block
+            got = candidate_scores(pred, t_emb, i_emb, mode, image_background, thresh, block_bytes)
+            assert torch.equal(got[0], idx) and torch.equal(got[1], labels)
+            assert torch.allclose(got[2], dense[idx, labels], rtol=1e-5, atol=0)  # matmul rounding, x |logit|
+        empty = candidate_scores(pred, t_emb[:0], i_emb[:0], mode, image_background, thresh, 4 * 51 * 5)
+        assert [tuple(t.shape) for t in empty] == [(0,), (0,), (0,)]
+
+
+def test_detections_are_the_same_with_dense_scores_and_by_blocks():
+    model = tiny_vild(classes=50).eval()
+    model.roi_heads.score_thresh = 0.0
+    images, _ = synthetic_batch()
+    with torch.no_grad():
+        model.roi_heads.score_block_bytes = None
+        dense = model(images)
+        model.roi_heads.score_block_bytes = 4 * 51 * 3
+        blocks = model(images)
+    assert len(dense) == len(blocks) == len(images) and len(dense[0]["boxes"]) > 0
+    for a, b in zip(dense, blocks):
+        assert torch.equal(a["labels"], b["labels"]) and torch.equal(a["boxes"], b["boxes"])
+        assert torch.allclose(a["scores"], b["scores"], rtol=1e-5, atol=0)

@@ -36,6 +36,8 @@ from .backbones import NORM_LAYERS, mobilenet_fpn, trunk_fpn
 from .postprocess import (
     ENSEMBLE_LAMBDA,
     PRE_NMS_TOP_N,
+    SCORE_BLOCK_BYTES,
+    candidate_scores,
     class_scores,
     ensemble_scores,
     nms_top_detections,
@@ -86,9 +88,10 @@ class ViLDPredictor(nn.Module):
         """Bool (C,): the vocabulary's base classes."""
         return self.classifier.base_mask
 
-    def logits(self, embeddings: Tensor) -> Tensor:
-        """Cosine similarity to background + classes, divided by the temperature."""
-        return self.classifier(embeddings)
+    def logits(self, embeddings: Tensor, weights: Optional[Tensor] = None) -> Tensor:
+        """Cosine similarity to background + classes, divided by the temperature (`weights`: the
+        classifier's `weights()` already computed)."""
+        return self.classifier(embeddings, weights=weights)
 
     def training_columns(self, gt_classes: str = "base") -> Tensor:
         """Columns of `logits` a training loss may use (`OpenVocabularyClassifier.training_columns`)."""
@@ -128,6 +131,7 @@ class ViLDRoIHeads(RoIHeads):
                                           or pre_nms_top_n < 1):
             raise ValueError(f"box_pre_nms_top_n must be a positive integer or None, not {pre_nms_top_n!r}")
         self.pre_nms_top_n = pre_nms_top_n
+        self.score_block_bytes: Optional[int] = SCORE_BLOCK_BYTES  # see candidate_scores (None: dense scores)
         self.image_box_head = image_box_head
         self.image_loss_weight, self.text_loss_weight = image_loss_weight, text_loss_weight
         self.inference_mode, self.gt_classes, self.image_background = inference_mode, gt_classes, image_background
@@ -243,10 +247,12 @@ class ViLDRoIHeads(RoIHeads):
     def _detect(self, text_emb, image_emb, deltas, proposals, image_shapes):
         counts = [p.shape[0] for p in proposals]  # not len(): traced as a size when exported to ONNX
         boxes_all = self.box_coder.decode(deltas, proposals).reshape(-1, 4).split(counts)
-        scores_all = self.class_scores(text_emb, image_emb).split(counts)
-        return [select_detections(boxes, scores, shape, self.score_thresh, self.nms_thresh, self.detections_per_img,
-                                  self.pre_nms_top_n)
-                for boxes, scores, shape in zip(boxes_all, scores_all, image_shapes)]
+        image_all = [None] * len(counts) if image_emb is None else image_emb.split(counts)
+        return [select_detections(boxes, candidate_scores(self.box_predictor, text, image, self.inference_mode,
+                                                          self.image_background, self.score_thresh,
+                                                          self.score_block_bytes),
+                                  shape, self.nms_thresh, self.detections_per_img, self.pre_nms_top_n)
+                for boxes, text, image, shape in zip(boxes_all, text_emb.split(counts), image_all, image_shapes)]
 
 
 RegionTeacher = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
