@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from torchvision.ops import boxes as box_ops
 
+from ovd.models.losses import pseudo_label_weights
 from ovd.models.vild import ENSEMBLE_LAMBDA, ViLDPredictor, build_vild, ensemble_scores
 
 
@@ -341,8 +342,8 @@ def test_pseudo_label_weights_scale_each_sample_as_vl_plm():
     targets = [{"boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 40, 40]]), "weights": torch.tensor([1.0, 0.85])},
                {"boxes": torch.zeros(0, 4), "weights": torch.zeros(0)}]
     proposals = [torch.tensor([[21.0, 21, 40, 40], [0, 0, 9, 9], [50, 50, 60, 60]]), torch.tensor([[0.0, 0, 5, 5]])]
-    assert heads.sample_weights(proposals, targets).tolist() == pytest.approx([0.85, 1.0, 1.0, 1.0])
-    assert heads.sample_weights(proposals, [{"boxes": t["boxes"]} for t in targets]) is None
+    assert pseudo_label_weights(proposals, targets).tolist() == pytest.approx([0.85, 1.0, 1.0, 1.0])
+    assert pseudo_label_weights(proposals, [{"boxes": t["boxes"]} for t in targets]) is None
 
 
 def test_training_step_with_weights_runs_and_weights_change_the_loss():

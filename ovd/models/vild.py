@@ -43,6 +43,7 @@ from .postprocess import (
     select_detections,
 )
 from .roi_align import ChannelParallelMultiScaleRoIAlign
+from .losses import pseudo_label_weights, text_cross_entropy
 
 __all__ = ["ENSEMBLE_LAMBDA", "ViLD", "ViLDPredictor", "ViLDRoIHeads", "build_vild", "ensemble_scores",
            "nms_top_detections"]
@@ -175,41 +176,8 @@ class ViLDRoIHeads(RoIHeads):
         return detections, {}
 
     def text_loss(self, text_emb: Tensor, labels: Tensor, weights: Optional[Tensor] = None) -> Tensor:
-        """Cross-entropy of the text head over the columns `gt_classes` allows (background + base for ViLD):
-        the other classes' logits are left out of the softmax, so they get no gradient. `weights`: one per
-        sampled box (VL-PLM's pseudo-label confidences), averaged over the samples."""
-        predictor = self.box_predictor
-        columns = predictor.training_columns(self.gt_classes)
-        position = torch.full((len(predictor.base_mask) + 1,), -1, dtype=torch.long, device=labels.device)
-        position[columns] = torch.arange(len(columns), device=labels.device)
-        target = position[labels]
-        if bool((target < 0).any()):
-            outside = sorted({int(v) - 1 for v in labels[target < 0]})
-            raise ValueError(f"training boxes are labelled with vocabulary positions {outside}, which are not base "
-                             f"classes: ViLD trains over the base classes only (gt_classes='base'). Train on base "
-                             f"annotations (the dataset's train_classes='base'), or set gt_classes='all' for an "
-                             f"oracle trained with every class or on pseudo-labels of the other classes")
-        logits = predictor.logits(text_emb)[:, columns]
-        if weights is None:
-            return F.cross_entropy(logits, target)
-        return (F.cross_entropy(logits, target, reduction="none") * weights).mean()
-
-    @staticmethod
-    def sample_weights(proposals: list[Tensor], targets: list[dict]) -> Optional[Tensor]:
-        """Loss weights of the sampled boxes when the targets carry per-box `weights` (pseudo-labels' scores):
-        each sample takes the weight of the annotation it overlaps most, background samples included, as
-        VL-PLM (detectron2 copies the best-overlap annotation's fields to every proposal); 1 in an image
-        without annotations. None when no target has weights."""
-        if not any("weights" in t for t in targets):
-            return None
-        out = []
-        for props, t in zip(proposals, targets):
-            w = t.get("weights")
-            if w is None or not len(t["boxes"]):
-                out.append(torch.ones(len(props), device=props.device))
-            else:
-                out.append(w.to(props.device).float()[box_ops.box_iou(props, t["boxes"]).argmax(dim=1)])
-        return torch.cat(out)
+        """The text head's cross-entropy over the columns `gt_classes` allows (`losses.text_cross_entropy`)."""
+        return text_cross_entropy(self.box_predictor, self.gt_classes, text_emb, labels, weights)
 
     def _losses(self, features, proposals, image_shapes, targets) -> dict[str, Tensor]:
         if self.has_mask() and (targets is None or any("masks" not in t for t in targets)):
@@ -217,7 +185,7 @@ class ViLDRoIHeads(RoIHeads):
         proposals, matched_idxs, labels, regression_targets = self.select_training_samples(proposals, targets)
         text_emb, _, deltas = self._embed(features, proposals, image_shapes, with_image=False)
         flat_labels = torch.cat(labels)
-        weights = self.sample_weights(proposals, targets)
+        weights = pseudo_label_weights(proposals, targets)
         loss_text = self.text_loss(text_emb, flat_labels, weights)
         pos = torch.where(flat_labels > 0)[0]
         box = F.smooth_l1_loss(deltas[pos], torch.cat(regression_targets)[pos], beta=1 / 9, reduction="none")
