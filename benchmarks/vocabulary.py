@@ -211,9 +211,9 @@ def detection_rows(sizes: list[int], runs: int) -> tuple[list[str], dict[int, fl
 
 
 def score_regions(classes: int, regions: int, block_bytes: Optional[int], runs: int) -> tuple[float, float, int]:
-    """(median seconds, peak memory growth in MiB, candidates) of `candidate_scores` (the first call untimed) for `regions` random
-    region embeddings near random classes (ViLD-ensemble, threshold 0.001). Run in a fresh process: the
-    peak resident memory is the process's own."""
+    """(median seconds, peak memory growth in MiB, candidates) of `candidate_scores` (the first call untimed)
+    for `regions` random region embeddings near random classes (ViLD-ensemble, threshold 0.001). Run in a
+    fresh process: the peak resident memory is the process's own."""
     torch.manual_seed(0)
     text = F.normalize(torch.randn(classes, 64), dim=-1)
     predictor = ViLDPredictor(64, text, base_mask=torch.rand(classes) < 0.5).eval()
