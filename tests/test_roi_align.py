@@ -28,7 +28,7 @@ def features_and_boxes(levels, channels):
 
 
 @pytest.mark.parametrize("levels,channels,n_threads,sampling", [(4, 16, 2, 2), (1, 7, 3, 2), (3, 5, 2, 0),
-                                                                (4, 16, 1, 2)])
+                                                                (4, 16, 1, 2)])  # the last: one thread, stock path
 def test_split_by_channels_equals_torchvision_to_the_bit(threads, levels, channels, n_threads, sampling):
     threads(n_threads)
     feats, boxes = features_and_boxes(levels, channels)
@@ -69,3 +69,16 @@ def test_a_pool_from_another_process_is_not_used(threads):
     roi_align._POOL = (pid + 1, executor)
     assert torch.equal(pool(feats, boxes, [(256, 320)] * 2), expected)
     assert roi_align._POOL[0] == pid and roi_align._POOL[1] is not executor
+
+
+def test_autocast_and_other_dtypes_take_torchvision_s_path(threads):
+    # autocast is per thread (pool threads would not see it): under CPU autocast the stock path runs and
+    # gives torchvision's bfloat16 result
+    threads(2)
+    feats, boxes = features_and_boxes(4, 8)
+    names, shapes = list(feats), [(256, 320)] * 2
+    bf16 = OrderedDict((k, v.bfloat16()) for k, v in feats.items())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = MultiScaleRoIAlign(names, 7, 2)(bf16, boxes, shapes)
+        got = ChannelParallelMultiScaleRoIAlign(names, 7, 2)(bf16, boxes, shapes)
+    assert got.dtype == expected.dtype and torch.equal(got, expected)

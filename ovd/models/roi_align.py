@@ -5,8 +5,8 @@ of RoIAlign's output and of its input gradient depends on that channel alone, so
 torchvision's kernel on a block of channels and the blocks are concatenated: no sum changes order, and the
 outputs and gradients equal torchvision's exactly (tests/test_roi_align.py). On 2 cores, the shipped
 synthetic ViLD config: the box RoIAlign's forward + backward 1.39x faster, a training step 1.20x
-(benchmarks/roi_align.py). On GPUs, when traced or scripted, on one thread, or without torchvision's private
-pooler helpers, the stock torchvision path runs.
+(benchmarks/roi_align.py). On GPUs, when traced or scripted, on one thread, under autocast, for other dtypes
+than float32 / float64, or without torchvision's private pooler helpers, the stock torchvision path runs.
 """
 from __future__ import annotations
 
@@ -48,9 +48,16 @@ def _map(fn, blocks: list[slice]) -> list[Tensor]:
             if _POOL is not None and _POOL[0] == os.getpid():
                 _POOL[1].shutdown(wait=False)  # more threads were asked for (torch.set_num_threads)
             _POOL = (os.getpid(), ThreadPoolExecutor(len(blocks) - 1, thread_name_prefix="ovd-roi-align"))
-        others = [_POOL[1].submit(fn, b) for b in blocks[1:]]  # under the lock: no shutdown in between
+        # submitted under the lock: no shutdown in between
+        others = [_POOL[1].submit(_without_grad, fn, b) for b in blocks[1:]]
     first = fn(blocks[0])
     return [first] + [f.result() for f in others]
+
+
+def _without_grad(fn, block: slice) -> Tensor:
+    """fn(block) in a pool thread, whose grad mode is its own (the caller's autograd.Function runs without)."""
+    with torch.no_grad():
+        return fn(block)
 
 
 class _RoIAlignByChannels(torch.autograd.Function):
@@ -79,7 +86,14 @@ def roi_align_by_channels(input: Tensor, rois: Tensor, output_size: "int | tuple
     """`torchvision.ops.roi_align` for (K, 5) `rois` on a CPU tensor, its forward and backward split across
     threads by channel; the same outputs and gradients."""
     h, w = (output_size, output_size) if isinstance(output_size, int) else output_size
-    return _RoIAlignByChannels.apply(input, rois.to(input.dtype), spatial_scale, h, w, sampling_ratio, aligned)
+    return _RoIAlignByChannels.apply(input, rois, spatial_scale, h, w, sampling_ratio, aligned)
+
+
+def _autocast_on_cpu() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
 
 
 class ChannelParallelMultiScaleRoIAlign(MultiScaleRoIAlign):
@@ -88,8 +102,10 @@ class ChannelParallelMultiScaleRoIAlign(MultiScaleRoIAlign):
 
     def forward(self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
         features = [v for k, v in x.items() if k in self.featmap_names]
+        # autocast is per thread (pool threads would not see it) and the kernels are float32 / float64 only
         if (_setup_scales is None or torch.jit.is_tracing() or torch.jit.is_scripting() or torch.get_num_threads() < 2
-                or any(f.device.type != "cpu" for f in features)):
+                or _autocast_on_cpu()
+                or any(f.device.type != "cpu" or f.dtype not in (torch.float32, torch.float64) for f in features)):
             return super().forward(x, boxes, image_shapes)
         x_filtered = _filter_input(x, self.featmap_names)
         if self.scales is None or self.map_levels is None:

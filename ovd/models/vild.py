@@ -209,7 +209,8 @@ class ViLDRoIHeads(RoIHeads):
         return losses
 
     def class_scores(self, text_emb: Tensor, image_emb: Optional[Tensor]) -> Tensor:
-        """(N, C) class scores by the configured mode (`postprocess.class_scores`)."""
+        """(N, C) class scores by the configured mode (`postprocess.class_scores`). Detection scores through
+        `postprocess.candidate_scores` (blocks of regions, the same numbers), not through this method."""
         return class_scores(self.box_predictor, text_emb, image_emb, self.inference_mode, self.image_background)
 
     def _detect(self, text_emb, image_emb, deltas, proposals, image_shapes):
