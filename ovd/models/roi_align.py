@@ -101,13 +101,13 @@ class ChannelParallelMultiScaleRoIAlign(MultiScaleRoIAlign):
     threads by channel on CPU (`roi_align_by_channels`)."""
 
     def forward(self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
-        features = [v for k, v in x.items() if k in self.featmap_names]
-        # autocast is per thread (pool threads would not see it) and the kernels are float32 / float64 only
-        if (_setup_scales is None or torch.jit.is_tracing() or torch.jit.is_scripting() or torch.get_num_threads() < 2
-                or _autocast_on_cpu()
-                or any(f.device.type != "cpu" or f.dtype not in (torch.float32, torch.float64) for f in features)):
+        if _setup_scales is None or torch.jit.is_tracing() or torch.jit.is_scripting():
             return super().forward(x, boxes, image_shapes)
         x_filtered = _filter_input(x, self.featmap_names)
+        # autocast is per thread (pool threads would not see it) and the kernels are float32 / float64 only
+        if torch.get_num_threads() < 2 or _autocast_on_cpu() or \
+                any(f.device.type != "cpu" or f.dtype not in (torch.float32, torch.float64) for f in x_filtered):
+            return super().forward(x, boxes, image_shapes)
         if self.scales is None or self.map_levels is None:
             self.scales, self.map_levels = _setup_scales(x_filtered, image_shapes, self.canonical_scale,
                                                          self.canonical_level)

@@ -32,6 +32,7 @@ from torchvision.ops import boxes as box_ops
 from ovclip.classifier import OpenVocabularyClassifier, VocabularyEmbeddings, check_gt_classes
 
 from .backbones import NORM_LAYERS, mobilenet_fpn, trunk_fpn
+from .losses import pseudo_label_weights, text_cross_entropy
 from .postprocess import (
     ENSEMBLE_LAMBDA,
     PRE_NMS_TOP_N,
@@ -43,7 +44,6 @@ from .postprocess import (
     select_detections,
 )
 from .roi_align import ChannelParallelMultiScaleRoIAlign
-from .losses import pseudo_label_weights, text_cross_entropy
 
 __all__ = ["ENSEMBLE_LAMBDA", "ViLD", "ViLDPredictor", "ViLDRoIHeads", "build_vild", "ensemble_scores",
            "nms_top_detections"]
