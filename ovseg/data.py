@@ -17,14 +17,10 @@ from ovclip.io import ImageReadError, read_image
 from ovclip.transforms import build_pipeline
 from ovclip.vocabulary import Vocabulary, VocabularyError, load_vocabulary, match_categories
 
+from .labels import BACKGROUND, IGNORE  # noqa: F401  (the datasets' label values, imported from here too)
 from .registry import DATASETS, FUNCTIONS
 
 log = logging.getLogger(__name__)
-
-IGNORE = 255  # label value that no loss and no metric counts
-# Labelled as belonging to no class of the vocabulary (the synthetic world's background): no loss, no
-# metric, and no pseudo-label either, unlike IGNORE (unlabelled) pixels.
-BACKGROUND = 254
 
 
 class SegDataError(UserInputError, ValueError):

@@ -1,5 +1,6 @@
 """Segmentation metrics: mmseg's IoUMetric over an open vocabulary, with base / novel mIoU and their
-harmonic mean (hIoU)."""
+harmonic mean (hIoU). mmseg is imported when a metric is first computed, not with this module (~2.5 s: the
+demo and the tools that only write label maps do without it)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,17 +8,20 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
+from mmengine.evaluator import BaseMetric
 from PIL import Image
 
 from ovclip.io import atomic_json_dump, atomic_write
 from ovclip.vocabulary import Vocabulary, load_vocabulary
 
-from .data import BACKGROUND, IGNORE
+from .labels import BACKGROUND, IGNORE
 from .mmseg_compat import import_mmseg
 from .registry import METRICS
 
-import_mmseg("evaluation")
-from mmseg.evaluation import IoUMetric  # noqa: E402  (after the mmcv.ops stand-in)
+
+def iou_metric() -> type:
+    """mmseg's IoUMetric, whose histogram and metric functions SegMetric uses (imported on first use)."""
+    return import_mmseg("evaluation").evaluation.IoUMetric
 
 
 def label_maps(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,7 +61,7 @@ def save_label_png(label: torch.Tensor, path: Path) -> None:
 
 
 @METRICS.register_module()
-class SegMetric(IoUMetric):
+class SegMetric(BaseMetric):
     """mmseg's IoUMetric (per-image intersection / union histograms, summed over the test set and ranks;
     a class counts in a mean when its union is not empty) over an open vocabulary: mIoU / mAcc / aAcc in
     percent, plus mIoU over the base and the novel classes and their harmonic mean `hIoU` when the
@@ -68,7 +72,8 @@ class SegMetric(IoUMetric):
 
     def __init__(self, vocabulary: "Vocabulary | str | Sequence[str]", out_dir: Optional[str] = None,
                  results_file: Optional[str] = None, collect_device: str = "cpu", prefix: Optional[str] = None):
-        super().__init__(ignore_index=IGNORE, iou_metrics=["mIoU"], collect_device=collect_device, prefix=prefix)
+        super().__init__(collect_device=collect_device, prefix=prefix)
+        self.ignore_index = IGNORE
         self.vocabulary = load_vocabulary(vocabulary)
         self.out_dir = out_dir
         self.results_dir = Path(results_file) if results_file else None
@@ -76,6 +81,7 @@ class SegMetric(IoUMetric):
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
         """Add each image's intersection / union histograms (prediction against ground truth, same size)."""
         k = len(self.vocabulary)
+        intersect_and_union = iou_metric().intersect_and_union
         for sample in data_samples:
             pred, gt = label_maps(sample)
             check_labels(pred, gt, k)
@@ -84,13 +90,13 @@ class SegMetric(IoUMetric):
                 save_label_png(pred, self.results_dir / f"{stem}.png")
             gt = gt.masked_fill(gt == BACKGROUND, IGNORE)
             # float64 from here: mmseg's float32 histograms are exact per image, not summed over a test set
-            self.results.append(tuple(t.double() for t in self.intersect_and_union(pred, gt, k, IGNORE)))
+            self.results.append(tuple(t.double() for t in intersect_and_union(pred, gt, k, IGNORE)))
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         """Sum the histograms and turn them into metrics."""
         k = len(self.vocabulary)
         totals = [sum(r[i] for r in results) if results else torch.zeros(k, dtype=torch.float64) for i in range(4)]
-        per_class = self.total_area_to_metrics(*totals, ["mIoU"])
+        per_class = iou_metric().total_area_to_metrics(*totals, ["mIoU"])
         metrics = summary(per_class["IoU"], per_class["Acc"], float(per_class["aAcc"]), self.vocabulary)
         if self.out_dir:
             iou = {name: (None if np.isnan(v) else round(float(100 * v), 3))

@@ -42,3 +42,9 @@ def test_the_evaluators_load_without_the_models_and_open_clip():
     loaded = set(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                                 check=True).stdout.split())
     assert "open_clip" not in loaded and "ovd.models" not in loaded and "ovd.api" not in loaded, loaded
+    # the segmentation metric imports mmseg when it first computes (~2.5 s), not with its module
+    code = ("import sys; from ovseg.evaluation import SegMetric; "
+            "print(' '.join(m for m in sys.modules if m.split('.')[0] in ('open_clip', 'mmseg', 'torchvision')))")
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert not loaded, loaded
