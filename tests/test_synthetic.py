@@ -89,6 +89,38 @@ def test_teacher_training_lowers_the_loss_and_loads_as_a_teacher(tmp_path):
     assert load_synthetic_teacher(tmp_path / "none") is None
 
 
+def test_a_teacher_can_be_trained_without_captions_in_the_hand_prompts_phrasing(tmp_path):
+    from ovclip.prompts import SINGLE_TEMPLATE
+    from ovclip.synthetic.tiny_clip import caption_pool, teacher_captions, train_tiny_clip
+    from ovclip.synthetic.world import CAPTION_SETS, CAPTION_TEMPLATES
+    hand = SINGLE_TEMPLATE[0].split("{}")[0]  # "a photo of a "
+    _, default, _ = caption_pool(200, seed=0, size=16)
+    _, without, labels = caption_pool(200, seed=0, size=16, captions="no-hand-prompt")
+    assert any(c.startswith(hand) for c in default) and not any(c.startswith(hand) for c in without)
+    assert all(SHAPES[int(i)] in c for c, i in zip(without, labels))
+    assert set(CAPTION_SETS["no-hand-prompt"]) == {t for t in CAPTION_TEMPLATES if not t.startswith(hand)}
+    # the default set draws exactly as before the choice existed (the shipped teacher's recipe)
+    a, b = caption_sample(np.random.default_rng(5)), caption_sample(np.random.default_rng(5), templates=CAPTION_TEMPLATES)
+    assert np.array_equal(a[0], b[0]) and a[1:] == b[1:]
+    with pytest.raises(ValueError, match="unknown caption set 'web'.*no-hand-prompt"):
+        caption_pool(4, seed=0, size=16, captions="web")
+    train_tiny_clip(tmp_path / "t", steps=2, batch_size=4, pool_size=16, log_every=0, captions="no-hand-prompt")
+    assert teacher_captions(tmp_path / "t") == "no-hand-prompt"
+    assert teacher_captions(ROOT / "model_zoo" / "synthetic") == "default"  # trained before the choice
+
+
+def test_bench_refuses_a_teacher_of_other_captions(tmp_path):
+    import shutil
+    own = tmp_path / "teacher"
+    shutil.copytree(ROOT / "model_zoo" / "synthetic", own)
+    (own / "training.json").write_text(json.dumps({"captions": "no-hand-prompt"}))
+    for extra, message in ((["--teacher-captions", "no-hand-prompt"], "needs a --teacher-dir of its own"),
+                           (["--teacher-dir", str(own)], "trained on the caption set 'no-hand-prompt', not 'default'")):
+        r = subprocess.run([sys.executable, "tools/bench_ov.py", "--quick", "--work-dir", str(tmp_path), *extra],
+                           cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == 2 and message in r.stderr, r.stderr[-2000:]
+
+
 def test_bench_quick_runs_end_to_end(tmp_path):
     # --cfg-options reach every detection student's config (a harmless override, to see it arrive)
     r = subprocess.run([sys.executable, "tools/bench_ov.py", "--quick", "--work-dir", str(tmp_path),

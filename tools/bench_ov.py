@@ -20,7 +20,9 @@ from mmengine.config import DictAction
 
 from ovclip.cli import add_debug_flag, run_tool
 from ovclip.synthetic import make_world
-from ovclip.synthetic.tiny_clip import load_synthetic_teacher, teacher_spec, train_tiny_clip, zero_shot_accuracy
+from ovclip.synthetic.tiny_clip import (load_synthetic_teacher, teacher_captions, teacher_spec, train_tiny_clip,
+                                        zero_shot_accuracy)
+from ovclip.synthetic.world import CAPTION_SETS
 from ovclip.synthetic.bench import BenchRow
 from ovd.bench import DETR_TEXT_ROW, OVDETR_ROW, PSEUDO_ROW, run_detection_rows
 from ovseg.bench import run_segmentation_rows
@@ -37,6 +39,7 @@ DETECTION_ROWS = {"ViLD": "ViLD and ViLD-ensemble (with its image head)", "oracl
                   "pseudo-labels": "VL-PLM's pseudo-labels", "DETR-text": "the DETR student, text classifier",
                   "OV-DETR": "OV-DETR on base + pseudo-boxes"}
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SHIPPED_TEACHER = "model_zoo/synthetic"
 
 
 def print_table(rows: list[BenchRow], title: str, verdicts: bool = True) -> None:
@@ -82,8 +85,11 @@ def main(argv=None) -> int:
     p.add_argument("--rows", nargs="+", choices=list(DETECTION_ROWS),
                    help="detection rows to run (ViLD-text always runs: the others use its proposals); all by default")
     p.add_argument("--work-dir", default="work_dirs/bench_ov")
-    p.add_argument("--teacher-dir", default="model_zoo/synthetic", help="where the trained teacher is (or goes)")
+    p.add_argument("--teacher-dir", default=SHIPPED_TEACHER, help="where the trained teacher is (or goes)")
     p.add_argument("--train-teacher", action="store_true", help="train the teacher even if one is there")
+    p.add_argument("--teacher-captions", choices=list(CAPTION_SETS), default="default",
+                   help="the caption set the teacher is (or gets) trained on; 'no-hand-prompt' leaves out the "
+                        "captions in the phrasing of the prompt 'a photo of a {}.' (needs a --teacher-dir of its own)")
     p.add_argument("--configs", default=str(CONFIGS), help="the project's configs folder (default: the repository's)")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
                    help="override keys of the detection config for every detection row: key=value")
@@ -93,12 +99,19 @@ def main(argv=None) -> int:
     s = SETTINGS["quick" if args.quick else "full"]
     work = Path(args.work_dir) / ("quick" if args.quick else "full")
     teacher_dir = Path(args.teacher_dir)
+    if args.teacher_captions != "default" and teacher_dir == Path(SHIPPED_TEACHER):
+        p.error(f"--teacher-captions {args.teacher_captions} needs a --teacher-dir of its own "
+                f"({SHIPPED_TEACHER} is the shipped teacher, trained on the default captions)")
     t0 = time.perf_counter()
     teacher = None if args.train_teacher else load_synthetic_teacher(teacher_dir)
+    if teacher is not None and teacher_captions(teacher_dir) != args.teacher_captions:
+        p.error(f"the teacher in {teacher_dir} was trained on the caption set '{teacher_captions(teacher_dir)}', "
+                f"not '{args.teacher_captions}': add --train-teacher, or name another --teacher-dir")
     if teacher is None:
         teacher_dir = teacher_dir if args.train_teacher or not args.quick else work / "teacher"
-        print(f"training the teacher ({s['teacher_steps']} steps) into {teacher_dir} ...", flush=True)
-        train_tiny_clip(teacher_dir, steps=s["teacher_steps"])
+        print(f"training the teacher ({s['teacher_steps']} steps, captions '{args.teacher_captions}') into "
+              f"{teacher_dir} ...", flush=True)
+        train_tiny_clip(teacher_dir, steps=s["teacher_steps"], captions=args.teacher_captions)
         teacher = load_synthetic_teacher(teacher_dir)
     teacher_seconds = time.perf_counter() - t0
     for seed in args.seed:
@@ -121,11 +134,13 @@ def main(argv=None) -> int:
             rows += run_segmentation_rows(world, teacher_spec(teacher_dir), work / f"segmenters-s{seed}",
                                           s["seg_iters"], seed, Path(args.configs), progress=progress)
         overrides = f", detection config options {args.cfg_options}" if args.cfg_options else ""
+        if args.teacher_captions != "default":
+            overrides += f", teacher trained on the '{args.teacher_captions}' captions"
         print_table(rows, f"open-vocabulary transfer, seed {seed}{' (quick)' if args.quick else ''}{overrides}",
                     verdicts=not args.quick)
-        (work / f"results-s{seed}.json").write_text(json.dumps({"seed": seed, "zero_shot": zs,
-                                                                "cfg_options": args.cfg_options,
-                                                                "rows": [r.__dict__ for r in rows]}, indent=1))
+        results = {"seed": seed, "zero_shot": zs, "teacher": str(teacher_dir), "teacher_captions": args.teacher_captions,
+                   "cfg_options": args.cfg_options, "rows": [r.__dict__ for r in rows]}
+        (work / f"results-s{seed}.json").write_text(json.dumps(results, indent=1))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     return 0
 

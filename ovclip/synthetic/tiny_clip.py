@@ -23,13 +23,14 @@ from safetensors.torch import save_file
 
 from ..io import atomic_json_dump, atomic_write
 from ..regions import region_embeddings
-from .world import NOVEL_SHAPES, SHAPES, caption_sample, scene
+from .world import CAPTION_SETS, NOVEL_SHAPES, SHAPES, caption_sample, scene
 from ..teacher import Teacher, model_from_config, load_teacher
 from ..text import text_embeddings
 
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "synthetic-rn"
+TRAINING_FILE = "training.json"  # beside a trained teacher: how it was trained (its caption set among them)
 
 
 def teacher_config() -> dict:
@@ -37,16 +38,21 @@ def teacher_config() -> dict:
     return json.loads(resources.files("ovclip.model_configs").joinpath(CONFIG_NAME + ".json").read_text())
 
 
-def caption_pool(n: int, seed: int, size: int) -> tuple[torch.Tensor, list[str], torch.Tensor]:
-    """n captioned single-object images: uint8 (n, 3, size, size), captions, class positions."""
+def caption_pool(n: int, seed: int, size: int, captions: str = "default"
+                 ) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+    """n captioned single-object images: uint8 (n, 3, size, size), captions written from the templates of
+    the caption set `captions` (world.CAPTION_SETS), class positions."""
+    if captions not in CAPTION_SETS:
+        raise ValueError(f"unknown caption set {captions!r}: choose one of {sorted(CAPTION_SETS)}")
+    templates = CAPTION_SETS[captions]
     rng = np.random.default_rng(seed)
-    images, captions, labels = [], [], []
+    images, texts, labels = [], [], []
     for i in range(n):
-        img, cap, lab = caption_sample(rng, size, label=i % len(SHAPES))
+        img, cap, lab = caption_sample(rng, size, label=i % len(SHAPES), templates=templates)
         images.append(img)
-        captions.append(cap)
+        texts.append(cap)
         labels.append(lab)
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), captions, torch.tensor(labels)
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), texts, torch.tensor(labels)
 
 
 def _normalise(images: torch.Tensor) -> torch.Tensor:
@@ -56,16 +62,18 @@ def _normalise(images: torch.Tensor) -> torch.Tensor:
 
 
 def train_tiny_clip(out_dir: "str | Path", seed: int = 0, steps: int = 1200, batch_size: int = 128,
-                    pool_size: int = 16000, lr: float = 1e-3, log_every: int = 100) -> dict[str, Any]:
-    """Train the teacher and write `teacher.json` (model + preprocess config) and `teacher.safetensors`
-    (fp16) to out_dir. Returns the loss history and timing."""
+                    pool_size: int = 16000, lr: float = 1e-3, log_every: int = 100, captions: str = "default"
+                    ) -> dict[str, Any]:
+    """Train the teacher on captions of the caption set `captions` (world.CAPTION_SETS) and write
+    `teacher.json` (model + preprocess config), `teacher.safetensors` (fp16) and `training.json` (these
+    arguments) to out_dir. Returns the loss history and timing."""
     cfg = teacher_config()
     size = cfg["vision_cfg"]["image_size"]
     torch.manual_seed(seed)
     model = model_from_config(cfg, seed)
     tokenizer = SimpleTokenizer(context_length=cfg["text_cfg"]["context_length"])
-    images, captions, _ = caption_pool(pool_size, seed, size)
-    tokens = tokenizer(captions)
+    images, texts, _ = caption_pool(pool_size, seed, size, captions)
+    tokens = tokenizer(texts)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
@@ -105,7 +113,16 @@ def train_tiny_clip(out_dir: "str | Path", seed: int = 0, steps: int = 1200, bat
     atomic_write(out / "teacher.safetensors", lambda tmp: save_file(state, tmp))
     atomic_json_dump({**cfg, "preprocess_cfg": {"mean": list(OPENAI_DATASET_MEAN), "std": list(OPENAI_DATASET_STD)}},
                      out / "teacher.json", indent=1)
+    atomic_json_dump({"captions": captions, "seed": seed, "steps": steps, "batch_size": batch_size,
+                      "pool_size": pool_size, "lr": lr}, out / TRAINING_FILE, indent=1)
     return {"loss": history, "seconds": time.perf_counter() - t0}
+
+
+def teacher_captions(folder: "str | Path") -> str:
+    """The caption set the teacher in `folder` was trained on ("default" when it says nothing: the shipped
+    model_zoo/synthetic teacher predates the choice)."""
+    path = Path(folder) / TRAINING_FILE
+    return json.loads(path.read_text()).get("captions", "default") if path.is_file() else "default"
 
 
 def teacher_spec(folder: "str | Path") -> dict:

@@ -29,6 +29,14 @@ SIZE_WORDS = ((0.0, "small"), (0.45, "medium"), (0.7, "large"))
 CAPTION_TEMPLATES = ("a photo of a {size} {colour} {shape}.", "a {colour} {shape}.", "a {size} {shape}.",
                      "a photo of a {shape}.", "a {shape} on a textured background.", "the {colour} {shape}.",
                      "a drawing of a {size} {colour} {shape}.", "a {shape}.")
+# The caption sets a teacher can be trained on (train_tiny_clip's `captions`). "default": every template above,
+# two of them in the phrasing of the hand-written prompt a detector uses ("a photo of a {}.", SINGLE_TEMPLATE),
+# which is then in the teacher's training distribution. "no-hand-prompt": those two left out, as CLIP's web
+# captions are not written from a detector's prompt: the fair test of learned prompts (DetPro).
+CAPTION_SETS: dict[str, tuple[str, ...]] = {
+    "default": CAPTION_TEMPLATES,
+    "no-hand-prompt": tuple(t for t in CAPTION_TEMPLATES if not t.startswith("a photo of a ")),
+}
 
 
 def vocabulary_entries() -> list[dict]:
@@ -161,12 +169,12 @@ def scene(rng: np.random.Generator, size: int = 128, max_objects: int = 4, min_v
     return _to_uint8(img), [o for o in objects if o.mask.sum() >= min_visible // 2]
 
 
-def caption_sample(rng: np.random.Generator, size: int = 64, label: int | None = None, canvas: int = 128
-                   ) -> tuple[np.ndarray, str, int]:
+def caption_sample(rng: np.random.Generator, size: int = 64, label: int | None = None, canvas: int = 128,
+                   templates: Sequence[str] = CAPTION_TEMPLATES) -> tuple[np.ndarray, str, int]:
     """A captioned single-object image of any class, made the way ViLD crops regions: one shape of the
     detection images' sizes on a `canvas`-pixel textured image, cut out around its box enlarged 1-1.7
     times (jittered) and resized to size x size, aspect ignored. The caption names the shape and
-    maybe its colour and size ("a photo of a small red star")."""
+    maybe its colour and size ("a photo of a small red star"), written from one of `templates`."""
     label = int(rng.integers(len(SHAPES))) if label is None else label
     img = textured_background(rng, canvas)
     rel = rng.uniform(0.08, 0.2)
@@ -184,7 +192,7 @@ def caption_sample(rng: np.random.Generator, size: int = 64, label: int | None =
            min(canvas, int(math.ceil(my + h / 2))))
     crop = Image.fromarray(_to_uint8(img)).crop(box).resize((size, size), Image.BILINEAR)
     size_word = [word for t, word in SIZE_WORDS if (rel - 0.08) / 0.12 >= t][-1]
-    template = CAPTION_TEMPLATES[int(rng.integers(len(CAPTION_TEMPLATES)))]
+    template = templates[int(rng.integers(len(templates)))]
     return np.asarray(crop), template.format(size=size_word, colour=colour, shape=SHAPES[label]), label
 
 
