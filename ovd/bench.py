@@ -10,12 +10,11 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from mmengine.runner import Runner
 from torchvision.ops import batched_nms
 
 from ovclip.cli import tool_config
 from ovclip.synthetic.bench import BenchRow, train_and_test
-from ovclip.engine.runner import load_config
+from ovclip.engine.runner import ProjectRunner, load_config
 from ovclip.options import with_defaults
 from ovclip.io import atomic_torch_save, read_image, to_unit_float
 from ovclip.precompute import run_precompute
@@ -105,7 +104,8 @@ def region_store(model: torch.nn.Module, world: dict[str, str], teacher_spec: di
             "train_dataloader.dataset.max_distill_regions": num_regions}
 
 
-def train_student(configs: Path, options: dict[str, Any], work_dir: Path, iters: int, seed: int) -> tuple[Runner, dict]:
+def train_student(configs: Path, options: dict[str, Any], work_dir: Path, iters: int, seed: int
+                  ) -> tuple[ProjectRunner, dict]:
     """Train one detection student of the synthetic config (under `configs`) and evaluate it on the world's
     val split."""
     return train_and_test(Path(configs) / CONFIG, options, work_dir, iters, seed)
@@ -145,7 +145,7 @@ def learn_prompts(configs: Path, world: dict[str, str], teacher_spec: dict, stor
         "train_dataloader.dataset.img_dir": world["train_images"],
         "train_dataloader.dataset.feature_store": store["train_dataloader.dataset.feature_store"]},
         work_dir=str(work_dir))
-    Runner.from_cfg(cfg).train()
+    ProjectRunner.from_cfg(cfg).train()
     return Path(work_dir) / PROMPT_FILE
 
 

@@ -139,6 +139,20 @@ def test_every_config_builds_its_loops(config, roots, tmp_path):
         assert len(runner.build_train_loop(cfg.train_cfg).dataloader.dataset) > 0
 
 
+def test_the_console_gets_neither_mmengines_dumps_nor_its_frozen_parameter_warnings(tmp_path, capsys):
+    from ovclip.engine.runner import ProjectRunner
+    runner = ProjectRunner.__new__(ProjectRunner)  # only what build_logger reads, set by hand
+    runner._log_dir, runner._timestamp, runner._experiment_name = str(tmp_path), "run", f"console-{tmp_path.name}"
+    logger = runner.build_logger(log_level="INFO")  # what the Runner calls on itself
+    messages = ["teacher.model.visual.conv1.weight is skipped since its requires_grad=False",
+                "Config:\nmodel = dict()", "a warning worth reading"]
+    for message in messages:
+        logger.warning(message)
+    console, logged = capsys.readouterr().out, (tmp_path / "run.log").read_text()
+    assert "a warning worth reading" in console and "requires_grad" not in console and "Config:" not in console
+    assert all(m.split("\n")[0] in logged for m in messages)
+
+
 def test_data_root_reaches_every_path_built_from_it(tmp_path):
     default = load_config(ROOT / "configs/vild/vild_r50_fpn_2x_ov-lvis.py")
     cfg = load_config(ROOT / "configs/vild/vild_r50_fpn_2x_ov-lvis.py",

@@ -9,9 +9,8 @@ from typing import Any
 
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
-from mmengine.runner import Runner
 
-from ..engine.runner import drop_training, load_config
+from ..engine.runner import ProjectRunner, drop_training, load_config
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,7 @@ class BenchProgressHook(Hook):
 
 
 def train_and_test(config: "str | Path", options: dict[str, Any], work_dir: Path, iters: int,
-                   seed: int) -> tuple[Runner, dict]:
+                   seed: int) -> tuple[ProjectRunner, dict]:
     """Train a config's model for `iters` iterations (warm-up, then cosine) and evaluate it on its test set."""
     warmup = max(1, iters // 10)
     cfg = load_config(config, {**options, "train_cfg.max_iters": iters, "randomness.seed": seed,
@@ -66,7 +65,7 @@ def train_and_test(config: "str | Path", options: dict[str, Any], work_dir: Path
                                 eta_min=cfg.optim_wrapper.optimizer.lr * 0.01)]
     cfg.default_hooks.checkpoint.interval = iters
     cfg.custom_hooks = [*cfg.custom_hooks, dict(type="BenchProgressHook", name=work_dir.name)]
-    runner = Runner.from_cfg(cfg)
+    runner = ProjectRunner.from_cfg(cfg)
     runner.train()
     metrics = runner.test()
     log.info("%s: %s", work_dir, metrics)
@@ -77,4 +76,4 @@ def evaluate_config(config: "str | Path", options: dict[str, Any], work_dir: Pat
     """Evaluate a config's model as built (a zero-shot model) on its test set."""
     cfg = load_config(config, {**options, "log_level": "WARNING"}, work_dir=str(work_dir))
     drop_training(cfg)
-    return Runner.from_cfg(cfg).test()
+    return ProjectRunner.from_cfg(cfg).test()
