@@ -111,6 +111,7 @@ def main(argv=None) -> int:
         teacher_dir = teacher_dir if args.train_teacher or not args.quick else work / "teacher"
         print(f"training the teacher ({s['teacher_steps']} steps, captions '{args.teacher_captions}') into "
               f"{teacher_dir} ...", flush=True)
+        logging.getLogger("ovclip.synthetic.tiny_clip").setLevel(logging.INFO)  # its progress, every 100 steps
         train_tiny_clip(teacher_dir, steps=s["teacher_steps"], captions=args.teacher_captions)
         teacher = load_synthetic_teacher(teacher_dir)
     teacher_seconds = time.perf_counter() - t0

@@ -106,7 +106,8 @@ def train_tiny_clip(out_dir: "str | Path", seed: int = 0, steps: int = 1200, bat
             model.logit_scale.clamp_(0, math.log(100))
         history.append(loss.item())
         if log_every and (step + 1) % log_every == 0:
-            log.info("teacher step %d/%d loss %.3f", step + 1, steps, np.mean(history[-log_every:]))
+            log.info("teacher step %d/%d loss %.3f (%.0f s)", step + 1, steps, np.mean(history[-log_every:]),
+                     time.perf_counter() - t0)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
