@@ -1,0 +1,102 @@
+"""Why DetPro's student does or does not beat ViLD's on a CPU-benchmark seed: its learned class embeddings
+against the hand prompt's, and each student tested with the other text source, from what `tools/bench_ov.py`
+left in its work dir (the DetPro and ViLD rows).
+
+    python benchmarks/detpro_prompts.py --seed 3 [--work-dir work_dirs/bench_ov/full]
+        [--teacher-dir model_zoo/synthetic] [--temperature 0.01 ...]
+
+Run from the repository root, as the bench was. Prints (1) the mean pairwise cosine between the base
+classes, the novel classes and across the two, of the text embeddings of the hand prompt "a photo of a {}."
+and of DetPro's learned prompts; (2) ViLD's checkpoint (trained with the hand prompt) tested with the learned
+prompts and DetPro's (trained with the learned prompts) tested with the hand prompt, novel / base AP50;
+(3) with --temperature, both rows trained again at that classifier temperature on the same region store and
+prompts (DetPro's reference trains its detector at 0.01; the synthetic config at 0.05), about 11 minutes
+per temperature on 2 cores.
+"""
+import argparse
+import contextlib
+import io
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ovclip.classifier import build_text_source
+from ovclip.engine.runner import test
+from ovclip.synthetic import make_world
+from ovclip.synthetic.bench import train_and_test  # also registers the progress hook the dumped configs name
+from ovclip.synthetic.tiny_clip import load_synthetic_teacher, teacher_spec
+from ovclip.vocabulary import load_vocabulary
+from ovd.bench import CONFIG, DETPRO_CONFIG, STUDENTS, distill_settings, train_student, world_options
+
+ROOT = Path(__file__).resolve().parents[1]
+ITERS = 550  # the bench's detection iterations (tools/bench_ov.py)
+
+
+def pairwise_cosines(embeddings: torch.Tensor, base: list[int], novel: list[int]) -> dict[str, float]:
+    """Mean cosine between distinct base classes, distinct novel classes, and base against novel."""
+    e = F.normalize(embeddings.float(), dim=-1)
+    c = e @ e.T
+
+    def within(idx: list[int]) -> float:
+        block = c[idx][:, idx]
+        return float(block[~torch.eye(len(idx), dtype=torch.bool)].mean())
+    return {"base": within(base), "novel": within(novel), "base-novel": float(c[base][:, novel].mean())}
+
+
+def main(argv=None) -> int:
+    """Print the three tables."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--work-dir", default="work_dirs/bench_ov/full", help="the bench's work dir (its 'full' folder)")
+    p.add_argument("--teacher-dir", default="model_zoo/synthetic", help="the teacher the bench ran with")
+    p.add_argument("--temperature", type=float, nargs="*", default=[], help="train both rows again at these")
+    args = p.parse_args(argv)
+    work, students = Path(args.work_dir), Path(args.work_dir) / f"students-s{args.seed}"
+    prompts = students / "DetPro-prompts" / "prompts.safetensors"
+    for needed in (prompts, students / "ViLD" / "iter_550.pth", students / "DetPro" / "iter_550.pth"):
+        if not needed.is_file():
+            sys.exit(f"{needed} not found: run tools/bench_ov.py --task detection --rows ViLD DetPro --seed "
+                     f"{args.seed} --work-dir {work.parent} first")
+    learned = {"type": "learned", "file": str(prompts)}
+
+    teacher = load_synthetic_teacher(args.teacher_dir)
+    vocab = load_vocabulary(str(work / f"world-s{args.seed}" / "vocabulary.json"))
+    print(f"seed {args.seed}, teacher {args.teacher_dir}\n\n| text source | base-base cosine | novel-novel | "
+          f"base-novel |\n|---|---|---|---|")
+    for name, spec in (("hand prompt", "single"), ("learned prompts", learned)):
+        cos = pairwise_cosines(build_text_source(spec)(teacher, vocab), vocab.indices("base"), vocab.indices("novel"))
+        print(f"| {name} | {cos['base']:.3f} | {cos['novel']:.3f} | {cos['base-novel']:.3f} |")
+
+    print("\n| student (trained with) | tested with | novel AP50 | base AP50 |\n|---|---|---|---|")
+    crossed = (("ViLD", Path(CONFIG).name, "hand prompt", "learned prompts", {"_delete_": True, **learned}),
+               ("DetPro", Path(DETPRO_CONFIG).name, "learned prompts", "hand prompt", "single"))
+    for row, config, trained_with, tested_with, templates in crossed:
+        with contextlib.redirect_stdout(io.StringIO()):  # the evaluator's own tables
+            m = test(students / row / config, str(students / row / "iter_550.pth"),
+                     work_dir=str(students / f"{row}-crossed"),
+                     cfg_options={"model.templates": templates, "log_level": "WARNING"})
+        print(f"| {row} ({trained_with}) | {tested_with} | {m['det/AP50_novel']:.1f} | {m['det/AP50_base']:.1f} |",
+              flush=True)
+
+    if args.temperature:
+        world = make_world(work / f"world-s{args.seed}", seed=args.seed, n_train=400, n_val=100)  # as the bench's
+        options = {**world_options(world, teacher_spec(args.teacher_dir), "base"),
+                   **dict(next(o for n, o, _ in STUDENTS if n == "ViLD")),
+                   "train_dataloader.dataset.feature_store": str(students / "regions" / "store"),
+                   "train_dataloader.dataset.max_distill_regions": distill_settings(ROOT / "configs")["num_regions"]}
+        print("\n| row | classifier temperature | novel AP50 | base AP50 |\n|---|---|---|---|")
+        for t in args.temperature:
+            out = students / f"temperature-{t}"
+            _, m = train_and_test(ROOT / "configs" / DETPRO_CONFIG, {**options, "model.temperature": t,
+                                                                    "model.templates.file": str(prompts)},
+                                  out / "DetPro", ITERS, args.seed)
+            print(f"| DetPro | {t} | {m['det/AP50_novel']:.1f} | {m['det/AP50_base']:.1f} |", flush=True)
+            _, m = train_student(ROOT / "configs", {**options, "model.temperature": t}, out / "ViLD", ITERS, args.seed)
+            print(f"| ViLD | {t} | {m['det/AP50_novel']:.1f} | {m['det/AP50_base']:.1f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
