@@ -2,20 +2,21 @@
 against the hand prompt's, and each student tested with the other text source, from what `tools/bench_ov.py`
 left in its work dir (the DetPro and ViLD rows).
 
-    python benchmarks/detpro_prompts.py --seed 3 [--work-dir work_dirs/bench_ov/full]
-        [--teacher-dir model_zoo/synthetic] [--temperature 0.01 ...]
+    python benchmarks/detpro_prompts.py --seed 3 [--work-dir work_dirs/bench_ov/full] [--temperature 0.01 ...]
 
-Run from the repository root, as the bench was. Prints (1) the mean pairwise cosine between the base
-classes, the novel classes and across the two, of the text embeddings of the hand prompt "a photo of a {}."
-and of DetPro's learned prompts; (2) ViLD's checkpoint (trained with the hand prompt) tested with the learned
-prompts and DetPro's (trained with the learned prompts) tested with the hand prompt, novel / base AP50;
-(3) with --temperature, both rows trained again at that classifier temperature on the same region store and
-prompts (DetPro's reference trains its detector at 0.01; the synthetic config at 0.05), about 11 minutes
-per temperature on 2 cores.
+Run from the repository root, as the bench was; the teacher is the one the bench's results file names.
+Prints (1) the mean pairwise cosine between the base classes, the novel classes and across the two, of the
+text embeddings of the hand prompt "a photo of a {}." and of DetPro's learned prompts; (2) ViLD's checkpoint
+(trained with the hand prompt) tested with the learned prompts and DetPro's (trained with the learned
+prompts) tested with the hand prompt, novel / base AP50; (3) with --temperature, both rows trained again at
+that classifier temperature on the same region store and prompts (DetPro's reference trains its detector at
+0.01; the synthetic config at 0.05), about 11 minutes per temperature on 2 cores.
 """
 import argparse
 import contextlib
 import io
+import json
+import re
 import sys
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from ovclip.vocabulary import load_vocabulary
 from ovd.bench import CONFIG, DETPRO_CONFIG, STUDENTS, distill_settings, train_student, world_options
 
 ROOT = Path(__file__).resolve().parents[1]
-ITERS = 550  # the bench's detection iterations (tools/bench_ov.py)
+SHIPPED_TEACHER = "model_zoo/synthetic"  # what results files from before the teacher was recorded ran with
 
 
 def pairwise_cosines(embeddings: torch.Tensor, base: list[int], novel: list[int]) -> dict[str, float]:
@@ -50,20 +51,25 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--work-dir", default="work_dirs/bench_ov/full", help="the bench's work dir (its 'full' folder)")
-    p.add_argument("--teacher-dir", default="model_zoo/synthetic", help="the teacher the bench ran with")
     p.add_argument("--temperature", type=float, nargs="*", default=[], help="train both rows again at these")
     args = p.parse_args(argv)
     work, students = Path(args.work_dir), Path(args.work_dir) / f"students-s{args.seed}"
     prompts = students / "DetPro-prompts" / "prompts.safetensors"
-    for needed in (prompts, students / "ViLD" / "iter_550.pth", students / "DetPro" / "iter_550.pth"):
-        if not needed.is_file():
-            sys.exit(f"{needed} not found: run tools/bench_ov.py --task detection --rows ViLD DetPro --seed "
-                     f"{args.seed} --work-dir {work.parent} first")
+    needed = [work / f"results-s{args.seed}.json", prompts, students / "regions" / "store",
+              *(students / row / "last_checkpoint" for row in ("ViLD", "DetPro"))]
+    missing = [str(path) for path in needed if not path.exists()]
+    if missing:
+        sys.exit(f"not found: {', '.join(missing)}; run tools/bench_ov.py --task detection --rows ViLD DetPro --seed "
+                 f"{args.seed} --work-dir {work.parent} first (a full run: --quick leaves another folder)")
+    checkpoints = {row: (students / row / "last_checkpoint").read_text().strip() for row in ("ViLD", "DetPro")}
+    iters = int(re.search(r"iter_(\d+)\.pth$", checkpoints["ViLD"]).group(1))
+    teacher_dir = json.loads((work / f"results-s{args.seed}.json").read_text()).get("teacher", SHIPPED_TEACHER)
+    teacher = load_synthetic_teacher(teacher_dir)
+    if teacher is None:
+        sys.exit(f"the bench's teacher {teacher_dir} is not there any more")
     learned = {"type": "learned", "file": str(prompts)}
-
-    teacher = load_synthetic_teacher(args.teacher_dir)
     vocab = load_vocabulary(str(work / f"world-s{args.seed}" / "vocabulary.json"))
-    print(f"seed {args.seed}, teacher {args.teacher_dir}\n\n| text source | base-base cosine | novel-novel | "
+    print(f"seed {args.seed}, teacher {teacher_dir}\n\n| text source | base-base cosine | novel-novel | "
           f"base-novel |\n|---|---|---|---|")
     for name, spec in (("hand prompt", "single"), ("learned prompts", learned)):
         cos = pairwise_cosines(build_text_source(spec)(teacher, vocab), vocab.indices("base"), vocab.indices("novel"))
@@ -74,7 +80,7 @@ def main(argv=None) -> int:
                ("DetPro", Path(DETPRO_CONFIG).name, "learned prompts", "hand prompt", "single"))
     for row, config, trained_with, tested_with, templates in crossed:
         with contextlib.redirect_stdout(io.StringIO()):  # the evaluator's own tables
-            m = test(students / row / config, str(students / row / "iter_550.pth"),
+            m = test(students / row / config, checkpoints[row],
                      work_dir=str(students / f"{row}-crossed"),
                      cfg_options={"model.templates": templates, "log_level": "WARNING"})
         print(f"| {row} ({trained_with}) | {tested_with} | {m['det/AP50_novel']:.1f} | {m['det/AP50_base']:.1f} |",
@@ -82,7 +88,7 @@ def main(argv=None) -> int:
 
     if args.temperature:
         world = make_world(work / f"world-s{args.seed}", seed=args.seed, n_train=400, n_val=100)  # as the bench's
-        options = {**world_options(world, teacher_spec(args.teacher_dir), "base"),
+        options = {**world_options(world, teacher_spec(teacher_dir), "base"),
                    **dict(next(o for n, o, _ in STUDENTS if n == "ViLD")),
                    "train_dataloader.dataset.feature_store": str(students / "regions" / "store"),
                    "train_dataloader.dataset.max_distill_regions": distill_settings(ROOT / "configs")["num_regions"]}
@@ -91,9 +97,9 @@ def main(argv=None) -> int:
             out = students / f"temperature-{t}"
             _, m = train_and_test(ROOT / "configs" / DETPRO_CONFIG, {**options, "model.temperature": t,
                                                                     "model.templates.file": str(prompts)},
-                                  out / "DetPro", ITERS, args.seed)
+                                  out / "DetPro", iters, args.seed)
             print(f"| DetPro | {t} | {m['det/AP50_novel']:.1f} | {m['det/AP50_base']:.1f} |", flush=True)
-            _, m = train_student(ROOT / "configs", {**options, "model.temperature": t}, out / "ViLD", ITERS, args.seed)
+            _, m = train_student(ROOT / "configs", {**options, "model.temperature": t}, out / "ViLD", iters, args.seed)
             print(f"| ViLD | {t} | {m['det/AP50_novel']:.1f} | {m['det/AP50_base']:.1f} |", flush=True)
     return 0
 

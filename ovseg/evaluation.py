@@ -1,6 +1,6 @@
 """Segmentation metrics: mmseg's IoUMetric over an open vocabulary, with base / novel mIoU and their
-harmonic mean (hIoU). mmseg is imported when a metric is first computed, not with this module (~2.5 s: the
-demo and the tools that only write label maps do without it)."""
+harmonic mean (hIoU). mmseg is imported when a SegMetric is built, not with this module (~2.5 s: the demo
+and the tools that only write label maps do without it)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,7 +20,7 @@ from .registry import METRICS
 
 
 def iou_metric() -> type:
-    """mmseg's IoUMetric, whose histogram and metric functions SegMetric uses (imported on first use)."""
+    """mmseg's IoUMetric, whose histogram and metric functions SegMetric uses (mmseg imported on first call)."""
     return import_mmseg("evaluation").evaluation.IoUMetric
 
 
@@ -73,7 +73,7 @@ class SegMetric(BaseMetric):
     def __init__(self, vocabulary: "Vocabulary | str | Sequence[str]", out_dir: Optional[str] = None,
                  results_file: Optional[str] = None, collect_device: str = "cpu", prefix: Optional[str] = None):
         super().__init__(collect_device=collect_device, prefix=prefix)
-        self.ignore_index = IGNORE
+        self._iou = iou_metric()  # here, so that a missing mmseg shows before training, not at the first validation
         self.vocabulary = load_vocabulary(vocabulary)
         self.out_dir = out_dir
         self.results_dir = Path(results_file) if results_file else None
@@ -81,7 +81,6 @@ class SegMetric(BaseMetric):
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
         """Add each image's intersection / union histograms (prediction against ground truth, same size)."""
         k = len(self.vocabulary)
-        intersect_and_union = iou_metric().intersect_and_union
         for sample in data_samples:
             pred, gt = label_maps(sample)
             check_labels(pred, gt, k)
@@ -90,13 +89,13 @@ class SegMetric(BaseMetric):
                 save_label_png(pred, self.results_dir / f"{stem}.png")
             gt = gt.masked_fill(gt == BACKGROUND, IGNORE)
             # float64 from here: mmseg's float32 histograms are exact per image, not summed over a test set
-            self.results.append(tuple(t.double() for t in intersect_and_union(pred, gt, k, IGNORE)))
+            self.results.append(tuple(t.double() for t in self._iou.intersect_and_union(pred, gt, k, IGNORE)))
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         """Sum the histograms and turn them into metrics."""
         k = len(self.vocabulary)
         totals = [sum(r[i] for r in results) if results else torch.zeros(k, dtype=torch.float64) for i in range(4)]
-        per_class = iou_metric().total_area_to_metrics(*totals, ["mIoU"])
+        per_class = self._iou.total_area_to_metrics(*totals, ["mIoU"])
         metrics = summary(per_class["IoU"], per_class["Acc"], float(per_class["aAcc"]), self.vocabulary)
         if self.out_dir:
             iou = {name: (None if np.isnan(v) else round(float(100 * v), 3))

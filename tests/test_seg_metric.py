@@ -98,6 +98,3 @@ def test_seg_metric_sums_images_and_writes_per_class(tmp_path):
     assert m["mIoU_novel"] == pytest.approx(50.0) and m["mIoU_base"] == pytest.approx(0.0)
     assert json.loads((tmp_path / "seg_per_class.json").read_text())["iou_per_class"]["star"] == 50.0
     assert np.asarray(Image.open(tmp_path / "pred" / "a.png")).max() == 3
-
-
-# ---- data ----

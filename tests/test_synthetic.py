@@ -99,9 +99,11 @@ def test_a_teacher_can_be_trained_without_captions_in_the_hand_prompts_phrasing(
     assert any(c.startswith(hand) for c in default) and not any(c.startswith(hand) for c in without)
     assert all(SHAPES[int(i)] in c for c, i in zip(without, labels))
     assert set(CAPTION_SETS["no-hand-prompt"]) == {t for t in CAPTION_TEMPLATES if not t.startswith(hand)}
-    # the default set draws exactly as before the choice existed (the shipped teacher's recipe)
-    a, b = caption_sample(np.random.default_rng(5)), caption_sample(np.random.default_rng(5), templates=CAPTION_TEMPLATES)
-    assert np.array_equal(a[0], b[0]) and a[1:] == b[1:]
+    # the default set draws exactly as before the choice existed (the shipped teacher's recipe; pinned from the
+    # code before it)
+    image, caption, label = caption_sample(np.random.default_rng(5))
+    assert (caption, label) == ("a large ring.", 8)
+    assert hashlib.sha256(image.tobytes()).hexdigest()[:16] == "40c60c2022069110"
     with pytest.raises(ValueError, match="unknown caption set 'web'.*no-hand-prompt"):
         caption_pool(4, seed=0, size=16, captions="web")
     train_tiny_clip(tmp_path / "t", steps=2, batch_size=4, pool_size=16, log_every=0, captions="no-hand-prompt")

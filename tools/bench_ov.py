@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     s = SETTINGS["quick" if args.quick else "full"]
     work = Path(args.work_dir) / ("quick" if args.quick else "full")
     teacher_dir = Path(args.teacher_dir)
-    if args.teacher_captions != "default" and teacher_dir == Path(SHIPPED_TEACHER):
+    if args.teacher_captions != "default" and teacher_dir.resolve() == Path(SHIPPED_TEACHER).resolve():
         p.error(f"--teacher-captions {args.teacher_captions} needs a --teacher-dir of its own "
                 f"({SHIPPED_TEACHER} is the shipped teacher, trained on the default captions)")
     t0 = time.perf_counter()
@@ -139,8 +139,9 @@ def main(argv=None) -> int:
             overrides += f", teacher trained on the '{args.teacher_captions}' captions"
         print_table(rows, f"open-vocabulary transfer, seed {seed}{' (quick)' if args.quick else ''}{overrides}",
                     verdicts=not args.quick)
-        results = {"seed": seed, "zero_shot": zs, "teacher": str(teacher_dir), "teacher_captions": args.teacher_captions,
-                   "cfg_options": args.cfg_options, "rows": [r.__dict__ for r in rows]}
+        results = {"seed": seed, "zero_shot": zs, "teacher": str(teacher_dir),
+                   "teacher_captions": args.teacher_captions, "cfg_options": args.cfg_options,
+                   "rows": [r.__dict__ for r in rows]}
         (work / f"results-s{seed}.json").write_text(json.dumps(results, indent=1))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     return 0

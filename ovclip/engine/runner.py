@@ -58,7 +58,8 @@ class _FileOnly(logging.Filter):
 
 
 class ProjectRunner(Runner):
-    """mmengine's Runner, with the environment and config dump written to the log file only."""
+    """mmengine's Runner whose console leaves out what `_FileOnly` names (mmengine's environment and config dumps,
+    its warning per frozen parameter, its own deprecation notices); the log file gets everything."""
 
     def build_logger(self, *args, **kwargs):  # noqa: D102 - mmengine API
         logger = super().build_logger(*args, **kwargs)
