@@ -111,16 +111,23 @@ def test_a_teacher_can_be_trained_without_captions_in_the_hand_prompts_phrasing(
     assert teacher_captions(ROOT / "model_zoo" / "synthetic") == "default"  # trained before the choice
 
 
-def test_bench_refuses_a_teacher_of_other_captions(tmp_path):
+def test_bench_refuses_a_teacher_of_other_captions(tmp_path, monkeypatch, capsys):
+    import importlib.util
     import shutil
+    spec = importlib.util.spec_from_file_location("bench_ov_tool", ROOT / "tools" / "bench_ov.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)  # in this process: a subprocess per case spends seconds on imports
+    monkeypatch.chdir(ROOT)  # the default --teacher-dir is relative, as the README runs the tool
     own = tmp_path / "teacher"
     shutil.copytree(ROOT / "model_zoo" / "synthetic", own)
     (own / "training.json").write_text(json.dumps({"captions": "no-hand-prompt"}))
     for extra, message in ((["--teacher-captions", "no-hand-prompt"], "needs a --teacher-dir of its own"),
                            (["--teacher-dir", str(own)], "trained on the caption set 'no-hand-prompt', not 'default'")):
-        r = subprocess.run([sys.executable, "tools/bench_ov.py", "--quick", "--work-dir", str(tmp_path), *extra],
-                           cwd=ROOT, capture_output=True, text=True)
-        assert r.returncode == 2 and message in r.stderr, r.stderr[-2000:]
+        with pytest.raises(SystemExit) as exit_:
+            bench.main(["--quick", "--work-dir", str(tmp_path), *extra])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and message in err, err[-2000:]
+    assert not (tmp_path / "quick").exists()  # refused before any work
 
 
 def test_bench_quick_runs_end_to_end(tmp_path):
