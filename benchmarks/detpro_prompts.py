@@ -20,16 +20,21 @@ import re
 import sys
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+if __name__ == "__main__":  # before torch is imported: the bench's kernels (its rows are retrained here)
+    from ovclip.reproducibility import pin_cpu_kernels
+    pin_cpu_kernels()
 
-from ovclip.classifier import build_text_source
-from ovclip.engine.runner import test
-from ovclip.synthetic import make_world
-from ovclip.synthetic.bench import train_and_test  # also registers the progress hook the dumped configs name
-from ovclip.synthetic.tiny_clip import load_synthetic_teacher, teacher_spec
-from ovclip.vocabulary import load_vocabulary
-from ovd.bench import CONFIG, DETPRO_CONFIG, STUDENTS, distill_settings, train_student, world_options
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from ovclip.classifier import build_text_source  # noqa: E402
+from ovclip.engine.runner import test  # noqa: E402
+from ovclip.reproducibility import BENCH_THREADS  # noqa: E402
+from ovclip.synthetic import make_world  # noqa: E402
+from ovclip.synthetic.bench import train_and_test  # noqa: E402 - also registers the progress hook the dumped configs name
+from ovclip.synthetic.tiny_clip import load_synthetic_teacher, teacher_spec  # noqa: E402
+from ovclip.vocabulary import load_vocabulary  # noqa: E402
+from ovd.bench import CONFIG, DETPRO_CONFIG, STUDENTS, distill_settings, train_student, world_options  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_TEACHER = "model_zoo/synthetic"  # what results files from before the teacher was recorded ran with
@@ -61,6 +66,7 @@ def main(argv=None) -> int:
     if missing:
         sys.exit(f"not found: {', '.join(missing)}; run tools/bench_ov.py --task detection --rows ViLD DetPro --seed "
                  f"{args.seed} --work-dir {work.parent} first (a full run: --quick leaves another folder)")
+    torch.set_num_threads(BENCH_THREADS)  # the bench's count: retrained rows compare with its rows
     checkpoints = {row: (students / row / "last_checkpoint").read_text().strip() for row in ("ViLD", "DetPro")}
     iters = int(re.search(r"iter_(\d+)\.pth$", checkpoints["ViLD"]).group(1))
     teacher_dir = json.loads((work / f"results-s{args.seed}.json").read_text()).get("teacher", SHIPPED_TEACHER)

@@ -1,6 +1,7 @@
 """The synthetic world: deterministic, valid COCO annotations and label maps; the teacher recipe."""
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 from mmengine.config import Config
 from PIL import Image
 
+from ovclip.reproducibility import AVX2_KERNELS, has_avx2
 from ovclip.synthetic import NOVEL_SHAPES, SHAPES, caption_sample, make_world, shape_mask
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,7 +134,8 @@ def test_bench_refuses_a_teacher_of_other_captions(tmp_path, monkeypatch, capsys
 
 def test_bench_quick_runs_end_to_end(tmp_path):
     # --cfg-options reach every detection student's config (a harmless override, to see it arrive)
-    r = subprocess.run([sys.executable, "tools/bench_ov.py", "--quick", "--work-dir", str(tmp_path),
+    # --threads: a count other than the default is said so, and recorded
+    r = subprocess.run([sys.executable, "tools/bench_ov.py", "--quick", "--work-dir", str(tmp_path), "--threads", "1",
                         "--cfg-options", "model.detector.box_detections_per_img=40"], cwd=ROOT,
                        capture_output=True, text=True)  # no time limit: a loaded machine is slow, not wrong
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
@@ -153,6 +156,9 @@ def test_bench_quick_runs_end_to_end(tmp_path):
     assert (tmp_path / "quick" / "students-s0" / "DetPro-prompts" / "prompts.safetensors").is_file()
     assert len(saved["rows"]) == 15 and all(0 <= row["novel"] <= 100 for row in saved["rows"])
     assert saved["cfg_options"] == {"model.detector.box_detections_per_img": 40}
+    assert saved["numerics"]["threads"] == 1 and "differ from a 2-thread run" in r.stdout
+    if has_avx2():  # the bench asked for the AVX2 kernels, unless this environment chose others
+        assert all(saved["numerics"][k] == os.environ.get(k, v) for k, v in AVX2_KERNELS.items())
     students = tmp_path / "quick" / "students-s0"
     pseudo = json.loads((students / "pseudo-labels" / "pseudo_boxes.json").read_text())  # VL-PLM's row
     assert len(pseudo["images"]) == 8 and all(a["pseudo"] for a in pseudo["annotations"])

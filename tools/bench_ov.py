@@ -8,6 +8,10 @@ there, or with --train-teacher), trains the students on the base classes and pri
 novel and base AP50 (detection) or mIoU (segmentation) and wall time per row. --quick is a smoke run
 (small world, few iterations). --cfg-options override keys of the detection students' config
 (configs/vild/vild_teacher-rn_fpn_synthetic-cpu.py) for every detection row, for ablations.
+
+The numbers depend on the thread count and the CPU's kernels, not only on the seed: the bench trains on
+--threads threads (2 by default, whatever the machine has; the README says which rows ran on 1) with
+ATen's, oneDNN's and MKL's AVX2 kernels (ovclip/reproducibility.py), and records both in each results file.
 """
 import argparse
 import json
@@ -16,16 +20,22 @@ import sys
 import time
 from pathlib import Path
 
-from mmengine.config import DictAction
+if __name__ == "__main__":  # first, before torch is imported: the kernels the reported numbers were computed with
+    from ovclip.reproducibility import pin_cpu_kernels
+    pin_cpu_kernels()
 
-from ovclip.cli import add_debug_flag, run_tool
-from ovclip.synthetic import make_world
-from ovclip.synthetic.tiny_clip import (load_synthetic_teacher, teacher_captions, teacher_spec, train_tiny_clip,
-                                        zero_shot_accuracy)
-from ovclip.synthetic.world import CAPTION_SETS
-from ovclip.synthetic.bench import BenchRow
-from ovd.bench import DETR_TEXT_ROW, OVDETR_ROW, PSEUDO_ROW, run_detection_rows
-from ovseg.bench import run_segmentation_rows
+import torch  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
+
+from ovclip.cli import add_debug_flag, run_tool  # noqa: E402
+from ovclip.synthetic import make_world  # noqa: E402
+from ovclip.reproducibility import BENCH_THREADS, numerics_record  # noqa: E402
+from ovclip.synthetic.tiny_clip import (  # noqa: E402
+    load_synthetic_teacher, teacher_captions, teacher_spec, train_tiny_clip, zero_shot_accuracy)
+from ovclip.synthetic.world import CAPTION_SETS  # noqa: E402
+from ovclip.synthetic.bench import BenchRow  # noqa: E402
+from ovd.bench import DETR_TEXT_ROW, OVDETR_ROW, PSEUDO_ROW, run_detection_rows  # noqa: E402
+from ovseg.bench import run_segmentation_rows  # noqa: E402
 
 SETTINGS = {
     "full": {"n_train": 400, "n_val": 100, "iters": 550, "detr_iters": 400, "seg_iters": 400,
@@ -80,6 +90,9 @@ def main(argv=None) -> int:
     """Run the benchmark for each seed and print its table."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, nargs="+", default=[0], help="world / training seeds, one table each")
+    p.add_argument("--threads", type=int, default=BENCH_THREADS,
+                   help=f"intra-op threads (default {BENCH_THREADS}): another count sums in another order and gives "
+                        "other numbers; the README says which rows were run on which")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny world, a few iterations")
     p.add_argument("--task", nargs="+", choices=sorted(METRIC), default=sorted(METRIC), help="which rows to run")
     p.add_argument("--rows", nargs="+", choices=list(DETECTION_ROWS),
@@ -107,6 +120,14 @@ def main(argv=None) -> int:
     if teacher is not None and teacher_captions(teacher_dir) != args.teacher_captions:
         p.error(f"the teacher in {teacher_dir} was trained on the caption set '{teacher_captions(teacher_dir)}', "
                 f"not '{args.teacher_captions}': add --train-teacher, or name another --teacher-dir")
+    if args.threads < 1:
+        p.error(f"--threads must be at least 1, not {args.threads}")
+    torch.set_num_threads(args.threads)
+    numerics = numerics_record()
+    print(f"numerics: {numerics['threads']} threads; kernels: ATen {numerics['aten_cpu_capability']}, oneDNN "
+          f"{numerics['ONEDNN_MAX_CPU_ISA'] or 'its best'}, MKL {numerics['MKL_CBWR'] or 'its best'}"
+          + ("" if args.threads == BENCH_THREADS else
+             f" (not the default {BENCH_THREADS}: the numbers differ from a {BENCH_THREADS}-thread run's)"), flush=True)
     if teacher is None:
         teacher_dir = teacher_dir if args.train_teacher or not args.quick else work / "teacher"
         print(f"training the teacher ({s['teacher_steps']} steps, captions '{args.teacher_captions}') into "
@@ -140,7 +161,7 @@ def main(argv=None) -> int:
         print_table(rows, f"open-vocabulary transfer, seed {seed}{' (quick)' if args.quick else ''}{overrides}",
                     verdicts=not args.quick)
         results = {"seed": seed, "zero_shot": zs, "teacher": str(teacher_dir),
-                   "teacher_captions": args.teacher_captions, "cfg_options": args.cfg_options,
+                   "teacher_captions": args.teacher_captions, "cfg_options": args.cfg_options, "numerics": numerics,
                    "rows": [r.__dict__ for r in rows]}
         (work / f"results-s{seed}.json").write_text(json.dumps(results, indent=1))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
