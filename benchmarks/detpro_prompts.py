@@ -20,21 +20,17 @@ import re
 import sys
 from pathlib import Path
 
-if __name__ == "__main__":  # before torch is imported: the bench's kernels (its rows are retrained here)
-    from ovclip.reproducibility import pin_cpu_kernels
-    pin_cpu_kernels()
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from ovclip.classifier import build_text_source  # noqa: E402
-from ovclip.engine.runner import test  # noqa: E402
-from ovclip.reproducibility import BENCH_THREADS  # noqa: E402
-from ovclip.synthetic import make_world  # noqa: E402
-from ovclip.synthetic.bench import train_and_test  # noqa: E402 - also registers the progress hook the dumped configs name
-from ovclip.synthetic.tiny_clip import load_synthetic_teacher, teacher_spec  # noqa: E402
-from ovclip.vocabulary import load_vocabulary  # noqa: E402
-from ovd.bench import CONFIG, DETPRO_CONFIG, STUDENTS, distill_settings, train_student, world_options  # noqa: E402
+from ovclip.classifier import build_text_source
+from ovclip.engine.runner import test
+from ovclip.reproducibility import BENCH_THREADS
+from ovclip.synthetic import make_world
+from ovclip.synthetic.bench import train_and_test  # also registers the progress hook the dumped configs name
+from ovclip.synthetic.tiny_clip import load_synthetic_teacher, teacher_spec
+from ovclip.vocabulary import load_vocabulary
+from ovd.bench import CONFIG, DETPRO_CONFIG, STUDENTS, distill_settings, train_student, world_options
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_TEACHER = "model_zoo/synthetic"  # what results files from before the teacher was recorded ran with

@@ -10,8 +10,8 @@ novel and base AP50 (detection) or mIoU (segmentation) and wall time per row. --
 (configs/vild/vild_teacher-rn_fpn_synthetic-cpu.py) for every detection row, for ablations.
 
 The numbers depend on the thread count and the CPU's kernels, not only on the seed: the bench trains on
---threads threads (2 by default, whatever the machine has; the README says which rows ran on 1) with
-ATen's, oneDNN's and MKL's AVX2 kernels (ovclip/reproducibility.py), and records both in each results file.
+--threads threads (2 by default, whatever the machine has; the README says which rows ran on 1) and records
+the count and the kernels in each results file (ovclip/reproducibility.py).
 """
 import argparse
 import json
@@ -20,22 +20,18 @@ import sys
 import time
 from pathlib import Path
 
-if __name__ == "__main__":  # first, before torch is imported: the kernels the reported numbers were computed with
-    from ovclip.reproducibility import pin_cpu_kernels
-    pin_cpu_kernels()
+import torch
+from mmengine.config import DictAction
 
-import torch  # noqa: E402
-from mmengine.config import DictAction  # noqa: E402
-
-from ovclip.cli import add_debug_flag, run_tool  # noqa: E402
-from ovclip.synthetic import make_world  # noqa: E402
-from ovclip.reproducibility import BENCH_THREADS, numerics_record  # noqa: E402
-from ovclip.synthetic.tiny_clip import (  # noqa: E402
+from ovclip.cli import add_debug_flag, run_tool
+from ovclip.synthetic import make_world
+from ovclip.reproducibility import BENCH_THREADS, numerics_record
+from ovclip.synthetic.tiny_clip import (
     load_synthetic_teacher, teacher_captions, teacher_spec, train_tiny_clip, zero_shot_accuracy)
-from ovclip.synthetic.world import CAPTION_SETS  # noqa: E402
-from ovclip.synthetic.bench import BenchRow  # noqa: E402
-from ovd.bench import DETR_TEXT_ROW, OVDETR_ROW, PSEUDO_ROW, run_detection_rows  # noqa: E402
-from ovseg.bench import run_segmentation_rows  # noqa: E402
+from ovclip.synthetic.world import CAPTION_SETS
+from ovclip.synthetic.bench import BenchRow
+from ovd.bench import DETR_TEXT_ROW, OVDETR_ROW, PSEUDO_ROW, run_detection_rows
+from ovseg.bench import run_segmentation_rows
 
 SETTINGS = {
     "full": {"n_train": 400, "n_val": 100, "iters": 550, "detr_iters": 400, "seg_iters": 400,
@@ -125,7 +121,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     numerics = numerics_record()
     print(f"numerics: {numerics['threads']} threads; kernels: ATen {numerics['aten_cpu_capability']}, oneDNN "
-          f"{numerics['ONEDNN_MAX_CPU_ISA'] or 'its best'}, MKL {numerics['MKL_CBWR'] or 'its best'}"
+          f"{numerics['ONEDNN_MAX_CPU_ISA'] or 'its own choice'}, MKL {numerics['MKL_CBWR'] or 'its own choice'}"
           + ("" if args.threads == BENCH_THREADS else
              f" (not the default {BENCH_THREADS}: the numbers differ from a {BENCH_THREADS}-thread run's)"), flush=True)
     if teacher is None:
