@@ -36,7 +36,7 @@ from ovseg.bench import run_segmentation_rows
 SETTINGS = {
     "full": {"n_train": 400, "n_val": 100, "iters": 550, "detr_iters": 400, "seg_iters": 400,
              "teacher_steps": 1200},
-    "quick": {"n_train": 8, "n_val": 4, "iters": 3, "detr_iters": 2, "seg_iters": 3, "teacher_steps": 60},
+    "quick": {"n_train": 8, "n_val": 4, "iters": 2, "detr_iters": 2, "seg_iters": 2, "teacher_steps": 60},
 }
 METRIC = {"detection": "AP50", "segmentation": "mIoU"}
 # --rows choices: the first word of the detection rows' names
