@@ -25,9 +25,8 @@ import torch.nn.functional as F
 
 from ovclip.classifier import build_text_source
 from ovclip.engine.runner import test
-from ovclip.reproducibility import BENCH_THREADS
 from ovclip.synthetic import make_world
-from ovclip.synthetic.bench import train_and_test  # also registers the progress hook the dumped configs name
+from ovclip.synthetic.bench import BENCH_THREADS, train_and_test  # also registers the dumped configs' progress hook
 from ovclip.synthetic.tiny_clip import load_synthetic_teacher, teacher_spec
 from ovclip.vocabulary import load_vocabulary
 from ovd.bench import CONFIG, DETPRO_CONFIG, STUDENTS, distill_settings, train_student, world_options

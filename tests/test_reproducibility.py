@@ -1,7 +1,7 @@
-"""What the bench records of its numerics (ovclip/reproducibility.py)."""
+"""What the bench records of its numerics (ovclip/synthetic/bench.py)."""
 import torch
 
-from ovclip.reproducibility import KERNEL_VARIABLES, numerics_record
+from ovclip.synthetic.bench import KERNEL_VARIABLES, numerics_record
 
 
 def test_the_record_says_threads_kernels_and_what_the_user_set(monkeypatch):

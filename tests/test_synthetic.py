@@ -12,7 +12,7 @@ import pytest
 from mmengine.config import Config
 from PIL import Image
 
-from ovclip.reproducibility import KERNEL_VARIABLES
+from ovclip.synthetic.bench import KERNEL_VARIABLES
 from ovclip.synthetic import NOVEL_SHAPES, SHAPES, caption_sample, make_world, shape_mask
 
 ROOT = Path(__file__).resolve().parents[1]

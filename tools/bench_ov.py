@@ -11,7 +11,7 @@ novel and base AP50 (detection) or mIoU (segmentation) and wall time per row. --
 
 The numbers depend on the thread count and the CPU's kernels, not only on the seed: the bench trains on
 --threads threads (2 by default, whatever the machine has; the README says which rows ran on 1) and records
-the count and the kernels in each results file (ovclip/reproducibility.py).
+the count and the kernels in each results file (ovclip/synthetic/bench.py).
 """
 import argparse
 import json
@@ -25,11 +25,10 @@ from mmengine.config import DictAction
 
 from ovclip.cli import add_debug_flag, run_tool
 from ovclip.synthetic import make_world
-from ovclip.reproducibility import BENCH_THREADS, numerics_record
 from ovclip.synthetic.tiny_clip import (
     load_synthetic_teacher, teacher_captions, teacher_spec, train_tiny_clip, zero_shot_accuracy)
 from ovclip.synthetic.world import CAPTION_SETS
-from ovclip.synthetic.bench import BenchRow
+from ovclip.synthetic.bench import BENCH_THREADS, BenchRow, numerics_record
 from ovd.bench import DETR_TEXT_ROW, OVDETR_ROW, PSEUDO_ROW, run_detection_rows
 from ovseg.bench import run_segmentation_rows
 
@@ -108,6 +107,8 @@ def main(argv=None) -> int:
     s = SETTINGS["quick" if args.quick else "full"]
     work = Path(args.work_dir) / ("quick" if args.quick else "full")
     teacher_dir = Path(args.teacher_dir)
+    if args.threads < 1:
+        p.error(f"--threads must be at least 1, not {args.threads}")
     if args.teacher_captions != "default" and teacher_dir.resolve() == Path(SHIPPED_TEACHER).resolve():
         p.error(f"--teacher-captions {args.teacher_captions} needs a --teacher-dir of its own "
                 f"({SHIPPED_TEACHER} is the shipped teacher, trained on the default captions)")
@@ -116,8 +117,6 @@ def main(argv=None) -> int:
     if teacher is not None and teacher_captions(teacher_dir) != args.teacher_captions:
         p.error(f"the teacher in {teacher_dir} was trained on the caption set '{teacher_captions(teacher_dir)}', "
                 f"not '{args.teacher_captions}': add --train-teacher, or name another --teacher-dir")
-    if args.threads < 1:
-        p.error(f"--threads must be at least 1, not {args.threads}")
     torch.set_num_threads(args.threads)
     numerics = numerics_record()
     print(f"numerics: {numerics['threads']} threads; kernels: ATen {numerics['aten_cpu_capability']}, oneDNN "
