@@ -124,7 +124,8 @@ def test_bench_refuses_a_teacher_of_other_captions(tmp_path, monkeypatch, capsys
     shutil.copytree(ROOT / "model_zoo" / "synthetic", own)
     (own / "training.json").write_text(json.dumps({"captions": "no-hand-prompt"}))
     for extra, message in ((["--teacher-captions", "no-hand-prompt"], "needs a --teacher-dir of its own"),
-                           (["--teacher-dir", str(own)], "trained on the caption set 'no-hand-prompt', not 'default'")):
+                           (["--teacher-dir", str(own)], "trained on the caption set 'no-hand-prompt', not 'default'"),
+                           (["--threads", "0"], "--threads must be at least 1, not 0")):
         with pytest.raises(SystemExit) as exit_:
             bench.main(["--quick", "--work-dir", str(tmp_path), *extra])
         err = capsys.readouterr().err
