@@ -66,6 +66,26 @@ STUDENTS: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
+# --rows choices, the first word of a row's name ("ViLD": ViLD, ViLD-ensemble and its image head), and those
+# that use ViLD-text's proposals (so ViLD-text runs with them)
+ROW_CHOICES = {"ViLD-text": "ViLD-text", "ViLD": "ViLD and ViLD-ensemble (with its image head)", "oracle": "oracle",
+               "teacher": "teacher on ViLD-text's proposals", "DetPro": "DetPro's two rows",
+               "pseudo-labels": "VL-PLM's pseudo-labels", "DETR-text": "the DETR student, text classifier",
+               "OV-DETR": "OV-DETR on base + pseudo-boxes"}
+NEED_VILD_TEXT = ("ViLD", "teacher", "DetPro", "pseudo-labels", "OV-DETR")
+# the rows in the order one process runs them (a parallel bench's table keeps it)
+IMAGE_ROW, TEACHER_ROW = "ViLD-image (ensemble model's image head)", "teacher on ViLD-text's proposals"
+DETPRO_ROW, DETPRO_TEACHER_ROW = "DetPro (ViLD with learned prompts)", f"{TEACHER_ROW}, learned prompts"
+ROW_ORDER = [*(name for name, _, _ in STUDENTS[:3]), IMAGE_ROW, STUDENTS[3][0], TEACHER_ROW, DETPRO_ROW,
+             DETPRO_TEACHER_ROW, PSEUDO_ROW, DETR_TEXT_ROW, OVDETR_ROW]
+
+
+def row_choice(name: str) -> str:
+    """The --rows choice a row belongs to."""
+    first = name.split()[0]
+    return "ViLD" if first.startswith("ViLD") and first != "ViLD-text" else first
+
+
 def distill_settings(configs: Path, options: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """The synthetic config's `model.distill` (its defaults filled in, `options` applied): the region store
     uses the same number of regions per train image and crop scales as the config's online distillation."""
@@ -158,13 +178,12 @@ def run_detection_rows(world: dict[str, str], teacher: Teacher, teacher_spec: di
     row. `configs`: the folder of the project's configs (the repository's configs/). `cfg_options` override
     keys of the synthetic config for every student (e.g. {"model.trainable_layers": 0}); a row's own
     settings (distillation source, inference mode) still apply on top. `rows_wanted`: the first word of
-    each row to run ('ViLD', 'oracle', 'teacher', 'DetPro', 'pseudo-labels', 'DETR-text', 'OV-DETR'; ViLD-text
-    always runs); all by default. `detr_iters`: the DETR rows' iterations (`iters` if not given); `cfg_options`
-    do not reach them (they are the ViLD config's keys)."""
+    each row to run (`ROW_CHOICES`; ViLD-text also runs when a row asked for uses its proposals); all by
+    default. `detr_iters`: the DETR rows' iterations (`iters` if not given); `cfg_options` do not reach them
+    (they are the ViLD config's keys)."""
     def wanted(name: str) -> bool:
-        first = name.split()[0]
-        return rows_wanted is None or name == "ViLD-text" or \
-            ("ViLD" if first.startswith("ViLD-") else first) in rows_wanted
+        return rows_wanted is None or row_choice(name) in rows_wanted or \
+            (name == "ViLD-text" and any(r in NEED_VILD_TEXT for r in rows_wanted))
     rows, trained, store, cfg_options = [], {}, {}, cfg_options or {}
     for name, options, train_annotations in STUDENTS:
         if not wanted(name):
@@ -187,15 +206,15 @@ def run_detection_rows(world: dict[str, str], teacher: Teacher, teacher_spec: di
             runner.model.detector.roi_heads.inference_mode = "image"
             m = runner.test()
             runner.model.detector.roi_heads.inference_mode = "ensemble"
-            rows.append(BenchRow("detection", "ViLD-image (ensemble model's image head)", m["det/AP50_novel"],
+            rows.append(BenchRow("detection", IMAGE_ROW, m["det/AP50_novel"],
                                  m["det/AP50_base"], time.perf_counter() - t0, "evaluation only"))
             if progress:
                 progress(rows[-1])
-    student = trained["ViLD-text"]
+    student = trained.get("ViLD-text")
     if wanted("teacher"):
         t0 = time.perf_counter()
         m = teacher_on_proposals(lambda img: student.detector.proposals([img])[0], teacher, world)
-        rows.append(BenchRow("detection", "teacher on ViLD-text's proposals", m["AP50_novel"], m["AP50_base"],
+        rows.append(BenchRow("detection", TEACHER_ROW, m["AP50_novel"], m["AP50_base"],
                              time.perf_counter() - t0))
         if progress:
             progress(rows[-1])
@@ -312,14 +331,14 @@ def detpro_rows(world: dict[str, str], teacher: Teacher, teacher_spec: dict, wor
     _, m = train_and_test(Path(configs) / DETPRO_CONFIG,
                           {**world_options(world, teacher_spec, "base"), **(cfg_options or {}), **vild, **store,
                            "model.templates.file": str(prompts)}, work_dir / "DetPro", iters, seed)
-    rows.append(BenchRow("detection", "DetPro (ViLD with learned prompts)", m["det/AP50_novel"], m["det/AP50_base"],
+    rows.append(BenchRow("detection", DETPRO_ROW, m["det/AP50_novel"], m["det/AP50_base"],
                          time.perf_counter() - t0, f"prompts {prompt_seconds:.0f} s"))
     if progress:
         progress(rows[-1])
     t0 = time.perf_counter()
     m = teacher_on_proposals(lambda img: proposer.detector.proposals([img])[0], teacher, world,
                              templates={"type": "learned", "file": str(prompts)})
-    rows.append(BenchRow("detection", "teacher on ViLD-text's proposals, learned prompts", m["AP50_novel"],
+    rows.append(BenchRow("detection", DETPRO_TEACHER_ROW, m["AP50_novel"],
                          m["AP50_base"], time.perf_counter() - t0))
     if progress:
         progress(rows[-1])

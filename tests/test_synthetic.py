@@ -36,6 +36,14 @@ def test_generator_is_deterministic(world, tmp_path):
     again = make_world(tmp_path / "again", seed=3, n_train=12, n_val=6)
     other = make_world(tmp_path / "other", seed=4, n_train=12, n_val=6)
     assert digest(Path(world["root"])) == digest(Path(again["root"])) != digest(Path(other["root"]))
+    # the same world asked for again is kept as written (parallel bench processes read it meanwhile); other
+    # parameters write it anew
+    image = Path(again["train_images"]) / "train_00000.png"
+    written = image.stat().st_mtime_ns
+    assert make_world(tmp_path / "again", seed=3, n_train=12, n_val=6) == again
+    assert image.stat().st_mtime_ns == written
+    make_world(tmp_path / "again", seed=4, n_train=12, n_val=6)
+    assert digest(Path(again["root"])) == digest(Path(other["root"]))
     rng_a, rng_b = np.random.default_rng(7), np.random.default_rng(7)
     a, b = caption_sample(rng_a), caption_sample(rng_b)
     assert np.array_equal(a[0], b[0]) and a[1:] == b[1:] and SHAPES[a[2]] in a[1]

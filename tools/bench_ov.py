@@ -1,24 +1,29 @@
 """CPU benchmark of open-vocabulary transfer on the synthetic shapes world.
 
-    python tools/bench_ov.py [--seed 0 1 2] [--quick] [--task detection segmentation] [--work-dir work_dirs/bench_ov]
+    python tools/bench_ov.py [--seed 0 1 2] [--jobs 2] [--quick] [--task detection segmentation]
+                             [--rows ViLD oracle ...] [--work-dir work_dirs/bench_ov] [--resume]
                              [--cfg-options model.trainable_layers=0 ...]
 
 Generates the world (seeded), loads the teacher from model_zoo/synthetic (or trains it when it is not
-there, or with --train-teacher), trains the students on the base classes and prints one table:
+there, or with --train-teacher), trains the students on the base classes and prints one table per seed:
 novel and base AP50 (detection) or mIoU (segmentation) and wall time per row. --quick is a smoke run
 (small world, few iterations). --cfg-options override keys of the detection students' config
 (configs/vild/vild_teacher-rn_fpn_synthetic-cpu.py) for every detection row, for ablations.
 
-The numbers depend on the thread count and the CPU's kernels, not only on the seed: the bench trains on
---threads threads (2 by default, whatever the machine has; the README says which rows ran on 1) and records
-the count and the kernels in each results file (ovclip/synthetic/bench.py).
+The numbers depend on the thread count and the CPU's kernels, not only on the seed: each process trains on
+--threads threads (1 by default, whatever the machine has) and each results file records the count and the
+kernels (ovclip/synthetic/bench.py). --jobs N runs the rows in N processes at once (the numbers stay those of
+one process: each row trains alone in its process, on the same threads). Each finished row is recorded in its
+work dir: --resume keeps the rows the last run finished, e.g. after the run was stopped.
 """
 import argparse
 import json
 import logging
 import sys
 import time
+import uuid
 from pathlib import Path
+from typing import Optional
 
 import torch
 from mmengine.config import DictAction
@@ -28,8 +33,9 @@ from ovclip.synthetic import make_world
 from ovclip.synthetic.tiny_clip import (
     load_synthetic_teacher, teacher_captions, teacher_spec, train_tiny_clip, zero_shot_accuracy)
 from ovclip.synthetic.world import CAPTION_SETS
-from ovclip.synthetic.bench import BENCH_THREADS, BenchRow, numerics_record
-from ovd.bench import DETR_TEXT_ROW, OVDETR_ROW, PSEUDO_ROW, run_detection_rows
+from ovclip.io import atomic_json_dump
+from ovclip.synthetic.bench import BENCH_THREADS, BenchRow, BenchUnit, bench_run, numerics_record, run_units
+from ovd.bench import DETR_TEXT_ROW, OVDETR_ROW, PSEUDO_ROW, ROW_CHOICES, ROW_ORDER, run_detection_rows
 from ovseg.bench import run_segmentation_rows
 
 SETTINGS = {
@@ -38,11 +44,6 @@ SETTINGS = {
     "quick": {"n_train": 8, "n_val": 4, "iters": 2, "detr_iters": 2, "seg_iters": 2, "teacher_steps": 60},
 }
 METRIC = {"detection": "AP50", "segmentation": "mIoU"}
-# --rows choices: the first word of the detection rows' names
-DETECTION_ROWS = {"ViLD": "ViLD and ViLD-ensemble (with its image head)", "oracle": "oracle",
-                  "teacher": "teacher on ViLD-text's proposals", "DetPro": "DetPro's two rows",
-                  "pseudo-labels": "VL-PLM's pseudo-labels", "DETR-text": "the DETR student, text classifier",
-                  "OV-DETR": "OV-DETR on base + pseudo-boxes"}
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHIPPED_TEACHER = "model_zoo/synthetic"
 
@@ -81,17 +82,101 @@ def print_table(rows: list[BenchRow], title: str, verdicts: bool = True) -> None
               f"({'met' if plus > zero else 'NOT met'})")
 
 
+def seed_run(args, s: dict, work: Path, teacher, teacher_dir: Path, seed: int, numerics: dict,
+             teacher_seconds: float) -> tuple[dict, list[BenchRow]]:
+    """One seed's rows in this process: the world, the teacher's zero-shot accuracy, the rows asked for;
+    returns the results record and the rows."""
+    t1 = time.perf_counter()
+    world = make_world(work / f"world-s{seed}", seed=seed, n_train=s["n_train"], n_val=s["n_val"])
+    zs = zero_shot_accuracy(teacher, seed=10_000 + seed, n_images=s["n_val"])
+    print(f"\nseed {seed}: world {s['n_train']} train / {s['n_val']} val images "
+          f"({time.perf_counter() - t1:.0f} s); teacher {teacher_dir} ({teacher_seconds:.0f} s to load or train), "
+          f"zero-shot accuracy on held-out crops: {zs['accuracy']:.1f}% "
+          f"(base {zs['base']:.1f}, novel {zs['novel']:.1f}, {zs['crops']} crops)", flush=True)
+
+    def progress(r: BenchRow) -> None:
+        print(f"  {r.name}: novel {r.novel:.1f} base {r.base:.1f} {METRIC[r.task]} ({r.seconds:.0f} s)", flush=True)
+    rows = []
+    if "detection" in args.task:
+        rows += run_detection_rows(world, teacher, teacher_spec(teacher_dir), work / f"students-s{seed}",
+                                   s["iters"], seed, Path(args.configs), progress=progress,
+                                   cfg_options=args.cfg_options, rows_wanted=args.rows, detr_iters=s["detr_iters"])
+    if "segmentation" in args.task:
+        rows += run_segmentation_rows(world, teacher_spec(teacher_dir), work / f"segmenters-s{seed}",
+                                      s["seg_iters"], seed, Path(args.configs), progress=progress)
+    results = {"seed": seed, "zero_shot": zs, "teacher": str(teacher_dir), "teacher_captions": args.teacher_captions,
+               "cfg_options": args.cfg_options, "numerics": numerics, "rows": [r.__dict__ for r in rows]}
+    return results, rows
+
+
+def plan_units(args, argv: list[str], work: Path, teacher_dir: Path) -> list[BenchUnit]:
+    """A parallel bench's parts: per seed, ViLD-text, then (each in a process of its own) the rows that use its
+    proposals in two chains (ViLD, teacher, DetPro: they share one region store; pseudo-labels and OV-DETR: they
+    share the labels), the oracle and DETR-text (which need nothing), and the segmentation rows. Each part is
+    this tool on its rows; a part that needs ViLD-text loads the one the ViLD-text part trained (same run id)."""
+    raw_options = []  # --cfg-options as typed (DictAction has parsed them)
+    if "--cfg-options" in argv:
+        for token in argv[argv.index("--cfg-options") + 1:]:
+            if token.startswith("--"):
+                break
+            raw_options.append(token)
+    common = [sys.executable, str(Path(__file__).resolve()), "--threads", str(args.threads), "--work-dir",
+              args.work_dir, "--teacher-dir", str(teacher_dir), "--teacher-captions", args.teacher_captions,
+              "--configs", args.configs, "--run-id", args.run_id, *(["--quick"] if args.quick else []),
+              *(["--cfg-options", *raw_options] if raw_options else [])]
+    units = []  # seed by seed (a seed's table is complete before the next seed's parts start)
+    for seed in args.seed:
+        def unit(tag: str, task: str, rows: Optional[list[str]], after: tuple[str, ...] = ()) -> BenchUnit:
+            return BenchUnit(f"s{seed}-{tag}", [*common, "--seed", str(seed), "--task", task, "--results-tag", tag,
+                                                *(["--rows", *rows] if rows else [])], after)
+        if "detection" in args.task:
+            def want(row: str) -> bool:
+                return args.rows is None or row in args.rows
+            chains = [[r for r in chain if want(r)] for chain in (["ViLD", "teacher", "DetPro"],
+                                                                    ["pseudo-labels", "OV-DETR"])]
+            if want("ViLD-text") or any(chains):
+                units.append(unit("ViLD-text", "detection", ["ViLD-text"]))
+            units += [unit("-".join(chain), "detection", chain, (f"s{seed}-ViLD-text",)) for chain in chains if chain]
+            units += [unit(row, "detection", [row]) for row in ("DETR-text", "oracle") if want(row)]
+        if "segmentation" in args.task:
+            units.append(unit("segmentation", "segmentation", None))
+    return units
+
+
+def merged_results(work: Path, seed: int, units: list[BenchUnit], unit_seconds: dict[str, float]) -> dict:
+    """A parallel bench's record of one seed from its parts' records: each row once (from the part that ran it
+    first), detection rows in the order one process runs them."""
+    results, rows = None, {}
+    for u in units:
+        if not u.name.startswith(f"s{seed}-"):
+            continue
+        part = json.loads((work / f"results-s{seed}-{u.name.split('-', 1)[1]}.json").read_text())
+        results = results or {k: v for k, v in part.items() if k != "rows"}
+        for row in part["rows"]:
+            rows.setdefault((row["task"], row["name"]), row)
+    order = {name: i for i, name in enumerate(ROW_ORDER)}
+    results["rows"] = sorted(rows.values(), key=lambda r: (r["task"], order.get(r["name"], len(order))))
+    results["units"] = {u.name: round(unit_seconds[u.name], 1) for u in units if u.name.startswith(f"s{seed}-")}
+    return results
+
+
 def main(argv=None) -> int:
     """Run the benchmark for each seed and print its table."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, nargs="+", default=[0], help="world / training seeds, one table each")
     p.add_argument("--threads", type=int, default=BENCH_THREADS,
-                   help=f"intra-op threads (default {BENCH_THREADS}): another count sums in another order and gives "
-                        "other numbers; the README says which rows were run on which")
+                   help=f"intra-op threads of each process (default {BENCH_THREADS}, the reported numbers'): another "
+                        "count sums in another order and gives other numbers")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="processes at once (default 1): the rows run in parts of their own (ViLD-text first, as the "
+                        "others use its proposals), each on --threads threads; the numbers are those of one process")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the rows the last run in --work-dir finished (same settings) instead of training them again")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny world, a few iterations")
     p.add_argument("--task", nargs="+", choices=sorted(METRIC), default=sorted(METRIC), help="which rows to run")
-    p.add_argument("--rows", nargs="+", choices=list(DETECTION_ROWS),
-                   help="detection rows to run (ViLD-text always runs: the others use its proposals); all by default")
+    p.add_argument("--rows", nargs="+", choices=list(ROW_CHOICES),
+                   help="detection rows to run (with ViLD-text when one uses its proposals); all by default")
     p.add_argument("--work-dir", default="work_dirs/bench_ov")
     p.add_argument("--teacher-dir", default=SHIPPED_TEACHER, help="where the trained teacher is (or goes)")
     p.add_argument("--train-teacher", action="store_true", help="train the teacher even if one is there")
@@ -101,17 +186,25 @@ def main(argv=None) -> int:
     p.add_argument("--configs", default=str(CONFIGS), help="the project's configs folder (default: the repository's)")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
                    help="override keys of the detection config for every detection row: key=value")
+    p.add_argument("--run-id", help=argparse.SUPPRESS)  # a part of a parallel bench: its run
+    p.add_argument("--results-tag", help=argparse.SUPPRESS)  # ... and the name of its results file
     add_debug_flag(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     s = SETTINGS["quick" if args.quick else "full"]
     work = Path(args.work_dir) / ("quick" if args.quick else "full")
     teacher_dir = Path(args.teacher_dir)
-    if args.threads < 1:
-        p.error(f"--threads must be at least 1, not {args.threads}")
+    for name in ("threads", "jobs"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1, not {getattr(args, name)}")
     if args.teacher_captions != "default" and teacher_dir.resolve() == Path(SHIPPED_TEACHER).resolve():
         p.error(f"--teacher-captions {args.teacher_captions} needs a --teacher-dir of its own "
                 f"({SHIPPED_TEACHER} is the shipped teacher, trained on the default captions)")
+    run_file = work / "run.json"
+    if args.resume and args.run_id is None:
+        if not run_file.is_file():
+            p.error(f"--resume: no earlier run in {work} (its {run_file.name} is missing)")
+        args.run_id = json.loads(run_file.read_text())["id"]
     t0 = time.perf_counter()
     teacher = None if args.train_teacher else load_synthetic_teacher(teacher_dir)
     if teacher is not None and teacher_captions(teacher_dir) != args.teacher_captions:
@@ -119,10 +212,13 @@ def main(argv=None) -> int:
                 f"not '{args.teacher_captions}': add --train-teacher, or name another --teacher-dir")
     torch.set_num_threads(args.threads)
     numerics = numerics_record()
-    print(f"numerics: {numerics['threads']} threads; kernels: ATen {numerics['aten_cpu_capability']}, oneDNN "
-          f"{numerics['ONEDNN_MAX_CPU_ISA'] or 'its own choice'}, MKL {numerics['MKL_CBWR'] or 'its own choice'}"
-          + ("" if args.threads == BENCH_THREADS else
-             f" (not the default {BENCH_THREADS}: the numbers differ from a {BENCH_THREADS}-thread run's)"), flush=True)
+    if args.results_tag is None:
+        print(f"numerics: {numerics['threads']} threads per process, {args.jobs} process(es) at once; kernels: ATen "
+              f"{numerics['aten_cpu_capability']}, oneDNN {numerics['ONEDNN_MAX_CPU_ISA'] or 'its own choice'}, MKL "
+              f"{numerics['MKL_CBWR'] or 'its own choice'}"
+              + ("" if args.threads == BENCH_THREADS else
+                 f" (not the default {BENCH_THREADS}: the numbers differ from a {BENCH_THREADS}-thread run's)"),
+              flush=True)
     if teacher is None:
         teacher_dir = teacher_dir if args.train_teacher or not args.quick else work / "teacher"
         print(f"training the teacher ({s['teacher_steps']} steps, captions '{args.teacher_captions}') into "
@@ -131,36 +227,49 @@ def main(argv=None) -> int:
         train_tiny_clip(teacher_dir, steps=s["teacher_steps"], captions=args.teacher_captions)
         teacher = load_synthetic_teacher(teacher_dir)
     teacher_seconds = time.perf_counter() - t0
-    for seed in args.seed:
-        t1 = time.perf_counter()
-        world = make_world(work / f"world-s{seed}", seed=seed, n_train=s["n_train"], n_val=s["n_val"])
-        zs = zero_shot_accuracy(teacher, seed=10_000 + seed, n_images=s["n_val"])
-        print(f"\nseed {seed}: world {s['n_train']} train / {s['n_val']} val images "
-              f"({time.perf_counter() - t1:.0f} s); teacher {teacher_dir} ({teacher_seconds:.0f} s to load or train), "
-              f"zero-shot accuracy on held-out crops: {zs['accuracy']:.1f}% "
-              f"(base {zs['base']:.1f}, novel {zs['novel']:.1f}, {zs['crops']} crops)", flush=True)
-        def progress(r: BenchRow) -> None:
-            print(f"  {r.name}: novel {r.novel:.1f} base {r.base:.1f} {METRIC[r.task]} ({r.seconds:.0f} s)", flush=True)
-        rows = []
-        if "detection" in args.task:
-            rows += run_detection_rows(world, teacher, teacher_spec(teacher_dir), work / f"students-s{seed}",
-                                       s["iters"], seed, Path(args.configs), progress=progress,
-                                       cfg_options=args.cfg_options, rows_wanted=args.rows,
-                                       detr_iters=s["detr_iters"])
-        if "segmentation" in args.task:
-            rows += run_segmentation_rows(world, teacher_spec(teacher_dir), work / f"segmenters-s{seed}",
-                                          s["seg_iters"], seed, Path(args.configs), progress=progress)
-        overrides = f", detection config options {args.cfg_options}" if args.cfg_options else ""
-        if args.teacher_captions != "default":
-            overrides += f", teacher trained on the '{args.teacher_captions}' captions"
-        print_table(rows, f"open-vocabulary transfer, seed {seed}{' (quick)' if args.quick else ''}{overrides}",
-                    verdicts=not args.quick)
-        results = {"seed": seed, "zero_shot": zs, "teacher": str(teacher_dir),
-                   "teacher_captions": args.teacher_captions, "cfg_options": args.cfg_options, "numerics": numerics,
-                   "rows": [r.__dict__ for r in rows]}
-        (work / f"results-s{seed}.json").write_text(json.dumps(results, indent=1))
+    if args.run_id is None:
+        args.run_id = uuid.uuid4().hex[:12]
+        work.mkdir(parents=True, exist_ok=True)
+        atomic_json_dump({"id": args.run_id, "argv": argv}, run_file, indent=1)
+    if args.jobs > 1:
+        for seed in args.seed:  # written once, before the parts read it
+            make_world(work / f"world-s{seed}", seed=seed, n_train=s["n_train"], n_val=s["n_val"])
+        units, unit_seconds = plan_units(args, argv, work, teacher_dir), {}
+
+        def done(unit: BenchUnit, seconds: float) -> None:
+            unit_seconds[unit.name] = seconds
+            part = json.loads((work / f"results-{unit.name}.json").read_text())
+            for r in part["rows"]:
+                print(f"  {unit.name}: {r['name']}: novel {r['novel']:.1f} base {r['base']:.1f} "
+                      f"{METRIC[r['task']]} ({r['seconds']:.0f} s)", flush=True)
+            print(f"  {unit.name}: done in {seconds:.0f} s", flush=True)
+        failed = run_units(units, args.jobs, work / "logs", on_done=done)
+        for seed in args.seed:
+            if any(name.startswith(f"s{seed}-") for name in failed):
+                continue
+            results = merged_results(work, seed, units, unit_seconds)
+            report(args, seed, results, [BenchRow(**r) for r in results["rows"]], work)
+        print(f"\ntotal {time.perf_counter() - t0:.0f} s ({args.jobs} processes at once)")
+        return 1 if failed else 0
+    with bench_run(args.run_id):
+        for seed in args.seed:
+            results, rows = seed_run(args, s, work, teacher, teacher_dir, seed, numerics, teacher_seconds)
+            if args.results_tag is not None:  # a part of a parallel bench: its parent prints the table
+                atomic_json_dump(results, work / f"results-s{seed}-{args.results_tag}.json", indent=1)
+            else:
+                report(args, seed, results, rows, work)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     return 0
+
+
+def report(args, seed: int, results: dict, rows: list[BenchRow], work: Path) -> None:
+    """Print one seed's table and write its results file."""
+    overrides = f", detection config options {args.cfg_options}" if args.cfg_options else ""
+    if args.teacher_captions != "default":
+        overrides += f", teacher trained on the '{args.teacher_captions}' captions"
+    print_table(rows, f"open-vocabulary transfer, seed {seed}{' (quick)' if args.quick else ''}{overrides}",
+                verdicts=not args.quick)
+    atomic_json_dump(results, work / f"results-s{seed}.json", indent=1)
 
 
 if __name__ == "__main__":

@@ -2,19 +2,23 @@
 record of the numerics it ran with."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
+import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional, Sequence
 
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
-from ..engine.runner import ProjectRunner, drop_training, load_config
+from ..engine.runner import ProjectRunner, drop_training, load_config, load_weights
+from ..io import atomic_json_dump
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +29,7 @@ log = logging.getLogger(__name__)
 # come from, asking the three libraries for their AVX2 kernels (the variables below) left ViLD-text's weights
 # unchanged but moved the synthetic DETR-text from 12.6 / 48.1 to 13.4 / 49.0 novel / base AP50 (seed 0, one
 # thread): the libraries' own choice is part of the reported arithmetic.
-BENCH_THREADS = 2  # the intra-op threads of the bench's reported numbers (the README names the rows run on 1)
+BENCH_THREADS = 1  # the intra-op threads of the bench's reported numbers: one sums the same on any core count
 KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")  # recorded, not set
 
 
@@ -77,22 +81,60 @@ class BenchProgressHook(Hook):
         print(f"    {self.name}: testing", flush=True)
 
 
+ROW_RECORD = "bench_row.json"  # a finished training row: what it was trained with, its metrics
+_run_id: Optional[str] = None
+
+
+@contextmanager
+def bench_run(run_id: Optional[str]):
+    """Within it, each row `train_and_test` finishes is recorded in its work dir under `run_id`, and a row
+    already finished under that id, with the same config, options, iterations, seed and thread count, is
+    loaded from its checkpoint instead of trained again (a resumed bench, or another process of a parallel
+    one that needs a row's model). Outside it (`run_id` None) nothing is reused."""
+    global _run_id
+    previous, _run_id = _run_id, run_id
+    try:
+        yield
+    finally:
+        _run_id = previous
+
+
+def _row_key(config: "str | Path", options: dict[str, Any], iters: int, seed: int) -> str:
+    import torch
+
+    return json.dumps({"run": _run_id, "config": str(config), "options": options, "iters": iters, "seed": seed,
+                       "threads": torch.get_num_threads()}, sort_keys=True, default=str)
+
+
 def train_and_test(config: "str | Path", options: dict[str, Any], work_dir: Path, iters: int,
                    seed: int) -> tuple[ProjectRunner, dict]:
-    """Train a config's model for `iters` iterations (warm-up, then cosine) and evaluate it on its test set."""
+    """Train a config's model for `iters` iterations (warm-up, then cosine) and evaluate it on its test set
+    (inside `bench_run`: or load the same row finished before, see there)."""
     warmup = max(1, iters // 10)
     cfg = load_config(config, {**options, "train_cfg.max_iters": iters, "randomness.seed": seed,
                                "log_level": "WARNING", "experiment_name": f"{work_dir.name}-{seed}"},
                       work_dir=str(work_dir))
+    key, record = _row_key(config, options, iters, seed), work_dir / ROW_RECORD
+    if _run_id is not None and record.is_file():
+        done = json.loads(record.read_text())
+        if done["key"] == key and (work_dir / done["checkpoint"]).is_file():
+            runner = ProjectRunner.from_cfg(cfg)
+            load_weights(runner.model, work_dir / done["checkpoint"], config)
+            runner.model.eval()  # as the test that ended its training left it
+            print(f"    {work_dir.name}: finished before in this run, loaded from {done['checkpoint']}", flush=True)
+            return runner, done["metrics"]
     cfg.param_scheduler = [dict(type="LinearLR", start_factor=0.01, by_epoch=False, begin=0, end=warmup),
                            dict(type="CosineAnnealingLR", by_epoch=False, begin=warmup, T_max=iters - warmup,
                                 eta_min=cfg.optim_wrapper.optimizer.lr * 0.01)]
     cfg.default_hooks.checkpoint.interval = iters
     cfg.custom_hooks = [*cfg.custom_hooks, dict(type="BenchProgressHook", name=work_dir.name)]
+    record.unlink(missing_ok=True)
     runner = ProjectRunner.from_cfg(cfg)
     runner.train()
     metrics = runner.test()
     log.info("%s: %s", work_dir, metrics)
+    if _run_id is not None:
+        atomic_json_dump({"key": key, "checkpoint": f"iter_{iters}.pth", "metrics": metrics}, record, indent=1)
     return runner, metrics
 
 
@@ -101,3 +143,57 @@ def evaluate_config(config: "str | Path", options: dict[str, Any], work_dir: Pat
     cfg = load_config(config, {**options, "log_level": "WARNING"}, work_dir=str(work_dir))
     drop_training(cfg)
     return ProjectRunner.from_cfg(cfg).test()
+
+
+@dataclass
+class BenchUnit:
+    """A part of a parallel bench, run as a process of its own: `command` (the bench tool with the part's
+    arguments), after the units named in `after` finished well."""
+
+    name: str
+    command: list[str]
+    after: tuple[str, ...] = ()
+
+
+def run_units(units: Sequence[BenchUnit], jobs: int, log_dir: Path,
+              on_done: Optional[Callable[[BenchUnit, float], None]] = None, poll_seconds: float = 0.5) -> list[str]:
+    """Run the units' processes, at most `jobs` at once, each once the units it comes after finished well (in
+    list order among those ready); each one's output goes to `log_dir`/<name>.log. A unit that fails is said
+    with its log; the units after it are skipped. Returns the names of the units that failed or were skipped.
+    The processes still running when this is interrupted are stopped."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    pending, running, finished, failed = list(units), {}, set(), []
+    try:
+        while pending or running:
+            for unit in [u for u in pending if any(a in failed for a in u.after)]:
+                pending.remove(unit)
+                failed.append(unit.name)
+                print(f"  {unit.name}: skipped (a unit it needs failed)", flush=True)
+            for unit in [u for u in pending if set(u.after) <= finished][:max(0, jobs - len(running))]:
+                pending.remove(unit)
+                log = open(log_dir / f"{unit.name}.log", "w", encoding="utf-8")
+                running[unit.name] = (unit, subprocess.Popen(unit.command, stdout=log, stderr=subprocess.STDOUT),
+                                      log, time.perf_counter())
+                print(f"  {unit.name}: started (log {log_dir / f'{unit.name}.log'})", flush=True)
+            if pending and not running:
+                raise RuntimeError(f"bench units wait on units that are not planned: {[u.name for u in pending]}")
+            time.sleep(poll_seconds)
+            for name, (unit, proc, log, start) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                log.close()
+                del running[name]
+                if proc.returncode == 0:
+                    finished.add(name)
+                    if on_done:
+                        on_done(unit, time.perf_counter() - start)
+                else:
+                    failed.append(name)
+                    print(f"  {name}: FAILED (exit status {proc.returncode}); see {log_dir / f'{name}.log'}",
+                          flush=True)
+    finally:
+        for unit, proc, log, _ in running.values():
+            proc.terminate()
+            proc.wait()
+            log.close()
+    return failed

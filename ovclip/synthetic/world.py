@@ -211,12 +211,22 @@ def make_world(out_dir: "str | Path", seed: int = 0, n_train: int = 400, n_val: 
                ) -> dict[str, str]:
     """Write the world under out_dir: {train,val}/images, {train,val}/labels (semantic PNGs: 0 is
     background, k + 1 is class k), train_base.json (base objects only), train_all.json (every object,
-    for the oracle), val.json (every object), vocabulary.json. Returns the paths by name."""
+    for the oracle), val.json (every object), vocabulary.json. Returns the paths by name. A world written
+    there before with the same parameters is kept as it is (the same seed draws the same world)."""
     out = Path(out_dir)
     rng = np.random.default_rng(seed)
     categories = [{"id": e["id"], "name": e["name"]} for e in vocabulary_entries()]
     novel = {SHAPES.index(s) for s in NOVEL_SHAPES}
     paths = {"root": str(out), "vocabulary": str(out / "vocabulary.json")}
+    for split in ("train", "val"):
+        paths.update({f"{split}_images": str(out / split / "images"), f"{split}_labels": str(out / split / "labels")})
+    paths.update(train_base=str(out / "train_base.json"), train_all=str(out / "train_all.json"),
+                 val=str(out / "val.json"))
+    params = {"seed": seed, "n_train": n_train, "n_val": n_val, "size": size}
+    done = out / "world.json"
+    if done.is_file() and json.loads(done.read_text()) == params:
+        return paths  # written before with the same parameters (world.json is written last)
+    done.unlink(missing_ok=True)
     for split, count in (("train", n_train), ("val", n_val)):
         images, anns = [], []
         for i in range(count):
@@ -238,12 +248,8 @@ def make_world(out_dir: "str | Path", seed: int = 0, n_train: int = 400, n_val: 
             base = {**full, "annotations": [a for a in anns if a["category_id"] - 1 not in novel]}
             atomic_json_dump(base, out / "train_base.json")
             atomic_json_dump(full, out / "train_all.json")
-            paths.update(train_base=str(out / "train_base.json"), train_all=str(out / "train_all.json"))
         else:
             atomic_json_dump(full, out / "val.json")
-            paths["val"] = str(out / "val.json")
-        paths[f"{split}_images"] = str(out / split / "images")
-        paths[f"{split}_labels"] = str(out / split / "labels")
     atomic_json_dump(vocabulary_entries(), out / "vocabulary.json", indent=1)
-    (out / "world.json").write_text(json.dumps({"seed": seed, "n_train": n_train, "n_val": n_val, "size": size}))
+    atomic_json_dump(params, done)
     return paths
