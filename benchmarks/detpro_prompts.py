@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ovclip.classifier import build_text_source
 from ovclip.engine.runner import test
 from ovclip.synthetic import make_world
-from ovclip.synthetic.bench import BENCH_THREADS, train_and_test  # also registers the dumped configs' progress hook
+from ovclip.synthetic.bench import train_and_test  # also registers the dumped configs' progress hook
 from ovclip.synthetic.tiny_clip import load_synthetic_teacher, teacher_spec
 from ovclip.vocabulary import load_vocabulary
 from ovd.bench import CONFIG, DETPRO_CONFIG, STUDENTS, distill_settings, train_student, world_options
@@ -61,10 +61,13 @@ def main(argv=None) -> int:
     if missing:
         sys.exit(f"not found: {', '.join(missing)}; run tools/bench_ov.py --task detection --rows ViLD DetPro --seed "
                  f"{args.seed} --work-dir {work.parent} first (a full run: --quick leaves another folder)")
-    torch.set_num_threads(BENCH_THREADS)  # the bench's count: retrained rows compare with its rows
+    results = json.loads((work / f"results-s{args.seed}.json").read_text())
+    # the bench run's thread count, so that retrained rows compare with its rows (results files from before the
+    # count was recorded came from two-thread runs)
+    torch.set_num_threads(results.get("numerics", {}).get("threads", 2))
     checkpoints = {row: (students / row / "last_checkpoint").read_text().strip() for row in ("ViLD", "DetPro")}
     iters = int(re.search(r"iter_(\d+)\.pth$", checkpoints["ViLD"]).group(1))
-    teacher_dir = json.loads((work / f"results-s{args.seed}.json").read_text()).get("teacher", SHIPPED_TEACHER)
+    teacher_dir = results.get("teacher", SHIPPED_TEACHER)
     teacher = load_synthetic_teacher(teacher_dir)
     if teacher is None:
         sys.exit(f"the bench's teacher {teacher_dir} is not there any more")

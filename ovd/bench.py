@@ -19,7 +19,7 @@ from ovclip.options import with_defaults
 from ovclip.io import atomic_torch_save, read_image, to_unit_float
 from ovclip.precompute import run_precompute
 from ovclip.pseudo_boxes import annotation_quality
-from ovclip.pseudo_boxes_job import PseudoBoxJob
+from ovclip.pseudo_boxes_job import PseudoBoxJob, parts_dir
 from ovclip.regions import region_embeddings
 from ovclip.teacher import Teacher
 from ovclip.classifier import build_text_source
@@ -66,24 +66,29 @@ STUDENTS: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
-# --rows choices, the first word of a row's name ("ViLD": ViLD, ViLD-ensemble and its image head), and those
-# that use ViLD-text's proposals (so ViLD-text runs with them)
-ROW_CHOICES = {"ViLD-text": "ViLD-text", "ViLD": "ViLD and ViLD-ensemble (with its image head)", "oracle": "oracle",
-               "teacher": "teacher on ViLD-text's proposals", "DetPro": "DetPro's two rows",
-               "pseudo-labels": "VL-PLM's pseudo-labels", "DETR-text": "the DETR student, text classifier",
-               "OV-DETR": "OV-DETR on base + pseudo-boxes"}
-NEED_VILD_TEXT = ("ViLD", "teacher", "DetPro", "pseudo-labels", "OV-DETR")
-# the rows in the order one process runs them (a parallel bench's table keeps it)
 IMAGE_ROW, TEACHER_ROW = "ViLD-image (ensemble model's image head)", "teacher on ViLD-text's proposals"
 DETPRO_ROW, DETPRO_TEACHER_ROW = "DetPro (ViLD with learned prompts)", f"{TEACHER_ROW}, learned prompts"
+# --rows choices: what each one is, and the rows of the table it gives
+ROW_CHOICES = {"ViLD-text": "ViLD-text", "ViLD": "ViLD and ViLD-ensemble (with its image head)", "oracle": "oracle",
+               "teacher": "the teacher on ViLD-text's proposals", "DetPro": "DetPro's two rows",
+               "pseudo-labels": "VL-PLM's pseudo-labels", "DETR-text": "the DETR student, text classifier",
+               "OV-DETR": "OV-DETR on base + pseudo-boxes"}
+ROWS_OF_CHOICE = {"ViLD-text": ["ViLD-text"], "ViLD": ["ViLD", "ViLD-ensemble", IMAGE_ROW],
+                  "oracle": [STUDENTS[3][0]], "teacher": [TEACHER_ROW], "DetPro": [DETPRO_ROW, DETPRO_TEACHER_ROW],
+                  "pseudo-labels": [PSEUDO_ROW], "DETR-text": [DETR_TEXT_ROW], "OV-DETR": [OVDETR_ROW]}
+# The choices whose rows use ViLD-text's proposals (ViLD-text runs with them), in groups that share what they
+# make of them (a region store; pseudo-labels), and those that need nothing
+CHAINS = (("ViLD", "teacher", "DetPro"), ("pseudo-labels", "OV-DETR"))
+NEED_VILD_TEXT = tuple(choice for chain in CHAINS for choice in chain)
+INDEPENDENT = ("DETR-text", "oracle")
+# the rows in the order one process runs them (a parallel bench's table keeps it)
 ROW_ORDER = [*(name for name, _, _ in STUDENTS[:3]), IMAGE_ROW, STUDENTS[3][0], TEACHER_ROW, DETPRO_ROW,
              DETPRO_TEACHER_ROW, PSEUDO_ROW, DETR_TEXT_ROW, OVDETR_ROW]
 
 
 def row_choice(name: str) -> str:
-    """The --rows choice a row belongs to."""
-    first = name.split()[0]
-    return "ViLD" if first.startswith("ViLD") and first != "ViLD-text" else first
+    """The --rows choice a row of the table belongs to."""
+    return next(choice for choice, names in ROWS_OF_CHOICE.items() if name in names)
 
 
 def distill_settings(configs: Path, options: Optional[dict[str, Any]] = None) -> dict[str, Any]:
@@ -211,14 +216,14 @@ def run_detection_rows(world: dict[str, str], teacher: Teacher, teacher_spec: di
             if progress:
                 progress(rows[-1])
     student = trained.get("ViLD-text")
-    if wanted("teacher"):
+    if wanted(TEACHER_ROW):
         t0 = time.perf_counter()
         m = teacher_on_proposals(lambda img: student.detector.proposals([img])[0], teacher, world)
         rows.append(BenchRow("detection", TEACHER_ROW, m["AP50_novel"], m["AP50_base"],
                              time.perf_counter() - t0))
         if progress:
             progress(rows[-1])
-    if detpro and wanted("DetPro"):
+    if detpro and wanted(DETPRO_ROW):
         if not store:
             distill = distill_settings(configs, cfg_options)
             store = region_store(student, world, teacher_spec, work_dir / "regions", distill["num_regions"],
@@ -247,8 +252,10 @@ def make_pseudo_labels(world: dict[str, str], teacher_spec: dict, work_dir: Path
     note: their precision / recall against the train images' withheld novel ground truth (IoU 0.5) and the
     time the labelling took. `pseudo_options` override the config's `pseudo` section."""
     t0 = time.perf_counter()
-    shutil.rmtree(work_dir, ignore_errors=True)
     proposals, pseudo = work_dir / "proposals.json", work_dir / "pseudo_boxes.json"
+    for made in (proposals, pseudo):  # by another proposer, perhaps; the student's row beside them stays
+        made.unlink(missing_ok=True)
+    shutil.rmtree(parts_dir(pseudo), ignore_errors=True)
     write_proposals(lambda image: proposer.detector.proposals([image], PSEUDO_REFINE)[0], world["train_base"],
                     world["train_images"], str(proposals), max_per_image=PSEUDO_PROPOSALS, progress=False)
     sections = tool_config(str(Path(configs) / PSEUDO_BOXES_CONFIG), {})

@@ -39,9 +39,9 @@ def test_generator_is_deterministic(world, tmp_path):
     # the same world asked for again is kept as written (parallel bench processes read it meanwhile); other
     # parameters write it anew
     image = Path(again["train_images"]) / "train_00000.png"
-    written = image.stat().st_mtime_ns
+    written = image.stat().st_ino  # a file written again is another file (written aside, then renamed)
     assert make_world(tmp_path / "again", seed=3, n_train=12, n_val=6) == again
-    assert image.stat().st_mtime_ns == written
+    assert image.stat().st_ino == written
     make_world(tmp_path / "again", seed=4, n_train=12, n_val=6)
     assert digest(Path(again["root"])) == digest(Path(other["root"]))
     rng_a, rng_b = np.random.default_rng(7), np.random.default_rng(7)
@@ -122,18 +122,17 @@ def test_a_teacher_can_be_trained_without_captions_in_the_hand_prompts_phrasing(
 
 
 def test_bench_refuses_a_teacher_of_other_captions(tmp_path, monkeypatch, capsys):
-    import importlib.util
     import shutil
-    spec = importlib.util.spec_from_file_location("bench_ov_tool", ROOT / "tools" / "bench_ov.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)  # in this process: a subprocess per case spends seconds on imports
+    bench = load_bench_tool()
     monkeypatch.chdir(ROOT)  # the default --teacher-dir is relative, as the README runs the tool
     own = tmp_path / "teacher"
     shutil.copytree(ROOT / "model_zoo" / "synthetic", own)
     (own / "training.json").write_text(json.dumps({"captions": "no-hand-prompt"}))
     for extra, message in ((["--teacher-captions", "no-hand-prompt"], "needs a --teacher-dir of its own"),
                            (["--teacher-dir", str(own)], "trained on the caption set 'no-hand-prompt', not 'default'"),
-                           (["--threads", "0"], "--threads must be at least 1, not 0")):
+                           (["--threads", "0"], "--threads must be at least 1, not 0"),
+                           (["--jobs", "0"], "--jobs must be at least 1, not 0"),
+                           (["--resume"], "--resume: no earlier run in")):
         with pytest.raises(SystemExit) as exit_:
             bench.main(["--quick", "--work-dir", str(tmp_path), *extra])
         err = capsys.readouterr().err
@@ -141,31 +140,45 @@ def test_bench_refuses_a_teacher_of_other_captions(tmp_path, monkeypatch, capsys
     assert not (tmp_path / "quick").exists()  # refused before any work
 
 
-def test_bench_quick_runs_end_to_end(tmp_path):
+def load_bench_tool():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_ov_tool", ROOT / "tools" / "bench_ov.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)  # in this process: a subprocess per case spends seconds on imports
+    return bench
+
+
+@pytest.fixture(scope="module")
+def quick_bench(tmp_path_factory):
+    """The quick bench, every row, in one process (as the README's smoke run)."""
     # --cfg-options reach every detection student's config (a harmless override, to see it arrive)
-    # --threads: a count other than the default is said so, and recorded
-    r = subprocess.run([sys.executable, "tools/bench_ov.py", "--quick", "--work-dir", str(tmp_path), "--threads", "1",
+    work = tmp_path_factory.mktemp("bench")
+    r = subprocess.run([sys.executable, "tools/bench_ov.py", "--quick", "--work-dir", str(work),
                         "--cfg-options", "model.detector.box_detections_per_img=40"], cwd=ROOT,
                        capture_output=True, text=True)  # no time limit: a loaded machine is slow, not wrong
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    return work, r.stdout, json.loads((work / "quick" / "results-s0.json").read_text())  # before a test resumes it
+
+
+def test_bench_quick_runs_end_to_end(quick_bench):
+    tmp_path, stdout, saved = quick_bench
     for row in ("ViLD-text", "ViLD", "ViLD-ensemble", "ViLD-image", "teacher on ViLD-text's proposals", "oracle",
                 "DetPro (ViLD with learned prompts)", "teacher on ViLD-text's proposals, learned prompts",
                 "pseudo-labels (ViLD-text on base + teacher's novel boxes)", "DETR-text (base boxes)",
                 "OV-DETR (base + teacher's novel boxes)"):
-        assert f"| detection | {row}" in r.stdout
+        assert f"| detection | {row}" in stdout
     for row in ("MaskCLIP (teacher zero-shot)", "MaskCLIP+", "mask proposals", "oracle (novel labels too)"):
-        assert f"| segmentation | {row}" in r.stdout
+        assert f"| segmentation | {row}" in stdout
     # a smoke run judges no target; each row says when it starts, how far its training is, when it tests
-    assert "no target is judged" in r.stdout and "target" not in r.stdout.replace("no target is judged", "")
-    assert not re.search(r"\bmet\b", r.stdout.split("open-vocabulary transfer")[-1])
+    assert "no target is judged" in stdout and "target" not in stdout.replace("no target is judged", "")
+    assert not re.search(r"\bmet\b", stdout.split("open-vocabulary transfer")[-1])
     for line in ("    ViLD-text: training 2 iterations", "    ViLD-text: 2/2 iterations", "    ViLD-text: testing",
                  "    MaskCLIP+: training 2 iterations", "    OV-DETR: training 2 iterations"):
-        assert line in r.stdout, line
-    saved = json.loads((tmp_path / "quick" / "results-s0.json").read_text())
+        assert line in stdout, line
     assert (tmp_path / "quick" / "students-s0" / "DetPro-prompts" / "prompts.safetensors").is_file()
     assert len(saved["rows"]) == 15 and all(0 <= row["novel"] <= 100 for row in saved["rows"])
     assert saved["cfg_options"] == {"model.detector.box_detections_per_img": 40}
-    assert saved["numerics"]["threads"] == 1 and "differ from a 2-thread run" in r.stdout
+    assert saved["numerics"]["threads"] == 1  # the default, whatever the machine has
     assert all(saved["numerics"][k] == os.environ.get(k) for k in KERNEL_VARIABLES)  # recorded, not set
     students = tmp_path / "quick" / "students-s0"
     pseudo = json.loads((students / "pseudo-labels" / "pseudo_boxes.json").read_text())  # VL-PLM's row
@@ -181,6 +194,109 @@ def test_bench_quick_runs_end_to_end(tmp_path):
     store = FeatureStore(tmp_path / "quick" / "students-s0" / "regions" / "store")
     assert len(store) == 8 and store.meta["boxes"] == "proposals"
     assert all(0 < len(store[i][0]) <= distill_settings(ROOT / "configs")["num_regions"] == 32 for i in store.image_ids)
+
+
+def test_parallel_bench_gives_the_rows_of_one_process(quick_bench, tmp_path):
+    # ViLD and ViLD-ensemble run in a process of their own, on the ViLD-text the first process trained
+    sequential, _, _ = quick_bench
+    r = subprocess.run([sys.executable, "tools/bench_ov.py", "--quick", "--work-dir", str(tmp_path), "--jobs", "2",
+                        "--task", "detection", "--rows", "ViLD", "--cfg-options",
+                        "model.detector.box_detections_per_img=40"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "s0-ViLD-text: started" in r.stdout and "s0-ViLD: done in" in r.stdout
+    assert re.search(r"    ViLD-text: finished earlier in this run \(trained and tested in \d+ s\), loaded from "
+                     r"iter_2\.pth", (tmp_path / "quick" / "logs" / "s0-ViLD.log").read_text())
+    table = r.stdout.split("open-vocabulary transfer")[-1]
+    rows = [line.split(" | ")[1] for line in table.splitlines() if line.startswith("| detection")]
+    assert rows == ["ViLD-text", "ViLD", "ViLD-ensemble", "ViLD-image (ensemble model's image head)"]
+    saved = json.loads((tmp_path / "quick" / "results-s0.json").read_text())
+    assert set(saved["units"]) == {"s0-ViLD-text", "s0-ViLD"} and len(saved["rows"]) == 4
+    assert saved["cfg_options"] == {"model.detector.box_detections_per_img": 40}
+    import torch
+    for name in ("ViLD-text", "ViLD", "ViLD-ensemble"):  # the same weights as the one-process run's
+        ours, theirs = (torch.load(root / "quick" / "students-s0" / name / "iter_2.pth", weights_only=False)
+                        ["state_dict"] for root in (tmp_path, sequential))
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours), name
+
+
+def test_bench_resumes_with_the_rows_it_finished(quick_bench, monkeypatch, capsys):
+    import torch
+    work, _, before = quick_bench
+    bench = load_bench_tool()
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # the bench's count would stay for later tests
+    oracle = next(row for row in before["rows"] if row["name"] == "oracle (novel boxes too)")
+    checkpoint = work / "quick" / "students-s0" / "oracle" / "iter_2.pth"
+    written = checkpoint.stat().st_mtime_ns
+    options = ["--cfg-options", "model.detector.box_detections_per_img=40"]
+    assert bench.main(["--quick", "--work-dir", str(work), "--resume", "--task", "detection", "--rows", "oracle",
+                       *options]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"    oracle: finished earlier in this run \(trained and tested in \d+ s\), loaded from "
+                     r"iter_2\.pth", out) and "training" not in out
+    after = json.loads((work / "quick" / "results-s0.json").read_text())
+    assert [(r["name"], r["novel"], r["base"]) for r in after["rows"]] == [(oracle["name"], oracle["novel"],
+                                                                             oracle["base"])]
+    assert checkpoint.stat().st_mtime_ns == written
+    # other settings would give other rows: refused, naming what changed
+    for changed, name in ((["--threads", "2", *options], "threads"), ([], "cfg_options")):
+        with pytest.raises(SystemExit) as exit_:
+            bench.main(["--quick", "--work-dir", str(work), "--resume", "--rows", "oracle", *changed])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and f"--resume: the last run in {work / 'quick'} had other settings ({name}:" \
+            in err, err[-2000:]
+
+
+def test_parallel_bench_plan():
+    import argparse
+    bench = load_bench_tool()
+    args = argparse.Namespace(seed=[0, -1], task=["detection", "segmentation"], rows=None, threads=1,
+                              work_dir="w", teacher_captions="default", configs="c", run_id="r", quick=False,
+                              debug=True, cfg_options={"model.detector.box_detections_per_img": [40, "a,b"]})
+    units = bench.plan_units(args, Path("t"))
+    assert [(u.name, u.after) for u in units[:6]] == [
+        ("s0-ViLD-text", ()), ("s0-ViLD-teacher-DetPro", ("s0-ViLD-text",)),
+        ("s0-pseudo-labels-OV-DETR", ("s0-ViLD-text",)), ("s0-DETR-text", ()), ("s0-oracle", ()),
+        ("s0-segmentation", ())]
+    assert [u.name for u in units[6:]][:1] == ["s-1-ViLD-text"] and len(units) == 12
+    command = units[1].command
+    # the parsed options travel as they are, whatever way they were typed; --debug travels too
+    assert json.loads(command[command.index("--cfg-options-json") + 1]) == args.cfg_options and "--debug" in command
+    assert command[command.index("--rows") + 1:] == ["ViLD", "teacher", "DetPro"]
+    args.rows, args.task = ["oracle", "OV-DETR"], ["detection"]
+    assert [(u.name, u.after) for u in bench.plan_units(args, Path("t"))][:3] == [
+        ("s0-ViLD-text", ()), ("s0-OV-DETR", ("s0-ViLD-text",)), ("s0-oracle", ())]
+
+
+def test_bench_units_run_in_order_of_their_needs(tmp_path, capsys):
+    from ovclip.synthetic.bench import BenchUnit, run_units
+
+    def unit(name, code, after=()):
+        return BenchUnit(name, [sys.executable, "-c", f"import time; {code}"], after)
+    # "b" and "c" need "a"; "d" needs "fail", which fails, so "d" is skipped; at most 2 at once (each unit
+    # notes when it starts and ends)
+    stamp = "open({!r}, 'a').write('{}' + chr(10))"
+    spans = "open({!r}, 'a').write(f'{{time.time()}} 1' + chr(10)); time.sleep(0.3); " \
+            "open({!r}, 'a').write(f'{{time.time()}} -1' + chr(10)); "
+    spans = spans.format(*[str(tmp_path / "spans")] * 2)
+    units = [unit("a", spans + stamp.format(str(tmp_path / "order"), "a")),
+             unit("b", spans + stamp.format(str(tmp_path / "order"), "b"), ("a",)),
+             unit("fail", spans + "raise SystemExit(3)"),
+             unit("d", "print('never')", ("fail",)),
+             unit("c", spans + "print('hello from c')", ("a",))]
+    done = []
+    failed = run_units(units, 2, tmp_path / "logs", on_done=lambda u, seconds: done.append(u.name), poll_seconds=0.05)
+    assert failed == ["fail", "d"] and sorted(done) == ["a", "b", "c"]
+    assert (tmp_path / "order").read_text().split() == ["a", "b"]
+    events = sorted((float(t), int(step)) for t, step in (line.split() for line in (tmp_path / "spans").open()))
+    at_once = [sum(step for _, step in events[:i + 1]) for i in range(len(events))]
+    assert len(events) == 8 and max(at_once) <= 2
+    assert (tmp_path / "logs" / "c.log").read_text() == "hello from c\n"
+    out = capsys.readouterr().out
+    assert "fail: FAILED (exit status 3)" in out and "d: skipped (a unit it needs failed)" in out
+    assert not (tmp_path / "logs" / "d.log").exists()
+    with pytest.raises(RuntimeError, match="not planned"):
+        run_units([unit("x", "pass", ("nowhere",))], 1, tmp_path / "logs")
 
 
 def test_shipped_teacher_and_student_work_out_of_the_box():

@@ -12,9 +12,10 @@ novel and base AP50 (detection) or mIoU (segmentation) and wall time per row. --
 
 The numbers depend on the thread count and the CPU's kernels, not only on the seed: each process trains on
 --threads threads (1 by default, whatever the machine has) and each results file records the count and the
-kernels (ovclip/synthetic/bench.py). --jobs N runs the rows in N processes at once (the numbers stay those of
-one process: each row trains alone in its process, on the same threads). Each finished row is recorded in its
-work dir: --resume keeps the rows the last run finished, e.g. after the run was stopped.
+kernels (ovclip/synthetic/bench.py). --jobs N runs the rows in units of N processes at once (ViLD-text first;
+see plan_units): each row is trained as one process trains it, so its numbers are the same (its wall time is
+not: the processes share the machine). Each finished row is recorded in its work dir: --resume keeps the rows
+the last run finished (e.g. after it was stopped), if code, configs, teacher and settings are unchanged.
 """
 import argparse
 import json
@@ -28,14 +29,16 @@ from typing import Optional
 import torch
 from mmengine.config import DictAction
 
-from ovclip.cli import add_debug_flag, run_tool
+from ovclip.cli import DEBUG_FLAG, add_debug_flag, run_tool
 from ovclip.synthetic import make_world
 from ovclip.synthetic.tiny_clip import (
     load_synthetic_teacher, teacher_captions, teacher_spec, train_tiny_clip, zero_shot_accuracy)
 from ovclip.synthetic.world import CAPTION_SETS
 from ovclip.io import atomic_json_dump
-from ovclip.synthetic.bench import BENCH_THREADS, BenchRow, BenchUnit, bench_run, numerics_record, run_units
-from ovd.bench import DETR_TEXT_ROW, OVDETR_ROW, PSEUDO_ROW, ROW_CHOICES, ROW_ORDER, run_detection_rows
+from ovclip.synthetic.bench import (
+    BENCH_THREADS, BenchRow, BenchUnit, bench_run, numerics_record, run_units, source_digest)
+from ovd.bench import (
+    CHAINS, DETPRO_ROW, DETR_TEXT_ROW, INDEPENDENT, OVDETR_ROW, PSEUDO_ROW, ROW_CHOICES, ROW_ORDER, run_detection_rows)
 from ovseg.bench import run_segmentation_rows
 
 SETTINGS = {
@@ -64,8 +67,8 @@ def print_table(rows: list[BenchRow], title: str, verdicts: bool = True) -> None
               f"({'met' if vild >= 2 * text and vild > 0 else 'NOT met'}); "
               f"ViLD novel >= 50% of oracle: {vild:.1f} vs {oracle / 2:.1f} "
               f"({'met' if vild >= oracle / 2 and vild > 0 else 'NOT met'})")
-    if {"ViLD", "DetPro (ViLD with learned prompts)"} <= set(by):
-        detpro, vild = by["DetPro (ViLD with learned prompts)"].novel, by["ViLD"].novel
+    if {"ViLD", DETPRO_ROW} <= set(by):
+        detpro, vild = by[DETPRO_ROW].novel, by["ViLD"].novel
         print(f"target: DetPro novel >= ViLD's: {detpro:.1f} vs {vild:.1f} ({'met' if detpro >= vild else 'NOT met'})")
     if {"ViLD-text", PSEUDO_ROW} <= set(by):
         pseudo, text = by[PSEUDO_ROW].novel, by["ViLD-text"].novel
@@ -109,55 +112,115 @@ def seed_run(args, s: dict, work: Path, teacher, teacher_dir: Path, seed: int, n
     return results, rows
 
 
-def plan_units(args, argv: list[str], work: Path, teacher_dir: Path) -> list[BenchUnit]:
-    """A parallel bench's parts: per seed, ViLD-text, then (each in a process of its own) the rows that use its
-    proposals in two chains (ViLD, teacher, DetPro: they share one region store; pseudo-labels and OV-DETR: they
-    share the labels), the oracle and DETR-text (which need nothing), and the segmentation rows. Each part is
-    this tool on its rows; a part that needs ViLD-text loads the one the ViLD-text part trained (same run id)."""
-    raw_options = []  # --cfg-options as typed (DictAction has parsed them)
-    if "--cfg-options" in argv:
-        for token in argv[argv.index("--cfg-options") + 1:]:
-            if token.startswith("--"):
-                break
-            raw_options.append(token)
+def plan_units(args, teacher_dir: Path) -> list[BenchUnit]:
+    """A parallel bench's units, seed by seed: ViLD-text; after it, each chain of rows that use its proposals in
+    a process of its own (ovd.bench.CHAINS: those of one chain share what they make of the proposals); the rows
+    that need nothing (the oracle, DETR-text) and the segmentation rows. Each unit is this tool on its rows and
+    the run's id: one that needs ViLD-text loads the one the ViLD-text unit trained."""
     common = [sys.executable, str(Path(__file__).resolve()), "--threads", str(args.threads), "--work-dir",
               args.work_dir, "--teacher-dir", str(teacher_dir), "--teacher-captions", args.teacher_captions,
-              "--configs", args.configs, "--run-id", args.run_id, *(["--quick"] if args.quick else []),
-              *(["--cfg-options", *raw_options] if raw_options else [])]
-    units = []  # seed by seed (a seed's table is complete before the next seed's parts start)
+              "--configs", args.configs, "--run-id", args.run_id, "--cfg-options-json", json.dumps(args.cfg_options),
+              *(["--quick"] if args.quick else []), *([DEBUG_FLAG] if args.debug else [])]
+    units = []
     for seed in args.seed:
         def unit(tag: str, task: str, rows: Optional[list[str]], after: tuple[str, ...] = ()) -> BenchUnit:
             return BenchUnit(f"s{seed}-{tag}", [*common, "--seed", str(seed), "--task", task, "--results-tag", tag,
                                                 *(["--rows", *rows] if rows else [])], after)
         if "detection" in args.task:
-            def want(row: str) -> bool:
-                return args.rows is None or row in args.rows
-            chains = [[r for r in chain if want(r)] for chain in (["ViLD", "teacher", "DetPro"],
-                                                                    ["pseudo-labels", "OV-DETR"])]
+            def want(choice: str) -> bool:
+                return args.rows is None or choice in args.rows
+            chains = [[choice for choice in chain if want(choice)] for chain in CHAINS]
             if want("ViLD-text") or any(chains):
                 units.append(unit("ViLD-text", "detection", ["ViLD-text"]))
             units += [unit("-".join(chain), "detection", chain, (f"s{seed}-ViLD-text",)) for chain in chains if chain]
-            units += [unit(row, "detection", [row]) for row in ("DETR-text", "oracle") if want(row)]
+            units += [unit(choice, "detection", [choice]) for choice in INDEPENDENT if want(choice)]
         if "segmentation" in args.task:
             units.append(unit("segmentation", "segmentation", None))
     return units
 
 
 def merged_results(work: Path, seed: int, units: list[BenchUnit], unit_seconds: dict[str, float]) -> dict:
-    """A parallel bench's record of one seed from its parts' records: each row once (from the part that ran it
-    first), detection rows in the order one process runs them."""
-    results, rows = None, {}
-    for u in units:
-        if not u.name.startswith(f"s{seed}-"):
-            continue
-        part = json.loads((work / f"results-s{seed}-{u.name.split('-', 1)[1]}.json").read_text())
-        results = results or {k: v for k, v in part.items() if k != "rows"}
-        for row in part["rows"]:
+    """A parallel bench's record of one seed from the records of its units that finished: each row once (from
+    the first unit that has it: ViLD-text's own unit for ViLD-text), detection rows in the order one process
+    runs them, and each unit's wall time."""
+    results, rows, prefix = None, {}, f"s{seed}-"
+    finished = [u for u in units if u.name.startswith(prefix) and u.name in unit_seconds]
+    for u in finished:
+        record = json.loads((work / f"results-{u.name}.json").read_text())
+        results = results or {k: v for k, v in record.items() if k != "rows"}
+        for row in record["rows"]:
             rows.setdefault((row["task"], row["name"]), row)
+    if results is None:
+        return {}
     order = {name: i for i, name in enumerate(ROW_ORDER)}
     results["rows"] = sorted(rows.values(), key=lambda r: (r["task"], order.get(r["name"], len(order))))
-    results["units"] = {u.name: round(unit_seconds[u.name], 1) for u in units if u.name.startswith(f"s{seed}-")}
+    results["units"] = {u.name: round(unit_seconds[u.name], 1) for u in finished}
     return results
+
+
+def run_parallel(args, s: dict, work: Path, teacher_dir: Path, t0: float) -> int:
+    """The bench in units (`plan_units`), `args.jobs` processes at once; prints each seed's table (that of the
+    rows that finished, when a unit failed)."""
+    for seed in args.seed:  # written once, before the units read it
+        make_world(work / f"world-s{seed}", seed=seed, n_train=s["n_train"], n_val=s["n_val"])
+    units, unit_seconds = plan_units(args, teacher_dir), {}
+
+    def finished(unit: BenchUnit, seconds: float) -> None:
+        unit_seconds[unit.name] = seconds
+        record = json.loads((work / f"results-{unit.name}.json").read_text())
+        for r in record["rows"]:
+            print(f"  {unit.name}: {r['name']}: novel {r['novel']:.1f} base {r['base']:.1f} "
+                  f"{METRIC[r['task']]} ({r['seconds']:.0f} s)", flush=True)
+        print(f"  {unit.name}: done in {seconds:.0f} s", flush=True)
+    failed = run_units(units, args.jobs, work / "logs", on_done=finished)
+    for seed in args.seed:
+        results = merged_results(work, seed, units, unit_seconds)
+        lost = [name for name in failed if name.startswith(f"s{seed}-")]
+        if lost:
+            print(f"\nseed {seed}: units {', '.join(lost)} did not finish (their logs are in {work / 'logs'}); "
+                  f"--resume runs them again and keeps the rows that finished")
+        if results:
+            report(args, seed, results, [BenchRow(**r) for r in results["rows"]], work)
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s ({args.jobs} processes at once)")
+    return 1 if failed else 0
+
+
+def run_settings(args, teacher) -> dict:
+    """What a run's rows depend on besides the rows and seeds asked for: `--resume` refuses another one."""
+    import ovclip
+    import ovd
+    import ovseg
+    code = source_digest(*(Path(m.__file__).parent for m in (ovclip, ovd, ovseg)), args.configs)
+    return {"quick": args.quick, "threads": args.threads, "teacher": teacher.fingerprint,
+            "teacher_captions": args.teacher_captions, "cfg_options": args.cfg_options, "code": code,
+            "numerics": numerics_record()}
+
+
+def start_run(p: argparse.ArgumentParser, args, work: Path, teacher) -> None:
+    """Give the run its id: a new one, or with --resume the last run's, when its settings are these."""
+    run_file, settings = work / "run.json", run_settings(args, teacher)
+    if args.resume:
+        last = json.loads(run_file.read_text())
+        changed = [k for k in settings if last["settings"].get(k) != settings[k]]
+        if changed:
+            p.error(f"--resume: the last run in {work} had other settings ({', '.join(changed)}: "
+                    f"{ {k: last['settings'].get(k) for k in changed} } then, { {k: settings[k] for k in changed} } "
+                    f"now); its rows would not be this run's. Leave out --resume to start again")
+        args.run_id = last["id"]
+        return
+    args.run_id = uuid.uuid4().hex[:12]
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_json_dump({"id": args.run_id, "settings": settings}, run_file, indent=1)
+
+
+def report(args, seed: int, results: dict, rows: list[BenchRow], work: Path) -> None:
+    """Print one seed's table and write its results file."""
+    overrides = f", detection config options {args.cfg_options}" if args.cfg_options else ""
+    if args.teacher_captions != "default":
+        overrides += f", teacher trained on the '{args.teacher_captions}' captions"
+    print_table(rows, f"open-vocabulary transfer, seed {seed}{' (quick)' if args.quick else ''}{overrides}",
+                verdicts=not args.quick)
+    atomic_json_dump(results, work / f"results-s{seed}.json", indent=1)
 
 
 def main(argv=None) -> int:
@@ -169,14 +232,17 @@ def main(argv=None) -> int:
                    help=f"intra-op threads of each process (default {BENCH_THREADS}, the reported numbers'): another "
                         "count sums in another order and gives other numbers")
     p.add_argument("--jobs", type=int, default=1,
-                   help="processes at once (default 1): the rows run in parts of their own (ViLD-text first, as the "
-                        "others use its proposals), each on --threads threads; the numbers are those of one process")
+                   help="processes at once (default 1): the rows run in units of their own, ViLD-text first (the "
+                        "others use its proposals); each row's numbers are those one process gives, not its wall time")
     p.add_argument("--resume", action="store_true",
-                   help="keep the rows the last run in --work-dir finished (same settings) instead of training them again")
+                   help="keep the rows the last run in --work-dir finished instead of training them again (refused "
+                        "if code, configs, teacher or settings changed since); a kept row's wall time is its loading")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny world, a few iterations")
     p.add_argument("--task", nargs="+", choices=sorted(METRIC), default=sorted(METRIC), help="which rows to run")
-    p.add_argument("--rows", nargs="+", choices=list(ROW_CHOICES),
-                   help="detection rows to run (with ViLD-text when one uses its proposals); all by default")
+    p.add_argument("--rows", nargs="+", choices=list(ROW_CHOICES), metavar="ROW",
+                   help="detection rows to run, all by default: " + "; ".join(f"{k}: {v}" for k, v in
+                                                                          ROW_CHOICES.items())
+                        + " (ViLD-text also runs with a row that uses its proposals)")
     p.add_argument("--work-dir", default="work_dirs/bench_ov")
     p.add_argument("--teacher-dir", default=SHIPPED_TEACHER, help="where the trained teacher is (or goes)")
     p.add_argument("--train-teacher", action="store_true", help="train the teacher even if one is there")
@@ -186,25 +252,26 @@ def main(argv=None) -> int:
     p.add_argument("--configs", default=str(CONFIGS), help="the project's configs folder (default: the repository's)")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
                    help="override keys of the detection config for every detection row: key=value")
-    p.add_argument("--run-id", help=argparse.SUPPRESS)  # a part of a parallel bench: its run
-    p.add_argument("--results-tag", help=argparse.SUPPRESS)  # ... and the name of its results file
+    p.add_argument("--run-id", help=argparse.SUPPRESS)  # a unit of a parallel bench: its run,
+    p.add_argument("--results-tag", help=argparse.SUPPRESS)  # the name of its results file
+    p.add_argument("--cfg-options-json", help=argparse.SUPPRESS)  # and the run's --cfg-options as parsed
     add_debug_flag(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     s = SETTINGS["quick" if args.quick else "full"]
     work = Path(args.work_dir) / ("quick" if args.quick else "full")
     teacher_dir = Path(args.teacher_dir)
+    args.seed = list(dict.fromkeys(args.seed))  # a seed asked for twice is run once
+    if args.cfg_options_json is not None:
+        args.cfg_options = json.loads(args.cfg_options_json)
     for name in ("threads", "jobs"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1, not {getattr(args, name)}")
     if args.teacher_captions != "default" and teacher_dir.resolve() == Path(SHIPPED_TEACHER).resolve():
         p.error(f"--teacher-captions {args.teacher_captions} needs a --teacher-dir of its own "
                 f"({SHIPPED_TEACHER} is the shipped teacher, trained on the default captions)")
-    run_file = work / "run.json"
-    if args.resume and args.run_id is None:
-        if not run_file.is_file():
-            p.error(f"--resume: no earlier run in {work} (its {run_file.name} is missing)")
-        args.run_id = json.loads(run_file.read_text())["id"]
+    if args.resume and not (work / "run.json").is_file():
+        p.error(f"--resume: no earlier run in {work} (its run.json is missing)")
     t0 = time.perf_counter()
     teacher = None if args.train_teacher else load_synthetic_teacher(teacher_dir)
     if teacher is not None and teacher_captions(teacher_dir) != args.teacher_captions:
@@ -213,9 +280,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     numerics = numerics_record()
     if args.results_tag is None:
-        print(f"numerics: {numerics['threads']} threads per process, {args.jobs} process(es) at once; kernels: ATen "
-              f"{numerics['aten_cpu_capability']}, oneDNN {numerics['ONEDNN_MAX_CPU_ISA'] or 'its own choice'}, MKL "
-              f"{numerics['MKL_CBWR'] or 'its own choice'}"
+        print(f"numerics: {numerics['threads']} thread(s) per process, {args.jobs} process(es) at once; kernels: "
+              f"ATen {numerics['aten_cpu_capability']}, oneDNN {numerics['ONEDNN_MAX_CPU_ISA'] or 'its own choice'}, "
+              f"MKL {numerics['MKL_CBWR'] or 'its own choice'}"
               + ("" if args.threads == BENCH_THREADS else
                  f" (not the default {BENCH_THREADS}: the numbers differ from a {BENCH_THREADS}-thread run's)"),
               flush=True)
@@ -227,49 +294,19 @@ def main(argv=None) -> int:
         train_tiny_clip(teacher_dir, steps=s["teacher_steps"], captions=args.teacher_captions)
         teacher = load_synthetic_teacher(teacher_dir)
     teacher_seconds = time.perf_counter() - t0
-    if args.run_id is None:
-        args.run_id = uuid.uuid4().hex[:12]
-        work.mkdir(parents=True, exist_ok=True)
-        atomic_json_dump({"id": args.run_id, "argv": argv}, run_file, indent=1)
+    if args.run_id is None:  # not a unit of a parallel run
+        start_run(p, args, work, teacher)
     if args.jobs > 1:
-        for seed in args.seed:  # written once, before the parts read it
-            make_world(work / f"world-s{seed}", seed=seed, n_train=s["n_train"], n_val=s["n_val"])
-        units, unit_seconds = plan_units(args, argv, work, teacher_dir), {}
-
-        def done(unit: BenchUnit, seconds: float) -> None:
-            unit_seconds[unit.name] = seconds
-            part = json.loads((work / f"results-{unit.name}.json").read_text())
-            for r in part["rows"]:
-                print(f"  {unit.name}: {r['name']}: novel {r['novel']:.1f} base {r['base']:.1f} "
-                      f"{METRIC[r['task']]} ({r['seconds']:.0f} s)", flush=True)
-            print(f"  {unit.name}: done in {seconds:.0f} s", flush=True)
-        failed = run_units(units, args.jobs, work / "logs", on_done=done)
-        for seed in args.seed:
-            if any(name.startswith(f"s{seed}-") for name in failed):
-                continue
-            results = merged_results(work, seed, units, unit_seconds)
-            report(args, seed, results, [BenchRow(**r) for r in results["rows"]], work)
-        print(f"\ntotal {time.perf_counter() - t0:.0f} s ({args.jobs} processes at once)")
-        return 1 if failed else 0
+        return run_parallel(args, s, work, teacher_dir, t0)
     with bench_run(args.run_id):
         for seed in args.seed:
             results, rows = seed_run(args, s, work, teacher, teacher_dir, seed, numerics, teacher_seconds)
-            if args.results_tag is not None:  # a part of a parallel bench: its parent prints the table
+            if args.results_tag is not None:  # a unit of a parallel bench: the run prints the table
                 atomic_json_dump(results, work / f"results-s{seed}-{args.results_tag}.json", indent=1)
             else:
                 report(args, seed, results, rows, work)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     return 0
-
-
-def report(args, seed: int, results: dict, rows: list[BenchRow], work: Path) -> None:
-    """Print one seed's table and write its results file."""
-    overrides = f", detection config options {args.cfg_options}" if args.cfg_options else ""
-    if args.teacher_captions != "default":
-        overrides += f", teacher trained on the '{args.teacher_captions}' captions"
-    print_table(rows, f"open-vocabulary transfer, seed {seed}{' (quick)' if args.quick else ''}{overrides}",
-                verdicts=not args.quick)
-    atomic_json_dump(results, work / f"results-s{seed}.json", indent=1)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ import json
 import logging
 import os
 import platform
+import signal
 import subprocess
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +31,10 @@ log = logging.getLogger(__name__)
 # come from, asking the three libraries for their AVX2 kernels (the variables below) left ViLD-text's weights
 # unchanged but moved the synthetic DETR-text from 12.6 / 48.1 to 13.4 / 49.0 novel / base AP50 (seed 0, one
 # thread): the libraries' own choice is part of the reported arithmetic.
-BENCH_THREADS = 1  # the intra-op threads of the bench's reported numbers: one sums the same on any core count
+# One thread, so that rows can run side by side (tools/bench_ov.py --jobs) with the numbers one process gives: on
+# the 2-core machine of the reported numbers, two one-thread processes trained ViLD-text and DETR-text in 784 s,
+# about what one two-thread process takes for both; a machine of more cores runs more rows at once.
+BENCH_THREADS = 1  # the intra-op threads of each of the bench's processes for the reported numbers
 KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")  # recorded, not set
 
 
@@ -41,6 +46,19 @@ def numerics_record() -> dict[str, object]:
     return {"threads": torch.get_num_threads(), "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             **{k: os.environ.get(k) for k in KERNEL_VARIABLES}, "torch": torch.__version__,
             "torchvision": metadata.version("torchvision"), "machine": platform.machine()}
+
+
+def source_digest(*folders: "str | Path") -> str:
+    """A digest of the Python and JSON files under `folders` (code and configs): a bench run is resumed only on
+    the code it started with."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for folder in folders:
+        for path in sorted(p for p in Path(folder).rglob("*") if p.suffix in (".py", ".json") and p.is_file()):
+            h.update(path.relative_to(folder).as_posix().encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 @dataclass
@@ -90,7 +108,8 @@ def bench_run(run_id: Optional[str]):
     """Within it, each row `train_and_test` finishes is recorded in its work dir under `run_id`, and a row
     already finished under that id, with the same config, options, iterations, seed and thread count, is
     loaded from its checkpoint instead of trained again (a resumed bench, or another process of a parallel
-    one that needs a row's model). Outside it (`run_id` None) nothing is reused."""
+    one that needs a row's model). A run id stands for one code, teacher and settings: the bench tool gives a
+    new one unless it resumes a run with all of them unchanged. Outside it (`run_id` None) nothing is reused."""
     global _run_id
     previous, _run_id = _run_id, run_id
     try:
@@ -114,27 +133,32 @@ def train_and_test(config: "str | Path", options: dict[str, Any], work_dir: Path
     cfg = load_config(config, {**options, "train_cfg.max_iters": iters, "randomness.seed": seed,
                                "log_level": "WARNING", "experiment_name": f"{work_dir.name}-{seed}"},
                       work_dir=str(work_dir))
-    key, record = _row_key(config, options, iters, seed), work_dir / ROW_RECORD
-    if _run_id is not None and record.is_file():
-        done = json.loads(record.read_text())
-        if done["key"] == key and (work_dir / done["checkpoint"]).is_file():
-            runner = ProjectRunner.from_cfg(cfg)
-            load_weights(runner.model, work_dir / done["checkpoint"], config)
-            runner.model.eval()  # as the test that ended its training left it
-            print(f"    {work_dir.name}: finished before in this run, loaded from {done['checkpoint']}", flush=True)
-            return runner, done["metrics"]
     cfg.param_scheduler = [dict(type="LinearLR", start_factor=0.01, by_epoch=False, begin=0, end=warmup),
                            dict(type="CosineAnnealingLR", by_epoch=False, begin=warmup, T_max=iters - warmup,
                                 eta_min=cfg.optim_wrapper.optimizer.lr * 0.01)]
     cfg.default_hooks.checkpoint.interval = iters
     cfg.custom_hooks = [*cfg.custom_hooks, dict(type="BenchProgressHook", name=work_dir.name)]
+    key, record = _row_key(config, options, iters, seed), work_dir / ROW_RECORD
+    if _run_id is not None and record.is_file():
+        finished = json.loads(record.read_text())
+        if finished["key"] == key and (work_dir / finished["checkpoint"]).is_file():
+            # a runner of its own folder: processes loading the same row at once write nothing in common
+            cfg.work_dir = str(work_dir / f"reused-{os.getpid()}")
+            runner = ProjectRunner.from_cfg(cfg)
+            load_weights(runner.model, work_dir / finished["checkpoint"], config)
+            runner.model.eval()  # as the test that ended its training left it
+            print(f"    {work_dir.name}: finished earlier in this run (trained and tested in "
+                  f"{finished['seconds']:.0f} s), loaded from {finished['checkpoint']}", flush=True)
+            return runner, finished["metrics"]
     record.unlink(missing_ok=True)
+    start = time.perf_counter()
     runner = ProjectRunner.from_cfg(cfg)
     runner.train()
     metrics = runner.test()
     log.info("%s: %s", work_dir, metrics)
     if _run_id is not None:
-        atomic_json_dump({"key": key, "checkpoint": f"iter_{iters}.pth", "metrics": metrics}, record, indent=1)
+        atomic_json_dump({"key": key, "checkpoint": f"iter_{iters}.pth", "seconds": time.perf_counter() - start,
+                          "metrics": metrics}, record, indent=1)
     return runner, metrics
 
 
@@ -143,6 +167,10 @@ def evaluate_config(config: "str | Path", options: dict[str, Any], work_dir: Pat
     cfg = load_config(config, {**options, "log_level": "WARNING"}, work_dir=str(work_dir))
     drop_training(cfg)
     return ProjectRunner.from_cfg(cfg).test()
+
+
+def _exit_on_signal(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 @dataclass
@@ -160,9 +188,12 @@ def run_units(units: Sequence[BenchUnit], jobs: int, log_dir: Path,
     """Run the units' processes, at most `jobs` at once, each once the units it comes after finished well (in
     list order among those ready); each one's output goes to `log_dir`/<name>.log. A unit that fails is said
     with its log; the units after it are skipped. Returns the names of the units that failed or were skipped.
-    The processes still running when this is interrupted are stopped."""
+    The processes still running when this is interrupted (Ctrl-C, SIGTERM, an error) are stopped."""
     log_dir.mkdir(parents=True, exist_ok=True)
     pending, running, finished, failed = list(units), {}, set(), []
+    stoppable = threading.current_thread() is threading.main_thread()
+    if stoppable:  # `kill` stops the units too, as Ctrl-C does
+        previous = signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         while pending or running:
             for unit in [u for u in pending if any(a in failed for a in u.after)]:
@@ -171,17 +202,17 @@ def run_units(units: Sequence[BenchUnit], jobs: int, log_dir: Path,
                 print(f"  {unit.name}: skipped (a unit it needs failed)", flush=True)
             for unit in [u for u in pending if set(u.after) <= finished][:max(0, jobs - len(running))]:
                 pending.remove(unit)
-                log = open(log_dir / f"{unit.name}.log", "w", encoding="utf-8")
-                running[unit.name] = (unit, subprocess.Popen(unit.command, stdout=log, stderr=subprocess.STDOUT),
-                                      log, time.perf_counter())
+                out = open(log_dir / f"{unit.name}.log", "w", encoding="utf-8")
+                running[unit.name] = (unit, subprocess.Popen(unit.command, stdout=out, stderr=subprocess.STDOUT),
+                                      out, time.perf_counter())
                 print(f"  {unit.name}: started (log {log_dir / f'{unit.name}.log'})", flush=True)
             if pending and not running:
                 raise RuntimeError(f"bench units wait on units that are not planned: {[u.name for u in pending]}")
             time.sleep(poll_seconds)
-            for name, (unit, proc, log, start) in list(running.items()):
+            for name, (unit, proc, out, start) in list(running.items()):
                 if proc.poll() is None:
                     continue
-                log.close()
+                out.close()
                 del running[name]
                 if proc.returncode == 0:
                     finished.add(name)
@@ -192,8 +223,10 @@ def run_units(units: Sequence[BenchUnit], jobs: int, log_dir: Path,
                     print(f"  {name}: FAILED (exit status {proc.returncode}); see {log_dir / f'{name}.log'}",
                           flush=True)
     finally:
-        for unit, proc, log, _ in running.values():
+        for unit, proc, out, _ in running.values():
             proc.terminate()
             proc.wait()
-            log.close()
+            out.close()
+        if stoppable:
+            signal.signal(signal.SIGTERM, previous)
     return failed
