@@ -196,55 +196,74 @@ def test_bench_quick_runs_end_to_end(quick_bench):
     assert all(0 < len(store[i][0]) <= distill_settings(ROOT / "configs")["num_regions"] == 32 for i in store.image_ids)
 
 
-def test_parallel_bench_gives_the_rows_of_one_process(quick_bench, tmp_path):
-    # ViLD and ViLD-ensemble run in a process of their own, on the ViLD-text the first process trained
-    sequential, _, _ = quick_bench
-    r = subprocess.run([sys.executable, "tools/bench_ov.py", "--quick", "--work-dir", str(tmp_path), "--jobs", "2",
-                        "--task", "detection", "--rows", "ViLD", "--cfg-options",
-                        "model.detector.box_detections_per_img=40"], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    assert "s0-ViLD-text: started" in r.stdout and "s0-ViLD: done in" in r.stdout
-    assert re.search(r"    ViLD-text: finished earlier in this run \(trained and tested in \d+ s\), loaded from "
-                     r"iter_2\.pth", (tmp_path / "quick" / "logs" / "s0-ViLD.log").read_text())
-    table = r.stdout.split("open-vocabulary transfer")[-1]
-    rows = [line.split(" | ")[1] for line in table.splitlines() if line.startswith("| detection")]
-    assert rows == ["ViLD-text", "ViLD", "ViLD-ensemble", "ViLD-image (ensemble model's image head)"]
-    saved = json.loads((tmp_path / "quick" / "results-s0.json").read_text())
-    assert set(saved["units"]) == {"s0-ViLD-text", "s0-ViLD"} and len(saved["rows"]) == 4
-    assert saved["cfg_options"] == {"model.detector.box_detections_per_img": 40}
-    import torch
-    for name in ("ViLD-text", "ViLD", "ViLD-ensemble"):  # the same weights as the one-process run's
-        ours, theirs = (torch.load(root / "quick" / "students-s0" / name / "iter_2.pth", weights_only=False)
-                        ["state_dict"] for root in (tmp_path, sequential))
-        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours), name
-
-
-def test_bench_resumes_with_the_rows_it_finished(quick_bench, monkeypatch, capsys):
+def test_bench_units_and_resume_give_the_rows_of_one_process(quick_bench, capsys):
+    # A unit of a parallel bench (what --jobs 2 runs in a process of its own: this tool with the run's id) trains
+    # ViLD and ViLD-ensemble on the ViLD-text that the one-process run trained and recorded: the same weights.
+    # Then --resume keeps a finished row, and refuses other settings. (In this process: a subprocess per call
+    # spends seconds on imports.)
     import torch
     work, _, before = quick_bench
+    bench, threads = load_bench_tool(), torch.get_num_threads()
+    students, options = work / "quick" / "students-s0", {"model.detector.box_detections_per_img": 40}
+    trained = {name: torch.load(students / name / "iter_2.pth", weights_only=False)["state_dict"]
+               for name in ("ViLD", "ViLD-ensemble")}
+    for name in trained:
+        (students / name / "bench_row.json").unlink()
+    run_id = json.loads((work / "quick" / "run.json").read_text())["id"]
+    common = ["--quick", "--work-dir", str(work), "--configs", str(ROOT / "configs"), "--task", "detection"]
+    try:
+        assert bench.main([*common, "--run-id", run_id, "--results-tag", "ViLD", "--rows", "ViLD",
+                           "--cfg-options-json", json.dumps(options)]) == 0
+        out = capsys.readouterr().out
+        assert re.search(r"    ViLD-text: finished earlier in this run \(trained and tested in \d+ s\), loaded from "
+                         r"iter_2\.pth", out) and "    ViLD: training 2 iterations" in out
+        for name, state in trained.items():
+            again = torch.load(students / name / "iter_2.pth", weights_only=False)["state_dict"]
+            assert again.keys() == state.keys() and all(torch.equal(again[k], state[k]) for k in state), name
+        unit = json.loads((work / "quick" / "results-s0-ViLD.json").read_text())
+        assert [r["name"] for r in unit["rows"]] == ["ViLD-text", "ViLD", "ViLD-ensemble",
+                                                     "ViLD-image (ensemble model's image head)"]
+        assert unit["cfg_options"] == options and "| detection |" not in out  # the run prints the table
+        # --resume keeps the oracle the one-process run finished: loaded, not trained, the same numbers
+        checkpoint = students / "oracle" / "iter_2.pth"
+        written = checkpoint.stat().st_mtime_ns
+        oracle = next(row for row in before["rows"] if row["name"] == "oracle (novel boxes too)")
+        assert bench.main([*common, "--resume", "--rows", "oracle", "--cfg-options",
+                           "model.detector.box_detections_per_img=40"]) == 0
+        out = capsys.readouterr().out
+        assert re.search(r"    oracle: finished earlier in this run \(trained", out) and "training" not in out
+        after = json.loads((work / "quick" / "results-s0.json").read_text())
+        assert [(r["name"], r["novel"], r["base"]) for r in after["rows"]] == [
+            (oracle["name"], oracle["novel"], oracle["base"])]
+        assert checkpoint.stat().st_mtime_ns == written
+        # other settings would give other rows: refused, naming what changed
+        for changed, name in ((["--threads", "2", "--cfg-options", "model.detector.box_detections_per_img=40"],
+                               "threads"), ([], "cfg_options")):
+            with pytest.raises(SystemExit) as exit_:
+                bench.main([*common, "--resume", "--rows", "oracle", *changed])
+            err = capsys.readouterr().err
+            assert exit_.value.code == 2 and f"--resume: the last run in {work / 'quick'} had other settings " \
+                f"({name}:" in err, err[-2000:]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_parallel_bench_merges_its_units_records(tmp_path):
     bench = load_bench_tool()
-    monkeypatch.chdir(ROOT)
-    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # the bench's count would stay for later tests
-    oracle = next(row for row in before["rows"] if row["name"] == "oracle (novel boxes too)")
-    checkpoint = work / "quick" / "students-s0" / "oracle" / "iter_2.pth"
-    written = checkpoint.stat().st_mtime_ns
-    options = ["--cfg-options", "model.detector.box_detections_per_img=40"]
-    assert bench.main(["--quick", "--work-dir", str(work), "--resume", "--task", "detection", "--rows", "oracle",
-                       *options]) == 0
-    out = capsys.readouterr().out
-    assert re.search(r"    oracle: finished earlier in this run \(trained and tested in \d+ s\), loaded from "
-                     r"iter_2\.pth", out) and "training" not in out
-    after = json.loads((work / "quick" / "results-s0.json").read_text())
-    assert [(r["name"], r["novel"], r["base"]) for r in after["rows"]] == [(oracle["name"], oracle["novel"],
-                                                                             oracle["base"])]
-    assert checkpoint.stat().st_mtime_ns == written
-    # other settings would give other rows: refused, naming what changed
-    for changed, name in ((["--threads", "2", *options], "threads"), ([], "cfg_options")):
-        with pytest.raises(SystemExit) as exit_:
-            bench.main(["--quick", "--work-dir", str(work), "--resume", "--rows", "oracle", *changed])
-        err = capsys.readouterr().err
-        assert exit_.value.code == 2 and f"--resume: the last run in {work / 'quick'} had other settings ({name}:" \
-            in err, err[-2000:]
+    row = {"task": "detection", "novel": 1.0, "base": 2.0, "note": ""}
+    records = {"s0-ViLD-text": ["ViLD-text"], "s0-oracle": ["oracle (novel boxes too)"],
+               "s0-ViLD": ["ViLD-text", "ViLD-ensemble", "ViLD"], "s1-oracle": ["oracle (novel boxes too)"]}
+    for name, rows in records.items():
+        (tmp_path / f"results-{name}.json").write_text(json.dumps(
+            {"seed": int(name[1]), "numerics": {"threads": 1},
+             "rows": [{**row, "name": r, "seconds": len(name)} for r in rows]}))
+    units = [bench.BenchUnit(name, []) for name in [*records, "s0-DETR-text"]]
+    merged = bench.merged_results(tmp_path, 0, units, {"s0-ViLD-text": 10.0, "s0-oracle": 20.0, "s0-ViLD": 30.0})
+    # each row once, from the first unit that has it, in the order one process runs them; unfinished units left out
+    assert [(r["name"], r["seconds"]) for r in merged["rows"]] == [
+        ("ViLD-text", 12), ("ViLD", 7), ("ViLD-ensemble", 7), ("oracle (novel boxes too)", 9)]
+    assert merged["units"] == {"s0-ViLD-text": 10.0, "s0-oracle": 20.0, "s0-ViLD": 30.0}
+    assert merged["numerics"] == {"threads": 1} and bench.merged_results(tmp_path, 2, units, {}) == {}
 
 
 def test_parallel_bench_plan():

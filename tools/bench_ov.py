@@ -193,7 +193,7 @@ def run_settings(args, teacher) -> dict:
     code = source_digest(*(Path(m.__file__).parent for m in (ovclip, ovd, ovseg)), args.configs)
     return {"quick": args.quick, "threads": args.threads, "teacher": teacher.fingerprint,
             "teacher_captions": args.teacher_captions, "cfg_options": args.cfg_options, "code": code,
-            "numerics": numerics_record()}
+            "numerics": {k: v for k, v in numerics_record().items() if k != "threads"}}  # threads: above
 
 
 def start_run(p: argparse.ArgumentParser, args, work: Path, teacher) -> None:
