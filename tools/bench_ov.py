@@ -201,10 +201,11 @@ def start_run(p: argparse.ArgumentParser, args, work: Path, teacher) -> None:
     run_file, settings = work / "run.json", run_settings(args, teacher)
     if args.resume:
         last = json.loads(run_file.read_text())
-        changed = [k for k in settings if last["settings"].get(k) != settings[k]]
+        before = last.get("settings", {})
+        changed = [k for k in settings if before.get(k) != settings[k]]
         if changed:
             p.error(f"--resume: the last run in {work} had other settings ({', '.join(changed)}: "
-                    f"{ {k: last['settings'].get(k) for k in changed} } then, { {k: settings[k] for k in changed} } "
+                    f"{ {k: before.get(k) for k in changed} } then, { {k: settings[k] for k in changed} } "
                     f"now); its rows would not be this run's. Leave out --resume to start again")
         args.run_id = last["id"]
         return
