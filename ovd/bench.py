@@ -81,9 +81,8 @@ ROWS_OF_CHOICE = {"ViLD-text": ["ViLD-text"], "ViLD": ["ViLD", "ViLD-ensemble", 
 CHAINS = (("ViLD", "teacher", "DetPro"), ("pseudo-labels", "OV-DETR"))
 NEED_VILD_TEXT = tuple(choice for chain in CHAINS for choice in chain)
 INDEPENDENT = ("DETR-text", "oracle")
-# the rows in the order one process runs them (a parallel bench's table keeps it)
-ROW_ORDER = [*(name for name, _, _ in STUDENTS[:3]), IMAGE_ROW, STUDENTS[3][0], TEACHER_ROW, DETPRO_ROW,
-             DETPRO_TEACHER_ROW, PSEUDO_ROW, DETR_TEXT_ROW, OVDETR_ROW]
+# the rows in the order one process runs them (ROWS_OF_CHOICE's; a parallel bench's table keeps it)
+ROW_ORDER = [name for names in ROWS_OF_CHOICE.values() for name in names]
 
 
 def row_choice(name: str) -> str:

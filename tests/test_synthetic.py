@@ -248,22 +248,21 @@ def test_bench_units_and_resume_give_the_rows_of_one_process(quick_bench, capsys
         torch.set_num_threads(threads)
 
 
-def test_parallel_bench_merges_its_units_records(tmp_path):
+def test_parallel_bench_merges_its_units_records():
     bench = load_bench_tool()
     row = {"task": "detection", "novel": 1.0, "base": 2.0, "note": ""}
     records = {"s0-ViLD-text": ["ViLD-text"], "s0-oracle": ["oracle (novel boxes too)"],
                "s0-ViLD": ["ViLD-text", "ViLD-ensemble", "ViLD"], "s1-oracle": ["oracle (novel boxes too)"]}
-    for name, rows in records.items():
-        (tmp_path / f"results-{name}.json").write_text(json.dumps(
-            {"seed": int(name[1]), "numerics": {"threads": 1},
-             "rows": [{**row, "name": r, "seconds": len(name)} for r in rows]}))
+    records = {name: {"seed": int(name[1]), "numerics": {"threads": 1},
+                      "rows": [{**row, "name": r, "seconds": len(name)} for r in rows]}
+               for name, rows in records.items()}
     units = [bench.BenchUnit(name, []) for name in [*records, "s0-DETR-text"]]
-    merged = bench.merged_results(tmp_path, 0, units, {"s0-ViLD-text": 10.0, "s0-oracle": 20.0, "s0-ViLD": 30.0})
+    merged = bench.merged_results(0, units, records, {"s0-ViLD-text": 10.0, "s0-oracle": 20.0, "s0-ViLD": 30.0})
     # each row once, from the first unit that has it, in the order one process runs them; unfinished units left out
     assert [(r["name"], r["seconds"]) for r in merged["rows"]] == [
         ("ViLD-text", 12), ("ViLD", 7), ("ViLD-ensemble", 7), ("oracle (novel boxes too)", 9)]
     assert merged["units"] == {"s0-ViLD-text": 10.0, "s0-oracle": 20.0, "s0-ViLD": 30.0}
-    assert merged["numerics"] == {"threads": 1} and bench.merged_results(tmp_path, 2, units, {}) == {}
+    assert merged["numerics"] == {"threads": 1} and bench.merged_results(2, units, records, {}) == {}
 
 
 def test_parallel_bench_plan():

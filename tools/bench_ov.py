@@ -98,7 +98,7 @@ def seed_run(args, s: dict, work: Path, teacher, teacher_dir: Path, seed: int, n
           f"(base {zs['base']:.1f}, novel {zs['novel']:.1f}, {zs['crops']} crops)", flush=True)
 
     def progress(r: BenchRow) -> None:
-        print(f"  {r.name}: novel {r.novel:.1f} base {r.base:.1f} {METRIC[r.task]} ({r.seconds:.0f} s)", flush=True)
+        print(f"  {row_line(r)}", flush=True)
     rows = []
     if "detection" in args.task:
         rows += run_detection_rows(world, teacher, teacher_spec(teacher_dir), work / f"students-s{seed}",
@@ -110,6 +110,11 @@ def seed_run(args, s: dict, work: Path, teacher, teacher_dir: Path, seed: int, n
     results = {"seed": seed, "zero_shot": zs, "teacher": str(teacher_dir), "teacher_captions": args.teacher_captions,
                "cfg_options": args.cfg_options, "numerics": numerics, "rows": [r.__dict__ for r in rows]}
     return results, rows
+
+
+def row_line(r: BenchRow) -> str:
+    """A finished row, as the bench prints it when the row is done."""
+    return f"{r.name}: novel {r.novel:.1f} base {r.base:.1f} {METRIC[r.task]} ({r.seconds:.0f} s)"
 
 
 def plan_units(args, teacher_dir: Path) -> list[BenchUnit]:
@@ -139,14 +144,15 @@ def plan_units(args, teacher_dir: Path) -> list[BenchUnit]:
     return units
 
 
-def merged_results(work: Path, seed: int, units: list[BenchUnit], unit_seconds: dict[str, float]) -> dict:
-    """A parallel bench's record of one seed from the records of its units that finished: each row once (from
-    the first unit that has it: ViLD-text's own unit for ViLD-text), detection rows in the order one process
-    runs them, and each unit's wall time."""
+def merged_results(seed: int, units: list[BenchUnit], records: dict[str, dict], unit_seconds: dict[str, float]
+                   ) -> dict:
+    """A parallel bench's record of one seed from the records of its units that finished (`records` by unit
+    name): each row once (from the first unit that has it: ViLD-text's own unit for ViLD-text), detection rows
+    in the order one process runs them, and each unit's wall time."""
     results, rows, prefix = None, {}, f"s{seed}-"
     finished = [u for u in units if u.name.startswith(prefix) and u.name in unit_seconds]
     for u in finished:
-        record = json.loads((work / f"results-{u.name}.json").read_text())
+        record = records[u.name]
         results = results or {k: v for k, v in record.items() if k != "rows"}
         for row in record["rows"]:
             rows.setdefault((row["task"], row["name"]), row)
@@ -163,18 +169,17 @@ def run_parallel(args, s: dict, work: Path, teacher_dir: Path, t0: float) -> int
     rows that finished, when a unit failed)."""
     for seed in args.seed:  # written once, before the units read it
         make_world(work / f"world-s{seed}", seed=seed, n_train=s["n_train"], n_val=s["n_val"])
-    units, unit_seconds = plan_units(args, teacher_dir), {}
+    units, records, unit_seconds = plan_units(args, teacher_dir), {}, {}
 
     def finished(unit: BenchUnit, seconds: float) -> None:
         unit_seconds[unit.name] = seconds
-        record = json.loads((work / f"results-{unit.name}.json").read_text())
-        for r in record["rows"]:
-            print(f"  {unit.name}: {r['name']}: novel {r['novel']:.1f} base {r['base']:.1f} "
-                  f"{METRIC[r['task']]} ({r['seconds']:.0f} s)", flush=True)
+        records[unit.name] = json.loads((work / f"results-{unit.name}.json").read_text())
+        for r in records[unit.name]["rows"]:
+            print(f"  {unit.name}: {row_line(BenchRow(**r))}", flush=True)
         print(f"  {unit.name}: done in {seconds:.0f} s", flush=True)
     failed = run_units(units, args.jobs, work / "logs", on_done=finished)
     for seed in args.seed:
-        results = merged_results(work, seed, units, unit_seconds)
+        results = merged_results(seed, units, records, unit_seconds)
         lost = [name for name in failed if name.startswith(f"s{seed}-")]
         if lost:
             print(f"\nseed {seed}: units {', '.join(lost)} did not finish (their logs are in {work / 'logs'}); "
@@ -185,7 +190,7 @@ def run_parallel(args, s: dict, work: Path, teacher_dir: Path, t0: float) -> int
     return 1 if failed else 0
 
 
-def run_settings(args, teacher) -> dict:
+def run_settings(args, teacher, numerics: dict) -> dict:
     """What a run's rows depend on besides the rows and seeds asked for: `--resume` refuses another one."""
     import ovclip
     import ovd
@@ -193,12 +198,12 @@ def run_settings(args, teacher) -> dict:
     code = source_digest(*(Path(m.__file__).parent for m in (ovclip, ovd, ovseg)), args.configs)
     return {"quick": args.quick, "threads": args.threads, "teacher": teacher.fingerprint,
             "teacher_captions": args.teacher_captions, "cfg_options": args.cfg_options, "code": code,
-            "numerics": {k: v for k, v in numerics_record().items() if k != "threads"}}  # threads: above
+            "numerics": {k: v for k, v in numerics.items() if k != "threads"}}  # threads: above
 
 
-def start_run(p: argparse.ArgumentParser, args, work: Path, teacher) -> None:
+def start_run(p: argparse.ArgumentParser, args, work: Path, teacher, numerics: dict) -> None:
     """Give the run its id: a new one, or with --resume the last run's, when its settings are these."""
-    run_file, settings = work / "run.json", run_settings(args, teacher)
+    run_file, settings = work / "run.json", run_settings(args, teacher, numerics)
     if args.resume:
         last = json.loads(run_file.read_text())
         before = last.get("settings", {})
@@ -296,7 +301,7 @@ def main(argv=None) -> int:
         teacher = load_synthetic_teacher(teacher_dir)
     teacher_seconds = time.perf_counter() - t0
     if args.run_id is None:  # not a unit of a parallel run
-        start_run(p, args, work, teacher)
+        start_run(p, args, work, teacher, numerics)
     if args.jobs > 1:
         return run_parallel(args, s, work, teacher_dir, t0)
     with bench_run(args.run_id):
