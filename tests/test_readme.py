@@ -42,7 +42,8 @@ def test_every_config_the_readme_names_exists():
 # and a small input, so that the command's data, config and tool paths run as written.
 TINY = ["--cfg-options", "model.teacher=tiny-rn", "model.backbone_weights=None", "model.backbone=resnet18",
         "model.templates=single", "model.detector.min_size=128", "model.detector.max_size=192",
-        "model.distill.num_regions=16", "model.detector.box_batch_size_per_image=64"]
+        "model.distill.num_regions=16", "model.detector.box_batch_size_per_image=64",
+        "model.detector.rpn_post_nms_top_n_test=100"]  # 100 regions through the box head, not 1000, at val / test
 IN_PROCESS = [f"{loader}_dataloader.{key}" for loader in ("train", "val", "test") for key in
               ("num_workers=0", "persistent_workers=False")]  # no worker processes to start for 4 images
 
