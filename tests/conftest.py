@@ -10,7 +10,9 @@ SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "dat
 
 
 def pytest_configure(config):
-    """Stop the whole run at once when torchvision's compiled ops do not load with this torch."""
+    """Share the cores among the run's processes; stop the whole run at once when torchvision's compiled ops
+    do not load with this torch."""
+    share_cores()
     try:
         from torchvision.ops import nms, roi_align
         nms(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.tensor([1.0]), 0.5)
@@ -18,6 +20,15 @@ def pytest_configure(config):
     except Exception as e:  # the failure mode is an import-time or operator-lookup error
         pytest.exit(f"torchvision ops are broken ({e}). torch {torch.__version__} and this torchvision do not "
                     "match; reinstall with the README's command so pip picks a matching pair.", returncode=3)
+
+
+def share_cores():
+    """Under pytest-xdist (the README's `-n 2`), each worker and the tools it starts take their share of the
+    cores instead of one thread per core each (what the user set in OMP_NUM_THREADS is kept)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        threads = int(os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers))))
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)
