@@ -27,7 +27,8 @@ def share_cores():
     cores instead of one thread per core each (what the user set in OMP_NUM_THREADS is kept)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1:
-        threads = int(os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers))))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = int(os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // workers))))
         torch.set_num_threads(threads)
 
 
