@@ -32,7 +32,6 @@ from ovclip.vocabulary import load_vocabulary
 from ovd.bench import CONFIG, DETPRO_CONFIG, STUDENTS, distill_settings, train_student, world_options
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_TEACHER = "model_zoo/synthetic"  # what results files from before the teacher was recorded ran with
 
 
 def pairwise_cosines(embeddings: torch.Tensor, base: list[int], novel: list[int]) -> dict[str, float]:
@@ -67,7 +66,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(results.get("numerics", {}).get("threads", 2))
     checkpoints = {row: (students / row / "last_checkpoint").read_text().strip() for row in ("ViLD", "DetPro")}
     iters = int(re.search(r"iter_(\d+)\.pth$", checkpoints["ViLD"]).group(1))
-    teacher_dir = results.get("teacher", SHIPPED_TEACHER)
+    if "teacher" not in results:
+        sys.exit(f"{work / f'results-s{args.seed}.json'} does not name its teacher (a results file from before the "
+                 f"bench recorded it): run the bench again")
+    teacher_dir = results["teacher"]
     teacher = load_synthetic_teacher(teacher_dir)
     if teacher is None:
         sys.exit(f"the bench's teacher {teacher_dir} is not there any more")
