@@ -13,6 +13,8 @@ hand-written templates.
   cross-entropy to the uniform distribution over the base classes (DetPro's background interpretation:
   equal similarity to every class, no background class); both weighted by inverse class frequency
   (`class_weights`) and averaged by the weights, as the reference's 'soft' mode (the one its scripts run).
+- `prompt_fit`: a text source's loss and foreground top-1 on the training proposals (is a context learned,
+  under- or over-fitted, against the hand prompt).
 - `LearnedPrompts`: a saved context as a text source (`ovclip.classifier`): each bin's class embeddings
   normalised, averaged over the bins and renormalised (the reference's ensemble), so any vocabulary can
   still be embedded with the learned context.
@@ -135,6 +137,22 @@ def detpro_loss(region_embeddings: Tensor, labels: Tensor, text_embeddings: Tens
     fg = labels >= 0
     per_sample = torch.where(fg, -log_p.gather(1, labels.clamp_min(0)[:, None])[:, 0], -log_p.mean(dim=-1))
     return (weights * per_sample).sum() / weights.sum().clamp_min(1e-12)
+
+
+def prompt_fit(region_embeddings: Tensor, labels: Tensor, weights: Tensor, per_bin: Sequence[Tensor],
+               temperature: float = 0.01) -> tuple[float, float]:
+    """How well class embeddings fit DetPro's training proposals (`ovd`'s ProposalEmbeddings: embeddings (N, D),
+    labels, weights (N, bins)): `detpro_loss` summed over the bins, each bin's (K, D) embeddings in `per_bin`
+    against its own weights, and the top-1 accuracy of the bins' ensemble (as `LearnedPrompts` averages them)
+    on the foreground proposals."""
+    if len(per_bin) != weights.shape[1]:
+        raise ValueError(f"{len(per_bin)} sets of class embeddings for {weights.shape[1]} IoU bins")
+    regions = F.normalize(region_embeddings.float(), dim=-1)
+    loss = sum(float(detpro_loss(regions, labels, F.normalize(text.float(), dim=-1), weights[:, b], temperature))
+               for b, text in enumerate(per_bin))
+    ensemble = F.normalize(torch.stack([F.normalize(t.float(), dim=-1) for t in per_bin]).mean(0), dim=-1)
+    fg = labels >= 0
+    return loss, float(((regions[fg] @ ensemble.T).argmax(1) == labels[fg]).float().mean())
 
 
 def save_prompts(context: PromptContext, path: "str | Path", meta: Optional[dict] = None) -> None:

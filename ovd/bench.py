@@ -160,15 +160,15 @@ def teacher_on_proposals(proposals: Callable[[torch.Tensor], tuple[torch.Tensor,
 
 
 def learn_prompts(configs: Path, world: dict[str, str], teacher_spec: dict, store: dict[str, Any], work_dir: Path,
-                  seed: int) -> Path:
-    """DetPro's prompts learned on the region store of the distilled students (its schedule: 6 epochs);
-    returns the prompt file."""
+                  seed: int, options: Optional[dict[str, Any]] = None) -> Path:
+    """DetPro's prompts learned on the region store of the distilled students (its schedule: 6 epochs;
+    `options` override the prompt config's keys); returns the prompt file."""
     cfg = load_config(Path(configs) / DETPRO_PROMPTS_CONFIG, {
         "model.teacher": teacher_spec, "randomness.seed": seed, "log_level": "WARNING",
         "train_dataloader.dataset.ann_file": world["train_base"],
         "train_dataloader.dataset.img_dir": world["train_images"],
-        "train_dataloader.dataset.feature_store": store["train_dataloader.dataset.feature_store"]},
-        work_dir=str(work_dir))
+        "train_dataloader.dataset.feature_store": store["train_dataloader.dataset.feature_store"],
+        **(options or {})}, work_dir=str(work_dir))
     ProjectRunner.from_cfg(cfg).train()
     return Path(work_dir) / PROMPT_FILE
 

@@ -1,5 +1,6 @@
 """DetPro's prompt training from config: data from a feature store, mmengine training, the prompt file."""
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -8,8 +9,9 @@ from mmengine.runner import Runner
 
 from ovclip.classifier import VocabularyEmbeddings
 from ovclip.engine.runner import load_config
-from ovclip.learned_prompts import LearnedPrompts
+from ovclip.learned_prompts import LearnedPrompts, prompt_fit
 from ovclip.store import StoreWriter
+from ovd.bench import learn_prompts
 from ovd.data import ProposalEmbeddings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,3 +98,29 @@ def test_prompts_train_from_config_and_embed_any_vocabulary(tmp_path, tiny_vit):
     text = VocabularyEmbeddings(tiny_vit, "hexagon, star, circle",
                                 dict(type="learned", file=str(work / "prompts.safetensors")))
     assert text.embeddings().shape == (3, 32)
+
+
+def test_prompt_fit_by_hand():
+    regions = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])  # the third one background
+    labels, weights = torch.tensor([0, 0, -1]), torch.tensor([[1.0, 0.0], [1.0, 1.0], [2.0, 1.0]])
+    bin0, bin1 = torch.eye(2), torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    loss, top1 = prompt_fit(regions, labels, weights, [bin0, bin1], temperature=1.0)
+    # bin 0: cross-entropies log(1 + e^-1), log(1 + e) and, for the background's equal logits, log 2 (weight 2);
+    # bin 1: equal logits everywhere it trains (weights 0, 1, 1): log 2
+    expected = (math.log(2 + math.e + 1 / math.e) + 2 * math.log(2)) / 4 + math.log(2)
+    assert math.isclose(loss, expected, rel_tol=1e-6)
+    # the bins' ensemble: class 0 along x, class 1 along the diagonal; the second region (label 0) goes to class 1
+    assert top1 == 0.5
+
+
+def test_learn_prompts_takes_config_options(tmp_path, tiny_vit):
+    make_store(tmp_path / "store")
+    work = tmp_path / "prompts"
+    file = learn_prompts(ROOT / "configs", {"train_base": str(SHAPES / "annotations.json"),
+                                            "train_images": str(SHAPES / "images")}, "tiny-vit",
+                         {"train_dataloader.dataset.feature_store": str(tmp_path / "store")}, work, seed=0, options={
+                             "model.vocabulary": VOCAB, "train_dataloader.dataset.vocabulary": VOCAB, "model.n_ctx": 2,
+                             "train_cfg.max_epochs": 2, "param_scheduler": [], "train_dataloader.batch_size": 64,
+                             "train_dataloader.dataset.iou_bins": [[0.5, 1.1]], "model.iou_bins": [[0.5, 1.1]]})
+    assert file == work / "prompts.safetensors" and LearnedPrompts(file).info["n_ctx"] == 2
+    assert (work / "epoch_2.pth").is_file() and not (work / "epoch_3.pth").exists()  # 2 epochs, not the config's 6
