@@ -15,6 +15,8 @@ from ovclip.store import StoreWriter
 from ovclip.synthetic import make_world
 from ovclip.vocabulary import load_vocabulary
 
+from .conftest import load_tool
+
 ROOT = Path(__file__).resolve().parents[1]
 TOOL_CONFIGS = ("precompute", "pseudo_boxes")  # configs of tools/precompute.py and tools/pseudo_boxes.py
 CONFIGS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*/*.py")
@@ -226,7 +228,6 @@ def test_test_tool_refuses_a_checkpoint_that_does_not_fit(tmp_path):
     ("test.py", ["configs/vild/vild_r18_fpn_tiny_shapes-cpu.py", "no-such.pth"]),
 ])
 def test_tools_report_a_users_mistake_in_one_line(tool, args, tmp_path, monkeypatch):
-    import importlib.util
     import subprocess
     import sys
     from ovclip.errors import UserInputError
@@ -237,9 +238,7 @@ def test_tools_report_a_users_mistake_in_one_line(tool, args, tmp_path, monkeypa
     errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and ("templatez" in errors[0] or "no-such.pth" in errors[0]), r.stderr[-2000:]
     # --debug lets the exception through (checked in this process: a second interpreter costs seconds)
-    spec = importlib.util.spec_from_file_location(f"tool_{tool[:-3]}", ROOT / "tools" / tool)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_tool(tool[:-3])
     with pytest.raises((UserInputError, FileNotFoundError), match="templatez|no-such.pth"):
         module.run_tool(module.main, [*args, "--work-dir", str(tmp_path), "--debug"])
 

@@ -1,6 +1,5 @@
 """The demo (tools/demo.py, ovd.demo, ovseg.demo): untrained models refused, folders and same-stem inputs,
 readable pictures with a legend, the note on toy teachers."""
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -17,6 +16,8 @@ from ovd.demo import place_tag, run_demo
 from ovseg.api import Segmenter
 from ovseg.demo import run_segmentation_demo
 
+from .conftest import load_tool
+
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "model_zoo" / "synthetic"
 VILD = str(ROOT / "configs/vild/vild_teacher-rn_fpn_synthetic-cpu.py")
@@ -24,13 +25,6 @@ VILD_CKPT = str(ZOO / "vild_teacher-rn_synthetic.pth")
 MASKCLIP = str(ROOT / "configs/maskclip/maskclip_synthetic-cpu.py")
 MASKCLIP_PLUS = str(ROOT / "configs/maskclip_plus/maskclip-plus_teacher-rn_synthetic-cpu.py")
 VOCAB = "diamond, triangle, hexagon, circle, star"
-
-
-def _demo_tool():
-    spec = importlib.util.spec_from_file_location("demo_tool", ROOT / "tools" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _scene_png(path: Path, seed: int, size: int = 128) -> str:
@@ -48,7 +42,7 @@ def test_trainable_models_without_checkpoint_are_refused_zero_shot_maskclip_is_n
         Segmenter.from_config(MASKCLIP_PLUS)
     assert Segmenter.from_config(MASKCLIP_PLUS, allow_untrained=True).model.training is False
     assert len(Segmenter.from_config(MASKCLIP).vocabulary) == 12
-    tool = _demo_tool()
+    tool = load_tool("demo")
     rc = tool.run_tool(tool.main, [VILD, "none", str(ZOO / "demo.png"), "--vocab", VOCAB, "--out-dir", str(tmp_path)])
     assert rc == 2 and wording in capsys.readouterr().err and not list(tmp_path.iterdir())
 

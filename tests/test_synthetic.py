@@ -15,6 +15,8 @@ from PIL import Image
 from ovclip.synthetic.bench import KERNEL_VARIABLES
 from ovclip.synthetic import NOVEL_SHAPES, SHAPES, caption_sample, make_world, shape_mask
 
+from .conftest import load_tool
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -123,7 +125,7 @@ def test_a_teacher_can_be_trained_without_captions_in_the_hand_prompts_phrasing(
 
 def test_bench_refuses_a_teacher_of_other_captions(tmp_path, monkeypatch, capsys):
     import shutil
-    bench = load_bench_tool()
+    bench = load_tool("bench_ov")
     monkeypatch.chdir(ROOT)  # the default --teacher-dir is relative, as the README runs the tool
     own = tmp_path / "teacher"
     shutil.copytree(ROOT / "model_zoo" / "synthetic", own)
@@ -138,14 +140,6 @@ def test_bench_refuses_a_teacher_of_other_captions(tmp_path, monkeypatch, capsys
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and message in err, err[-2000:]
     assert not (tmp_path / "quick").exists()  # refused before any work
-
-
-def load_bench_tool():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("bench_ov_tool", ROOT / "tools" / "bench_ov.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)  # in this process: a subprocess per case spends seconds on imports
-    return bench
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +197,7 @@ def test_bench_units_and_resume_give_the_rows_of_one_process(quick_bench, capsys
     # spends seconds on imports.)
     import torch
     work, _, before = quick_bench
-    bench, threads = load_bench_tool(), torch.get_num_threads()
+    bench, threads = load_tool("bench_ov"), torch.get_num_threads()
     students, options = work / "quick" / "students-s0", {"model.detector.box_detections_per_img": 40}
     trained = {name: torch.load(students / name / "iter_2.pth", weights_only=False)["state_dict"]
                for name in ("ViLD", "ViLD-ensemble")}
@@ -249,7 +243,7 @@ def test_bench_units_and_resume_give_the_rows_of_one_process(quick_bench, capsys
 
 
 def test_parallel_bench_merges_its_units_records():
-    bench = load_bench_tool()
+    bench = load_tool("bench_ov")
     row = {"task": "detection", "novel": 1.0, "base": 2.0, "note": ""}
     records = {"s0-ViLD-text": ["ViLD-text"], "s0-oracle": ["oracle (novel boxes too)"],
                "s0-ViLD": ["ViLD-text", "ViLD-ensemble", "ViLD"], "s1-oracle": ["oracle (novel boxes too)"]}
@@ -267,7 +261,7 @@ def test_parallel_bench_merges_its_units_records():
 
 def test_parallel_bench_plan():
     import argparse
-    bench = load_bench_tool()
+    bench = load_tool("bench_ov")
     args = argparse.Namespace(seed=[0, -1], task=["detection", "segmentation"], rows=None, threads=1,
                               work_dir="w", teacher_captions="default", configs="c", run_id="r", quick=False,
                               debug=True, cfg_options={"model.detector.box_detections_per_img": [40, "a,b"]})
