@@ -62,12 +62,13 @@ def pairwise_cosines(embeddings: torch.Tensor, base: list[int], novel: list[int]
 def prompt_epochs(args, teacher, teacher_dir: str, world: dict, vocab, students: Path, checkpoints: dict,
                   options: dict, iters: int) -> None:
     """The --prompt-epochs table: prompts learned again over each number of epochs, their fit and effect."""
-    cfg = load_config(students / "DetPro-prompts" / Path(ROOT / "configs" / DETPRO_PROMPTS_CONFIG).name)
-    data = {k: v for k, v in cfg.train_dataloader.dataset.items() if k != "type"}
+    cfg = load_config(students / "DetPro-prompts" / Path(DETPRO_PROMPTS_CONFIG).name)  # as the bench ran it
+    store_key = "train_dataloader.dataset.feature_store"
+    data = {**{k: v for k, v in cfg.train_dataloader.dataset.items() if k != "type"},  # its paths from here
+            "ann_file": world["train_base"], "img_dir": world["train_images"], "feature_store": options[store_key]}
     dataset, base = ProposalEmbeddings(**data), vocab.subset(vocab.base)
     temperature = float(cfg.model.temperature)
     proposer = Detector.from_config(students / "ViLD-text" / Path(CONFIG).name, checkpoints["ViLD-text"])
-    store = {"train_dataloader.dataset.feature_store": data["feature_store"]}
 
     def teacher_row(templates) -> str:
         with contextlib.redirect_stdout(io.StringIO()):  # the evaluator's own tables
@@ -86,9 +87,10 @@ def prompt_epochs(args, teacher, teacher_dir: str, world: dict, vocab, students:
         out = students / f"DetPro-prompts-{epochs}ep"
         t0 = time.perf_counter()
         with torch.enable_grad():
-            file = learn_prompts(ROOT / "configs", world, teacher_spec(teacher_dir), store, out, args.seed, {
-                "train_cfg.max_epochs": epochs,
-                "param_scheduler": [dict(type="CosineAnnealingLR", by_epoch=True, begin=0, T_max=epochs, eta_min=0.0)]})
+            file = learn_prompts(ROOT / "configs", world, teacher_spec(teacher_dir), {store_key: options[store_key]},
+                                 out, args.seed, {"train_cfg.max_epochs": epochs,  # the config's cosine, stretched
+                                                  "param_scheduler": [{**sched, "T_max": epochs}
+                                                                      for sched in cfg.param_scheduler]})
         seconds = time.perf_counter() - t0
         context = LearnedPrompts(file).context(teacher)
         loss, top1 = prompt_fit(*fit, [context.class_embeddings(base, b) for b in range(context.bins)], temperature)
@@ -108,10 +110,14 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--work-dir", default="work_dirs/bench_ov/full", help="the bench's work dir (its 'full' folder)")
     p.add_argument("--temperature", type=float, nargs="*", default=[], help="train both rows again at these")
-    p.add_argument("--prompt-epochs", type=int, nargs="*", default=[],
+    p.add_argument("--prompt-epochs", type=int, nargs="+", default=[],
                    help="learn the prompts again over these numbers of epochs and print their fit and effect instead")
     p.add_argument("--students", action="store_true", help="with --prompt-epochs: DetPro's student too")
     args = p.parse_args(argv)
+    if args.students and not args.prompt_epochs:
+        p.error("--students goes with --prompt-epochs")
+    if args.temperature and args.prompt_epochs:
+        p.error("--temperature and --prompt-epochs are two runs: give one")
     work, students = Path(args.work_dir), Path(args.work_dir) / f"students-s{args.seed}"
     prompts = students / "DetPro-prompts" / "prompts.safetensors"
     rows = ("ViLD-text", "DetPro") if args.prompt_epochs else ("ViLD", "DetPro")
@@ -136,11 +142,13 @@ def main(argv=None) -> int:
         sys.exit(f"the bench's teacher {teacher_dir} is not there any more")
     learned = {"type": "learned", "file": str(prompts)}
     vocab = load_vocabulary(str(work / f"world-s{args.seed}" / "vocabulary.json"))
-    world = make_world(work / f"world-s{args.seed}", seed=args.seed, n_train=400, n_val=100)  # as the bench's
-    options = {**world_options(world, teacher_spec(teacher_dir), "base"),
-               **dict(next(o for n, o, _ in STUDENTS if n == "ViLD")),
-               "train_dataloader.dataset.feature_store": str(students / "regions" / "store"),
-               "train_dataloader.dataset.max_distill_regions": distill_settings(ROOT / "configs")["num_regions"]}
+    world, options = None, None
+    if args.prompt_epochs or args.temperature:  # the runs that train: the bench's world and ViLD-row options
+        world = make_world(work / f"world-s{args.seed}", seed=args.seed, n_train=400, n_val=100)  # as the bench's
+        options = {**world_options(world, teacher_spec(teacher_dir), "base"),
+                   **dict(next(o for n, o, _ in STUDENTS if n == "ViLD")),
+                   "train_dataloader.dataset.feature_store": str(students / "regions" / "store"),
+                   "train_dataloader.dataset.max_distill_regions": distill_settings(ROOT / "configs")["num_regions"]}
     if args.prompt_epochs:
         prompt_epochs(args, teacher, teacher_dir, world, vocab, students, checkpoints, options, iters)
         return 0

@@ -13,8 +13,8 @@ hand-written templates.
   cross-entropy to the uniform distribution over the base classes (DetPro's background interpretation:
   equal similarity to every class, no background class); both weighted by inverse class frequency
   (`class_weights`) and averaged by the weights, as the reference's 'soft' mode (the one its scripts run).
-- `prompt_fit`: a text source's loss and foreground top-1 on the training proposals (is a context learned,
-  under- or over-fitted, against the hand prompt).
+- `prompt_fit`: how well per-bin class embeddings fit the training proposals (DetPro's loss, foreground
+  top-1): is a context under- or over-fitted, against the hand prompt's embeddings.
 - `LearnedPrompts`: a saved context as a text source (`ovclip.classifier`): each bin's class embeddings
   normalised, averaged over the bins and renormalised (the reference's ensemble), so any vocabulary can
   still be embedded with the learned context.

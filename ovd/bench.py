@@ -159,10 +159,10 @@ def teacher_on_proposals(proposals: Callable[[torch.Tensor], tuple[torch.Tensor,
     return evaluator.evaluate()
 
 
-def learn_prompts(configs: Path, world: dict[str, str], teacher_spec: dict, store: dict[str, Any], work_dir: Path,
-                  seed: int, options: Optional[dict[str, Any]] = None) -> Path:
+def learn_prompts(configs: Path, world: dict[str, str], teacher_spec: "str | dict", store: dict[str, Any],
+                  work_dir: Path, seed: int, options: Optional[dict[str, Any]] = None) -> Path:
     """DetPro's prompts learned on the region store of the distilled students (its schedule: 6 epochs;
-    `options` override the prompt config's keys); returns the prompt file."""
+    `options` override any key of the prompt config, those set here included); returns the prompt file."""
     cfg = load_config(Path(configs) / DETPRO_PROMPTS_CONFIG, {
         "model.teacher": teacher_spec, "randomness.seed": seed, "log_level": "WARNING",
         "train_dataloader.dataset.ann_file": world["train_base"],

@@ -113,7 +113,7 @@ def test_prompt_fit_by_hand():
     assert top1 == 0.5
 
 
-def test_learn_prompts_takes_config_options(tmp_path, tiny_vit):
+def test_learn_prompts_takes_config_options(tmp_path):
     make_store(tmp_path / "store")
     work = tmp_path / "prompts"
     file = learn_prompts(ROOT / "configs", {"train_base": str(SHAPES / "annotations.json"),
