@@ -93,7 +93,7 @@ def prompt_epochs(args, teacher, teacher_dir: str, world: dict, vocab, students:
                                                                       for sched in cfg.param_scheduler]})
         seconds = time.perf_counter() - t0
         context = LearnedPrompts(file).context(teacher)
-        loss, top1 = prompt_fit(*fit, [context.class_embeddings(base, b) for b in range(context.bins)], temperature)
+        loss, top1 = prompt_fit(*fit, context.bin_embeddings(base), temperature)
         line = f"| {epochs} epochs ({seconds:.0f} s) | {loss:.3f} | {top1:.4f} | " \
                f"{teacher_row({'type': 'learned', 'file': str(file)})} |"
         if args.students:

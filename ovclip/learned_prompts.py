@@ -94,6 +94,10 @@ class PromptContext(nn.Module):
         names = [name for synonyms in vocabulary.synonyms for name in synonyms]
         return average_embeddings(self(names, bin), [len(s) for s in vocabulary.synonyms])
 
+    def bin_embeddings(self, vocabulary: Vocabulary) -> Tensor:
+        """(bins, C, D): `class_embeddings` with each bin's context."""
+        return torch.stack([self.class_embeddings(vocabulary, b) for b in range(self.bins)])
+
 
 def assign_proposals(boxes: Tensor, gt_boxes: Tensor, gt_labels: Tensor) -> tuple[Tensor, Tensor]:
     """Each proposal's best IoU with the ground truth and that box's label (-1 and IoU 0 without ground truth)."""
@@ -139,19 +143,30 @@ def detpro_loss(region_embeddings: Tensor, labels: Tensor, text_embeddings: Tens
     return (weights * per_sample).sum() / weights.sum().clamp_min(1e-12)
 
 
+def bin_losses(region_embeddings: Tensor, labels: Tensor, weights: Tensor, per_bin: Sequence[Tensor],
+               temperature: float = 0.01) -> list[Tensor]:
+    """`detpro_loss` of each IoU bin: the unit regions (N, D) against that bin's unit (K, D) class embeddings,
+    with that bin's column of `weights` (N, bins)."""
+    if len(per_bin) != weights.shape[1]:
+        raise ValueError(f"{len(per_bin)} sets of class embeddings for {weights.shape[1]} IoU bins")
+    return [detpro_loss(region_embeddings, labels, text, weights[:, b], temperature) for b, text in enumerate(per_bin)]
+
+
+def ensemble_bins(per_bin: Tensor) -> Tensor:
+    """DetPro's ensemble of its IoU bins' unit class embeddings (bins, C, D): averaged and renormalised."""
+    return F.normalize(per_bin.mean(0), dim=-1)
+
+
 def prompt_fit(region_embeddings: Tensor, labels: Tensor, weights: Tensor, per_bin: Sequence[Tensor],
                temperature: float = 0.01) -> tuple[float, float]:
     """How well class embeddings fit DetPro's training proposals (`ovd`'s ProposalEmbeddings: embeddings (N, D),
     labels, weights (N, bins)): `detpro_loss` summed over the bins, each bin's (K, D) embeddings in `per_bin`
     against its own weights, and the top-1 accuracy of the bins' ensemble (as `LearnedPrompts` averages them)
     on the foreground proposals."""
-    if len(per_bin) != weights.shape[1]:
-        raise ValueError(f"{len(per_bin)} sets of class embeddings for {weights.shape[1]} IoU bins")
     regions = F.normalize(region_embeddings.float(), dim=-1)
-    loss = sum(float(detpro_loss(regions, labels, F.normalize(text.float(), dim=-1), weights[:, b], temperature))
-               for b, text in enumerate(per_bin))
-    ensemble = F.normalize(torch.stack([F.normalize(t.float(), dim=-1) for t in per_bin]).mean(0), dim=-1)
-    fg = labels >= 0
+    per_bin = torch.stack([F.normalize(text.float(), dim=-1) for text in per_bin])
+    loss = sum(float(x) for x in bin_losses(regions, labels, weights, per_bin, temperature))
+    ensemble, fg = ensemble_bins(per_bin), labels >= 0
     return loss, float(((regions[fg] @ ensemble.T).argmax(1) == labels[fg]).float().mean())
 
 
@@ -196,6 +211,4 @@ class LearnedPrompts:
 
     @torch.no_grad()
     def __call__(self, teacher: Teacher, vocabulary: Vocabulary) -> Tensor:
-        context = self.context(teacher)
-        per_bin = torch.stack([context.class_embeddings(vocabulary, b) for b in range(context.bins)])
-        return F.normalize(per_bin.mean(0), dim=-1).cpu()
+        return ensemble_bins(self.context(teacher).bin_embeddings(vocabulary)).cpu()

@@ -13,7 +13,7 @@ from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from torch import Tensor
 
-from ovclip.learned_prompts import IOU_BINS, PromptContext, detpro_loss, save_prompts
+from ovclip.learned_prompts import IOU_BINS, PromptContext, bin_losses, save_prompts
 from ovclip.teacher import load_teacher
 from ovclip.vocabulary import Vocabulary, load_vocabulary
 
@@ -48,8 +48,7 @@ class DetProPrompts(BaseModel):
         """mode 'loss' -> {'loss_bin<i>': ...} for a batch of region embeddings with their labels and
         per-bin weights; 'tensor' -> (bins, K, D) base-class embeddings of each bin's context."""
         if mode == "tensor":
-            return torch.stack([self.context.class_embeddings(self.base_vocabulary, b)
-                                for b in range(self.context.bins)])
+            return self.context.bin_embeddings(self.base_vocabulary)
         if mode != "loss":
             raise ValueError(f"DetPro's prompt model only trains: mode must be 'loss' or 'tensor', not '{mode}'")
         if data_samples is None:
@@ -66,11 +65,9 @@ class DetProPrompts(BaseModel):
             raise ValueError(f"the data weighs each proposal for {weights.shape[1]} IoU bins, the model learns "
                              f"{self.context.bins} contexts: give model.iou_bins and the dataset's iou_bins the "
                              f"same bins")
-        losses = {}
-        for b in range(self.context.bins):
-            text = self.context.class_embeddings(self.base_vocabulary, b)
-            losses[f"loss_bin{b}"] = detpro_loss(regions, labels, text, weights[:, b], self.temperature)
-        return losses
+        losses = bin_losses(regions, labels, weights, self.context.bin_embeddings(self.base_vocabulary),
+                            self.temperature)
+        return {f"loss_bin{b}": loss for b, loss in enumerate(losses)}
 
     def save_prompts(self, path: "str | Path") -> None:
         """Write the learned context where a text source can read it."""
