@@ -61,23 +61,33 @@ def test_ensemble_scores_without_autograd_are_the_same_numbers(image_background)
 
 @pytest.mark.parametrize("mode,image_background", [("text", False), ("image", False), ("image", True),
                                                    ("ensemble", False), ("ensemble", True)])
-def test_scores_by_blocks_of_regions_are_the_thresholded_dense_scores(mode, image_background):
-    # candidate_scores keeps (region, class, score) above the threshold a block of regions at a time: the
-    # same pairs, in the same order, as torch.where over the dense (N, C) scores, for every block size,
-    # an uneven last block included.
-    from ovd.models.postprocess import candidate_scores
+@pytest.mark.parametrize("low", [False, True])
+def test_scores_by_blocks_of_regions_are_the_thresholded_dense_scores(mode, image_background, low):
+    # candidate_scores keeps (region, class, score) above the threshold a block of regions at a time (the logits
+    # of 128 regions or more from one matmul): the same pairs, in the same order, as torch.where over the dense
+    # (N, C) scores, for every block size, an uneven last block and blocks across two matmuls included. `low`: a
+    # threshold under which probabilities below the ensemble's 1e-12 floor reach the scores (the ensemble
+    # cannot threshold in log space there); else one with 40 pairs above it (it does).
+    from ovd.models.postprocess import MATMUL_ROWS, candidate_scores, log_space_threshold
     model = tiny_vild(classes=50, image_background=image_background).eval()
     heads, pred = model.roi_heads, model.predictor
     pred.classifier.set_text_embeddings(pred.text_embeddings, base_mask=torch.arange(50) % 3 > 0)
-    pred.classifier.temperature = 0.05
+    pred.classifier.temperature = 0.02 if low else 0.05
     g = torch.Generator().manual_seed(0)
-    t_emb, i_emb = (F.normalize(torch.randn(23, 32, generator=g), dim=-1) for _ in range(2))
+    n = MATMUL_ROWS + 45
+    t_emb, i_emb = (F.normalize(torch.randn(n, 32, generator=g), dim=-1) for _ in range(2))
     heads.inference_mode = mode
     with torch.no_grad():
         dense = heads.class_scores(t_emb, i_emb)
-        top = dense.flatten().sort().values[-41:-39]
-        thresh = float(top.mean())  # 40 pairs above, none within rounding of it
-        assert top[1] - top[0] > 1e-4 * top[1]
+        thresh = gap_threshold(dense, 1e-5 if low else float(dense.flatten().sort().values[-40]))
+        assert ((dense - thresh).abs() / thresh).min() > 1e-4  # no score within rounding of it
+        if low:
+            assert log_space_threshold(thresh) is None
+            if mode == "ensemble":  # pairs above it with a branch's probability under the floor
+                text = F.softmax(pred.logits(t_emb), -1)[:, 1:]
+                assert ((dense > thresh) & (text < 1e-12)).any()
+        else:
+            assert log_space_threshold(thresh) is not None
         idx, labels = torch.where(dense > thresh)
         for block_bytes in (None, 4 * 51 * 5, 4 * 51 * 7, 1, 1 << 20):  # one block, 5 / 7 / 1 rows, one block
             got = candidate_scores(pred, t_emb, i_emb, mode, image_background, thresh, block_bytes)
@@ -85,6 +95,26 @@ def test_scores_by_blocks_of_regions_are_the_thresholded_dense_scores(mode, imag
             assert torch.allclose(got[2], dense[idx, labels], rtol=1e-5, atol=0)  # matmul rounding, x |logit|
         empty = candidate_scores(pred, t_emb[:0], i_emb[:0], mode, image_background, thresh, 4 * 51 * 5)
         assert [tuple(t.shape) for t in empty] == [(0,), (0,), (0,)]
+
+
+def gap_threshold(scores, around: float) -> float:
+    """A threshold near `around` in the widest gap between scores (of the 40 around it), far from any score."""
+    v = scores.flatten().sort().values.double()
+    k = int(torch.searchsorted(v, torch.tensor(around, dtype=v.dtype)))
+    window = v[max(k - 20, 0):k + 21]
+    ratios = window[1:] / window[:-1].clamp_min(1e-30)
+    j = int(ratios.argmax())
+    return float((window[j] * window[j + 1]).sqrt())
+
+
+def test_log_space_threshold_by_hand():
+    # A probability under the 1e-12 floor caps an ensemble log-score at min(lam, 1 - lam) * log(1e-12) =
+    # log(1e-12) / 3 = -9.2103 (lam = 2/3), so log-space thresholding needs log(thresh) - 1e-3 > -9.2093.
+    from ovd.models.postprocess import log_space_threshold
+    assert log_space_threshold(1e-3) == pytest.approx(-6.9078 - 1e-3, abs=1e-4)
+    assert log_space_threshold(2e-4) == pytest.approx(-8.5172 - 1e-3, abs=1e-4)
+    assert log_space_threshold(1e-4) is None and log_space_threshold(0.0) is None
+    assert log_space_threshold(1e-3, lam=0.5) is not None and log_space_threshold(1e-6, lam=0.5) is None
 
 
 def test_detections_are_the_same_with_dense_scores_and_by_blocks():
