@@ -5,8 +5,8 @@ the old path in the same run, with the equality of their outputs.
 
 Detection: the shipped synthetic ViLD (model_zoo/synthetic) on the demo image, the vocabulary named by
 a list of class names on every call, its embeddings already computed. Now: `Detector.predict(image, names)`
-(the last vocabulary remembered; scores a block of regions at a time, `candidate_scores`, the logits of up to
-128 regions from one matmul per branch, the ensemble thresholded in log space; NMS on the best
+(the last vocabulary remembered; scores a block of regions at a time, `candidate_scores`, the logits of 128
+regions or more from one matmul per branch, the ensemble thresholded in log space; NMS on the best
 `box_pre_nms_top_n` = 1000 candidates first). Now, dense scores: the same with one (N, C) block. Before: the
 names parsed again on every call, dense scores and NMS over every candidate (ovclip up to 089d30a).
 

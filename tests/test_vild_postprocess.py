@@ -61,40 +61,54 @@ def test_ensemble_scores_without_autograd_are_the_same_numbers(image_background)
 
 @pytest.mark.parametrize("mode,image_background", [("text", False), ("image", False), ("image", True),
                                                    ("ensemble", False), ("ensemble", True)])
-@pytest.mark.parametrize("low", [False, True])
-def test_scores_by_blocks_of_regions_are_the_thresholded_dense_scores(mode, image_background, low):
+@pytest.mark.parametrize("threshold", ["top", "near the floor", "low"])
+def test_scores_by_blocks_of_regions_are_the_thresholded_dense_scores(mode, image_background, threshold):
     # candidate_scores keeps (region, class, score) above the threshold a block of regions at a time (the logits
     # of 128 regions or more from one matmul): the same pairs, in the same order, as torch.where over the dense
-    # (N, C) scores, for every block size, an uneven last block and blocks across two matmuls included. `low`: a
-    # threshold under which probabilities below the ensemble's 1e-12 floor reach the scores (the ensemble
-    # cannot threshold in log space there); else one with 40 pairs above it (it does).
+    # (N, C) scores, for every block size, an uneven last block and blocks across two matmuls included. The
+    # ensemble thresholds in log space above about 1e-4: "top", 5e-4 over a score (which its log-space cut keeps
+    # and the exact comparison after it drops); "near the floor", 2e-4, with probabilities under the 1e-12 floor
+    # in the same rows (the floor cannot lift them over it); "low", 1e-5, where it can (the plain path runs).
     from ovd.models.postprocess import MATMUL_ROWS, candidate_scores, log_space_threshold
     model = tiny_vild(classes=50, image_background=image_background).eval()
     heads, pred = model.roi_heads, model.predictor
     pred.classifier.set_text_embeddings(pred.text_embeddings, base_mask=torch.arange(50) % 3 > 0)
-    pred.classifier.temperature = 0.02 if low else 0.05
+    pred.classifier.temperature = 0.05 if threshold == "top" else 0.02
     g = torch.Generator().manual_seed(0)
     n = MATMUL_ROWS + 45
     t_emb, i_emb = (F.normalize(torch.randn(n, 32, generator=g), dim=-1) for _ in range(2))
     heads.inference_mode = mode
     with torch.no_grad():
         dense = heads.class_scores(t_emb, i_emb)
-        thresh = gap_threshold(dense, 1e-5 if low else float(dense.flatten().sort().values[-40]))
-        assert ((dense - thresh).abs() / thresh).min() > 1e-4  # no score within rounding of it
-        if low:
-            assert log_space_threshold(thresh) is None
-            if mode == "ensemble":  # pairs above it with a branch's probability under the floor
-                text = F.softmax(pred.logits(t_emb), -1)[:, 1:]
-                assert ((dense > thresh) & (text < 1e-12)).any()
+        if threshold == "top":
+            ranked = dense.flatten().sort(descending=True).values
+            thresh = next(t for t in (float(v) * (1 + 5e-4) for v in ranked[40:400])
+                          if ((dense - t).abs() / t).min() > 1e-4 and (dense > t).sum() >= 10)
         else:
-            assert log_space_threshold(thresh) is not None
+            thresh = gap_threshold(dense, 2e-4 if threshold == "near the floor" else 1e-5)
+        assert ((dense - thresh).abs() / thresh).min() > 1e-4  # no score within rounding of it
+        cut = log_space_threshold(thresh)
+        assert (cut is None) == (threshold == "low")
+        if mode == "ensemble" and threshold == "top":  # a pair between the cut and log(thresh)
+            assert ((dense.log() > cut) & (dense <= thresh)).any()
+        if mode == "ensemble" and threshold != "top":  # probabilities under the floor
+            text = F.softmax(pred.logits(t_emb), -1)[:, 1:]
+            assert (text < 1e-12).any() and (dense > thresh).any()
+            assert ((dense > thresh) & (text < 1e-12)).any() == (threshold == "low")
         idx, labels = torch.where(dense > thresh)
         for block_bytes in (None, 4 * 51 * 5, 4 * 51 * 7, 1, 1 << 20):  # one block, 5 / 7 / 1 rows, one block
             got = candidate_scores(pred, t_emb, i_emb, mode, image_background, thresh, block_bytes)
             assert torch.equal(got[0], idx) and torch.equal(got[1], labels)
             assert torch.allclose(got[2], dense[idx, labels], rtol=1e-5, atol=0)  # matmul rounding, x |logit|
-        empty = candidate_scores(pred, t_emb[:0], i_emb[:0], mode, image_background, thresh, 4 * 51 * 5)
-        assert [tuple(t.shape) for t in empty] == [(0,), (0,), (0,)]
+        for block_bytes in (None, 4 * 51 * 5):
+            empty = candidate_scores(pred, t_emb[:0], i_emb[:0], mode, image_background, thresh, block_bytes)
+            assert [tuple(t.shape) for t in empty] == [(0,), (0,), (0,)]
+    # With autograd on (a model in eval mode outside no_grad) nothing is written in place: scores backpropagate.
+    t_grad, i_grad = (e.clone().requires_grad_() for e in (t_emb, i_emb))
+    got = candidate_scores(pred, t_grad, i_grad, mode, image_background, thresh, 4 * 51 * 5)
+    assert torch.equal(got[0], idx) and len(idx) > 0
+    got[2].sum().backward()
+    assert (i_grad if mode == "image" else t_grad).grad is not None
 
 
 def gap_threshold(scores, around: float) -> float:

@@ -64,13 +64,15 @@ def candidate_scores(predictor: Any, text_emb: Tensor, image_emb: Optional[Tenso
     `torch.where` over the (N, C) scores, computed a block of regions at a time.
 
     Each block's (rows, C) log-probabilities and scores take about `block_bytes` (None: one block), so that
-    at large vocabularies they stay in cache instead of four fresh (N, C) tensors in memory: for 1000 regions
-    at 21k classes 1.8-1.9x faster, with 28-41 MiB of peak memory growth against 353-383 MiB
-    (benchmarks/vocabulary.py --part scoring). The logits of `MATMUL_ROWS` regions or more come from one
-    matmul per branch (a block of a few rows would read every class's embedding again). The ensemble
-    thresholds in log space when `score_thresh` allows it (`ensemble_candidates`): the same pairs and scores.
-    Scores are per region, so none of this changes a number beyond the matmul's float rounding. One block
-    when traced (the block count would be frozen into the graph).
+    at large vocabularies they stay in cache instead of fresh (N, C) tensors in memory; the logits of
+    `MATMUL_ROWS` regions or more come from one matmul per branch (a block of a few rows would read every
+    class's embedding again). The ensemble thresholds in log space when `score_thresh` allows it (above
+    about 1e-4, without autograd; `ensemble_candidates`): the same pairs and scores, two clamps and an exp
+    over every pair saved. For 1000 regions at 21k classes, blocks and one block take the same time (one
+    block gained most from the log-space threshold), with 80-98 MiB of peak memory growth against 351-358
+    MiB (benchmarks/vocabulary.py --part scoring). Scores are per region, so none of this changes a number
+    beyond the matmul's float rounding. One block when traced (the block count would be frozen into the
+    graph).
     """
     check_mode(mode)
     n, classes = text_emb.shape[0], predictor.base_mask.numel()
@@ -78,10 +80,11 @@ def candidate_scores(predictor: Any, text_emb: Tensor, image_emb: Optional[Tenso
         scores = class_scores(predictor, text_emb, image_emb, mode, image_background)
         idx, labels = torch.where(scores > score_thresh)
         return idx, labels, scores[idx, labels]
-    rows = n if block_bytes is None else max(1, block_bytes // (4 * (classes + 1)))
-    chunk = max(rows, MATMUL_ROWS)  # regions per matmul: whole blocks
+    rows = max(1, n) if block_bytes is None else max(1, block_bytes // (4 * (classes + 1)))
+    chunk = rows * -(-MATMUL_ROWS // rows)  # regions per matmul: whole blocks, MATMUL_ROWS or more
     weights = predictor.classifier.weights()  # concatenated once, not per block
-    log_space = mode == "ensemble" and log_space_threshold(score_thresh) is not None
+    # in place, so not under autograd (a model in eval mode may still record a graph)
+    log_space = mode == "ensemble" and not torch.is_grad_enabled() and log_space_threshold(score_thresh) is not None
     found = []
     for start in range(0, n, chunk):
         text, image = branch_logits(predictor, text_emb[start:start + chunk],
