@@ -204,3 +204,23 @@ def test_deformable_sampling_is_bilinear_at_pixel_centres():
     two = torch.tensor([[0.25, 0.25], [0.75, 0.75]]).view(1, 1, 1, 1, 2, 2)
     out = _deform_sample(value, [(2, 2)], two, torch.tensor([0.25, 0.75]).view(1, 1, 1, 1, 2))
     assert torch.allclose(out.flatten(), torch.tensor([0.25 * 1 + 0.75 * 4]))
+
+
+def test_schedule_slows_the_trunk_not_the_fpn():
+    # OV-DETR's reference trains its ResNet (backbone.0), sampling offsets and reference points at 0.1x the
+    # rate; its new layers in front of the trunk at the full rate: here the FPN (backbone.fpn) is new. The
+    # synthetic config keeps the whole backbone at 0.1x, as its bench rows were trained (a named deviation).
+    from mmengine.optim import build_optim_wrapper
+    net = model()
+    for config, fpn_mult in ((ROOT / "configs/ovdetr/ovdetr_r50_ov-coco.py", 1.0),
+                             (ROOT / "configs/ovdetr/ovdetr_teacher-rn_synthetic-cpu.py", 0.1)):
+        cfg = load_config(config)
+        base = cfg.optim_wrapper.optimizer.lr
+        rate = {id(p): g["lr"] / base for g in build_optim_wrapper(net, cfg.optim_wrapper).optimizer.param_groups
+                for p in g["params"]}
+        named = dict(net.named_parameters())
+        for name, expected in (("backbone.body.layer1.0.conv1.weight", 0.1), ("backbone.fpn.inner_blocks.0.0.weight",
+                               fpn_mult), ("input_proj.0.0.weight", 1.0)):
+            assert rate[id(named[name])] == pytest.approx(expected), (config.name, name)
+        offsets = [n for n in named if "sampling_offsets" in n]
+        assert offsets and all(rate[id(named[n])] == pytest.approx(0.1) for n in offsets)

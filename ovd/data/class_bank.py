@@ -1,7 +1,10 @@
 """OV-DETR's class bank: for each class, the teacher's image embeddings of annotated boxes of that class
 (ground truth of the base classes, and any pseudo-annotations in the file: OV-DETR's novel proposals),
 from which its training conditions draw image queries (reference: scripts/save_clip_features.py, which
-crops every box whose sides reach 16 pixels and encodes the crop as it is).
+skips a box when `bbox[1] < 16 or bbox[2] < 16`, its y and width in COCO's xywh, read here as width and
+height: boxes narrower or lower than 16 pixels are skipped; it encodes each crop with CLIP's preprocess,
+shorter side to the input size and a centre crop, where the crops here are resized to the input size
+whole, as the teacher's region embeddings are everywhere in this library).
 
     from ovd.data.class_bank import build_class_bank
     build_class_bank(teacher, "train_with_pseudo.json", "train/images", "ov-coco", "class_bank.safetensors")

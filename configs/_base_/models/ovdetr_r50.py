@@ -1,7 +1,8 @@
 # OV-DETR (yuhangzang/OV-DETR's run_scripts.md): a Deformable DETR on a ResNet-50 (here through an FPN:
 # 3 levels + a max-pool level, Deformable DETR's 4), 300 queries, 6 + 6 layers, max_len 15, prob 0.75,
-# loss weights class 3 / L1 5 / GIoU 2 / embedding 2 and the same matching costs (ovd.models.ovdetr).
-# Not in this variant: iterative box refinement and two-stage proposals (reference points shared by layers).
+# loss weights class 3 / L1 5 / GIoU 2 / embedding 2 and the same matching costs (ovd.models.ovdetr), with
+# iterative box refinement and two-stage proposals (the model's defaults, the reference's --with_box_refine
+# --two_stage), the 300 best (box, class) scores of each image kept (its post-processing, COCO and LVIS alike).
 model = dict(
     type="OVDETRDetector", teacher="ViT-B-32/openai", vocabulary="ov-coco", templates="vild", conditional=True,
     backbone="resnet50", backbone_weights="IMAGENET1K_V1", trainable_layers=3, backbone_norm="frozen_bn",
@@ -9,4 +10,4 @@ model = dict(
     transformer=dict(d_model=256, encoder_layers=6, decoder_layers=6, ffn_dim=1024, heads=8, points=4, dropout=0.1,
                      num_queries=300),
     conditioning=dict(max_len=15, prob=0.75, classes="all", class_bank=None),
-    min_size=800, max_size=1333, detections_per_img=100, eval_batch_classes=15)
+    min_size=800, max_size=1333, detections_per_img=300, eval_batch_classes=15)
