@@ -54,8 +54,10 @@ def check_keys(section: str, given: Iterable[str], allowed: Iterable[str], error
 
 
 # Annotations (as strings under `from __future__ import annotations`) whose values can be checked simply.
-_SIMPLE_TYPES = {"float": (int, float), "int": (int,), "bool": (bool,), "str": (str,), "None": (type(None),)}
-_TYPE_WORDS = {int: "a number", float: "a number", bool: "true or false", str: "a string", type(None): "None"}
+_SIMPLE_TYPES = {"float": (int, float), "int": (int,), "bool": (bool,), "str": (str,), "None": (type(None),),
+                 "tuple": (tuple, list)}
+_TYPE_WORDS = {int: "a number", float: "a number", bool: "true or false", str: "a string", type(None): "None",
+               tuple: "a list", list: "a list"}
 
 
 def _expected_types(param: inspect.Parameter) -> Optional[tuple]:

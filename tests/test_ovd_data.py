@@ -236,3 +236,57 @@ def test_malformed_pseudo_annotations_are_named(tmp_path, entry, match):
     pseudo = write_pseudo(tmp_path / "p.json", [entry])
     with pytest.raises(AnnotationError, match=match):
         CocoDetection(ann, img, vocabulary=split_vocab(tmp_path), pseudo_annotations=pseudo)
+
+
+def test_random_size_crop_draws_its_sides_in_range_and_moves_boxes():
+    # DETR's RandomSizeCrop: width in [min, min(W, max)], height in [min, min(H, max)], boxes shifted by the
+    # crop's corner and clipped to it; an image side under min_size is kept whole.
+    from torchvision import tv_tensors
+
+    from ovclip.transforms import RandomSizeCrop
+    crop = RandomSizeCrop(30, 50)
+    image = tv_tensors.Image(torch.arange(3 * 40 * 90, dtype=torch.float32).reshape(3, 40, 90))
+    boxes = tv_tensors.BoundingBoxes(torch.tensor([[0.0, 0, 90, 40], [10, 5, 20, 15]]), format="XYXY",
+                                     canvas_size=(40, 90))
+    torch.manual_seed(0)
+    sides = set()
+    for _ in range(200):
+        out, b = crop(image, boxes)
+        h, w = out.shape[-2:]
+        assert 30 <= w <= 50 and 30 <= h <= 40
+        sides.add((h, w))
+        # the crop's top-left pixel is the image's (top, left): recover the corner from it
+        top, left = divmod(int(out[0, 0, 0]), 90)
+        assert torch.equal(out, image[:, top:top + h, left:left + w])
+        assert torch.equal(b[0], torch.tensor([0.0, 0, w, h]))  # the whole-image box: the crop itself
+        expected = (torch.tensor([10.0, 5, 20, 15]) - torch.tensor([left, top, left, top])).clamp(min=0)
+        assert torch.equal(b[1], torch.minimum(expected, torch.tensor([w, h, w, h], dtype=torch.float32)))
+    assert len({w for _, w in sides}) > 10 and len({h for h, _ in sides}) > 5
+    small = tv_tensors.Image(torch.zeros(3, 20, 25))
+    assert crop(small).shape[-2:] == (20, 25)
+    with pytest.raises(ValueError, match="min_size <= max_size"):
+        RandomSizeCrop(60, 50)
+
+
+def test_pipeline_steps_nest_and_ovdetrs_augmentation_runs(tmp_path):
+    # A step's `transforms` are steps too (RandomApply, RandomChoice, Compose); errors name the inner step.
+    # OV-DETR's OV-COCO training pipeline (Deformable DETR's augmentation) runs on a dataset's samples.
+    from ovd.engine import load_config
+    ann, img = write_dataset(tmp_path, size=(120, 160))
+    pipeline = load_config("configs/ovdetr/ovdetr_r50_ov-coco.py").train_dataloader.dataset.pipeline
+    assert pipeline[1]["type"] == "RandomApply" and pipeline[1]["transforms"][1]["type"] == "RandomSizeCrop"
+    ds = CocoDetection(ann, img, pipeline=pipeline)
+    torch.manual_seed(0)
+    shapes = set()
+    for _ in range(20):
+        sample = ds[0]
+        h, w = sample["inputs"].shape[-2:]
+        shapes.add((h, w))
+        boxes = sample["data_samples"]["boxes"]
+        assert (boxes[:, 2:] <= torch.tensor([w, h])).all() and (boxes[:, 2:] > boxes[:, :2]).all()
+    assert (120, 160) in shapes and any(384 <= h <= 600 and 384 <= w <= 600 for h, w in shapes)
+    with pytest.raises(PipelineError, match=r"pipeline\[0\]\.transforms\[1\]: 'RandomSizeCrops' is not"):
+        CocoDetection(ann, img, pipeline=[dict(type="RandomApply", transforms=[
+            dict(type="RandomShortestSize", min_size=[40]), dict(type="RandomSizeCrops", min_size=3, max_size=5)])])
+    with pytest.raises(PipelineError, match=r"pipeline\[0\] \(RandomApply\): 'transforms' must be a list"):
+        CocoDetection(ann, img, pipeline=[dict(type="RandomApply", transforms=dict(type="RandomHorizontalFlip"))])

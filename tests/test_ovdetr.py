@@ -224,3 +224,19 @@ def test_schedule_slows_the_trunk_not_the_fpn():
             assert rate[id(named[name])] == pytest.approx(expected), (config.name, name)
         offsets = [n for n in named if "sampling_offsets" in n]
         assert offsets and all(rate[id(named[n])] == pytest.approx(0.1) for n in offsets)
+
+
+def test_multi_scale_training_sizes():
+    # min_size as several shorter sides (Deformable DETR's multi-scale resize): training draws one per image,
+    # evaluation resizes to the last; anything else is refused by name.
+    net = model(min_size=[64, 80])
+    assert net.transform.min_size == (64, 80)
+    net.transform.train()
+    torch.manual_seed(0)
+    sides = {min(net.transform(IMAGES[:1])[0].image_sizes[0]) for _ in range(20)}
+    assert sides == {64, 80}
+    net.transform.eval()
+    assert min(net.transform(IMAGES[:1])[0].image_sizes[0]) == 80
+    for bad in ([], [64, "80"], 0, True):
+        with pytest.raises(ValueError, match="min_size must be a positive integer or a list"):
+            model(min_size=bad)

@@ -6,6 +6,6 @@ _base_ = ["../_base_/models/ovdetr_r50.py", "../_base_/datasets/ov_coco.py", "..
           "../_base_/default_runtime.py"]
 data_root = "data/coco/"
 model = dict(vocabulary="ov-coco", conditioning=dict(class_bank=data_root + "ovdetr_class_bank.safetensors"))
-train_dataloader = dict(dataset=dict(feature_store=None,
+train_dataloader = dict(dataset=dict(pipeline={{_base_.detr_train_pipeline}}, feature_store=None,
                                      pseudo_annotations=[data_root + "annotations/pseudo_boxes_train2017.json"],
                                      pseudo_weight="one"))

@@ -6,7 +6,7 @@ data_root = "data/coco/"
 lvis_root = "data/lvis/"
 model = dict(vocabulary="ov-lvis",
              conditioning=dict(class_bank=lvis_root + "ovdetr_class_bank.safetensors"))
-train_dataloader = dict(dataset=dict(with_masks=False, feature_store=None,
+train_dataloader = dict(dataset=dict(pipeline={{_base_.detr_train_pipeline}}, with_masks=False, feature_store=None,
                                      pseudo_annotations=[lvis_root + "pseudo_boxes_train.json"],
                                      pseudo_weight="one"))
 val_evaluator = [dict(type="LvisMetric", ann_file=lvis_root + "lvis_v1_val.json", vocabulary="ov-lvis",

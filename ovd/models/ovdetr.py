@@ -55,6 +55,15 @@ TRANSFORMER_DEFAULTS = {"d_model": 256, "encoder_layers": 6, "decoder_layers": 6
 PRIOR_PROB = 0.01
 
 
+def _scales(min_size: "int | Sequence[int]") -> tuple[int, ...]:
+    """`min_size` as the image transform takes it: one shorter side, or several (training draws one per image,
+    Deformable DETR's multi-scale resize; evaluation uses the last)."""
+    scales = (min_size,) if isinstance(min_size, int) else tuple(min_size)
+    if not scales or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in scales):
+        raise ValueError(f"min_size must be a positive integer or a list of them, not {min_size!r}")
+    return scales
+
+
 @MODELS.register_module()
 class OVDETRDetector(BaseModel):
     """OV-DETR (`conditional=True`) or DETR-text (`conditional=False`) as an mmengine model; the teacher is
@@ -66,7 +75,7 @@ class OVDETRDetector(BaseModel):
                  backbone_norm: str = "frozen_bn", fpn_channels: int = 256, fpn_levels: int = 3,
                  transformer: Optional[dict] = None, conditioning: Optional[dict] = None,
                  loss_weights: Optional[dict] = None, match_costs: Optional[dict] = None, temperature: float = 0.05,
-                 gt_classes: str = "base", min_size: int = 800, max_size: int = 1333,
+                 gt_classes: str = "base", min_size: "int | tuple" = 800, max_size: int = 1333,
                  detections_per_img: int = 100, eval_batch_classes: int = 15, teacher_precision: str = "fp32",
                  data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -84,7 +93,7 @@ class OVDETRDetector(BaseModel):
         d, dim = t["d_model"], self.teacher.embed_dim
         mean, std = ((list(self.teacher.mean), list(self.teacher.std)) if backbone == "teacher"
                      else ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]))
-        self.transform = GeneralizedRCNNTransform(min_size, max_size, mean, std)
+        self.transform = GeneralizedRCNNTransform(_scales(min_size), max_size, mean, std)
         self.backbone = self._build_backbone(backbone, backbone_weights, trainable_layers, backbone_norm,
                                              fpn_channels, fpn_levels)
         levels = fpn_levels + 1  # the FPN's levels and its max-pool level

@@ -10,4 +10,14 @@ model = dict(
     transformer=dict(d_model=256, encoder_layers=6, decoder_layers=6, ffn_dim=1024, heads=8, points=4, dropout=0.1,
                      num_queries=300),
     conditioning=dict(max_len=15, prob=0.75, classes="all", class_bank=None),
-    min_size=800, max_size=1333, detections_per_img=300, eval_batch_classes=15)
+    min_size=(480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800), max_size=1333, detections_per_img=300,
+    eval_batch_classes=15)
+# Deformable DETR's augmentation, as the reference trains: a flip, then half the time its crop branch (shorter
+# side to 400 / 500 / 600, a random crop of 384-600 pixels a side); the model then resizes every training image's
+# shorter side to one of min_size's scales at random (at most 1333 a side), evaluation at the last, 800.
+# The OV-COCO / OV-LVIS configs give it to their training set:
+#   train_dataloader = dict(dataset=dict(pipeline={{_base_.detr_train_pipeline}}))
+detr_train_pipeline = [
+    dict(type="RandomHorizontalFlip", p=0.5),
+    dict(type="RandomApply", p=0.5, transforms=[dict(type="RandomShortestSize", min_size=[400, 500, 600]),
+                                                dict(type="RandomSizeCrop", min_size=384, max_size=600)])]
