@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     models = {name: build_model(args.config, None, {"model.conditional": cond}).eval()
               for name, cond in (("OV-DETR", True), ("DETR-text", False))}
-    size = models["OV-DETR"].transform.min_size[0]
+    size = models["OV-DETR"].transform.min_size[-1]  # the evaluation size
     image = torch.rand(3, size, size)
     batch = models["OV-DETR"].eval_batch_classes
     print(f"{args.config}: image {size}x{size}, {torch.get_num_threads()} threads, {batch} classes per decoder pass; "

@@ -21,8 +21,9 @@ class RandomSizeCrop(v2.Transform):
     """DETR's RandomSizeCrop (facebookresearch/detr datasets/transforms.py, used by Deformable DETR and
     OV-DETR): a crop of a random width in [min_size, min(image width, max_size)] and a random height in
     [min_size, min(image height, max_size)] (each uniform over the integers, the whole side when the image is
-    smaller than `min_size`) at a random place; boxes shifted and clipped with it (the dataset then drops
-    those left empty)."""
+    smaller than `min_size`) at a random place; boxes shifted and clipped with it (the detection dataset then
+    drops those under a pixel wide or high, and with `filter_empty` serves the next image when none is left).
+    Not for a feature store's distillation boxes: the crop cuts the boxes, not what their embeddings saw."""
 
     def __init__(self, min_size: int, max_size: int):
         super().__init__()

@@ -67,7 +67,7 @@ def export_detector(model: ViLDDetector, out_dir: "str | Path", image_size: tupl
     entry: dict[str, Any] = {"file": "model.onnx", "inputs": ["image", "text_embeddings", "base_mask"],
                              "outputs": outputs, "image": "float32 (3, H, W) in [0, 1], RGB",
                              "embed_dim": int(embeddings.shape[1]), "inference_mode": heads.inference_mode,
-                             "min_size": detector.transform.min_size[0], "max_size": detector.transform.max_size,
+                             "min_size": detector.transform.min_size[-1], "max_size": detector.transform.max_size,
                              "image_mean": list(detector.transform.image_mean),
                              "image_std": list(detector.transform.image_std)}
     encoder = export_text_encoder(model.teacher, out_dir, model.text.source)

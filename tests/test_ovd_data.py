@@ -290,3 +290,19 @@ def test_pipeline_steps_nest_and_ovdetrs_augmentation_runs(tmp_path):
             dict(type="RandomShortestSize", min_size=[40]), dict(type="RandomSizeCrops", min_size=3, max_size=5)])])
     with pytest.raises(PipelineError, match=r"pipeline\[0\] \(RandomApply\): 'transforms' must be a list"):
         CocoDetection(ann, img, pipeline=[dict(type="RandomApply", transforms=dict(type="RandomHorizontalFlip"))])
+
+
+def test_filter_empty_replaces_a_sample_the_pipeline_emptied(tmp_path):
+    # A centre crop of the 40 x 60 images keeps x 25-35, y 15-25: image 1's box (in its corner) is cut away,
+    # image 2's (in the centre) stays. With filter_empty the next image is served instead, as DETR's datasets.
+    ann, img = write_dataset(tmp_path, images=2, annotations=[
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5], "iscrowd": 0},
+        {"id": 2, "image_id": 2, "category_id": 2, "bbox": [26, 16, 8, 8], "iscrowd": 0}])
+    crop = [dict(type="CenterCrop", size=10)]
+    kept = CocoDetection(ann, img, pipeline=crop)[0]
+    assert kept["data_samples"]["image_id"] == 1 and len(kept["data_samples"]["labels"]) == 0
+    ds = CocoDetection(ann, img, pipeline=crop, filter_empty=True)
+    s = ds[0]["data_samples"]
+    assert s["image_id"] == 2 and torch.equal(s["boxes"], torch.tensor([[1.0, 1, 9, 9]]))
+    assert ds.stats["emptied_by_pipeline"] == 1
+    assert ds[1]["data_samples"]["image_id"] == 2 and ds.stats["emptied_by_pipeline"] == 1

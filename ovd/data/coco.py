@@ -203,7 +203,10 @@ class CocoDetection(Dataset):
     `distill_boxes` / `distill_embeddings` when a feature store is given.
 
     A missing or corrupt image is skipped with a counted warning (`on_bad_image="skip"`, the next
-    image is served instead) or raises ImageReadError naming the file (`"error"`).
+    image is served instead) or raises ImageReadError naming the file (`"error"`). `filter_empty`: no image
+    without boxes is served: those without annotations are dropped at load, and a sample whose boxes the
+    pipeline removed (a crop) is replaced by the next image's, as DETR's datasets do (counted in
+    `stats["emptied_by_pipeline"]`).
     """
 
     def __init__(self, ann_file: str, img_dir: str, vocabulary: "Vocabulary | str | Sequence[str] | None" = None,
@@ -234,7 +237,7 @@ class CocoDetection(Dataset):
             raise AnnotationError(f"{ann_file}: no images left to use (filter_empty={filter_empty}, "
                                   f"train_classes='{train_classes}')")
         self.pipeline = build_pipeline(pipeline)
-        self.with_masks, self.on_bad_image = with_masks, on_bad_image
+        self.with_masks, self.on_bad_image, self.filter_empty = with_masks, on_bad_image, filter_empty
         self.store = FeatureStore(feature_store) if feature_store else None
         self.max_distill_regions = max_distill_regions
         self.bad_images = 0
@@ -249,6 +252,7 @@ class CocoDetection(Dataset):
         return len(self.records)
 
     def __getitem__(self, idx: int) -> dict:
+        sample = None
         for attempt in range(len(self.records)):
             rec = self.records[(idx + attempt) % len(self.records)]
             try:
@@ -260,7 +264,12 @@ class CocoDetection(Dataset):
                 self.bad_images += 1
                 log.warning("skipped unreadable image (%d so far in this process): %s", self.bad_images, e)
                 continue
-            return self._sample(rec, image)
+            sample = self._sample(rec, image)
+            if not (self.filter_empty and len(rec.labels) and not len(sample["data_samples"]["labels"])):
+                return sample
+            self.stats["emptied_by_pipeline"] += 1
+        if sample is not None:  # every image's boxes cropped away this time: the last one, empty
+            return sample
         raise ImageReadError(f"none of the {len(self.records)} images of {self.ann_file} can be read")
 
     def _sample(self, rec: DetectionRecord, image: torch.Tensor) -> dict:

@@ -14,10 +14,12 @@ model = dict(
     eval_batch_classes=15)
 # Deformable DETR's augmentation, as the reference trains: a flip, then half the time its crop branch (shorter
 # side to 400 / 500 / 600, a random crop of 384-600 pixels a side); the model then resizes every training image's
-# shorter side to one of min_size's scales at random (at most 1333 a side), evaluation at the last, 800.
+# shorter side to one of min_size's scales at random (at most 1333 a side), evaluation at the last, 800; an
+# image the crop leaves without boxes is replaced by the next (the datasets' filter_empty, as the reference).
 # The OV-COCO / OV-LVIS configs give it to their training set:
 #   train_dataloader = dict(dataset=dict(pipeline={{_base_.detr_train_pipeline}}))
 detr_train_pipeline = [
     dict(type="RandomHorizontalFlip", p=0.5),
-    dict(type="RandomApply", p=0.5, transforms=[dict(type="RandomShortestSize", min_size=[400, 500, 600]),
-                                                dict(type="RandomSizeCrop", min_size=384, max_size=600)])]
+    dict(type="RandomApply", p=0.5, transforms=[
+        dict(type="RandomShortestSize", min_size=[400, 500, 600], antialias=True),
+        dict(type="RandomSizeCrop", min_size=384, max_size=600)])]
