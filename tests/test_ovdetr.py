@@ -88,7 +88,7 @@ def test_the_loss_falls_on_synthetic_images(conditional):
         totals.append(total.item())
     expected = {f"loss_{k}{s}" for k in ("ce", "bbox", "giou") for s in ("", "_0", "_enc")}  # last, aux, encoder
     assert expected | ({"loss_embed", "loss_embed_0"} if conditional else set()) == set(losses)
-    assert totals[-1] < 0.8 * totals[0] and max(totals) <= totals[0] * 1.05, totals
+    assert totals[-1] < 0.8 * totals[0] and max(totals) <= totals[0] * 1.1, totals
 
 
 def test_conditions_are_the_classes_present_padded_with_absent_ones():
@@ -240,3 +240,35 @@ def test_multi_scale_training_sizes():
     for bad in ([], [64, "80"], 0, True):
         with pytest.raises(ValueError, match="min_size must be a positive integer or a list"):
             model(min_size=bad)
+
+
+def test_initialisation_and_encoder_loss_normaliser_as_the_reference():
+    # yuhangzang/OV-DETR: feature_align Xavier with a zero bias; the two-stage class head (the model's
+    # class_embed[num_layers] there) keeps PyTorch's default initialisation (|w| <= 1 / sqrt(fan_in)), not the
+    # transformer's Xavier; the encoder's loss is divided by the decoder's box count, which with conditions
+    # counts the boxes of the sampled classes alone.
+    net = model()
+    d, dim = net.feature_align[0].in_features, net.feature_align[0].out_features
+    for align in net.feature_align:
+        assert float(align.weight.abs().max()) <= math.sqrt(6 / (d + dim)) and not align.bias.any()
+    enc_class = net.transformer.enc_class
+    assert float(enc_class.weight.abs().max()) <= 1 / math.sqrt(enc_class.in_features)
+    seen = []
+    original = OVDETRDetector._proposal_loss
+
+    def spy(self, enc, gts, num_boxes):
+        seen.append(num_boxes)
+        return original(self, enc, gts, num_boxes)
+    one_condition = model(conditioning=dict(max_len=1))  # one of the two classes present is sampled
+    one_condition._proposal_loss = spy.__get__(one_condition)
+    torch.manual_seed(0)
+    targets = [{"boxes": TARGETS[0]["boxes"], "labels": torch.tensor([0, 1])},
+               {"boxes": TARGETS[1]["boxes"], "labels": torch.tensor([1])}]
+    for _ in range(4):
+        one_condition.loss(IMAGES, targets)
+    assert set(seen) <= {1.0, 2.0} and seen  # class 0: one box; class 1: two boxes (of three)
+    text = model(conditional=False)
+    text._proposal_loss = spy.__get__(text)
+    seen.clear()
+    text.loss(IMAGES, targets)
+    assert seen == [3.0]

@@ -259,10 +259,11 @@ class DeformableTransformer(nn.Module):
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:
-        # as the reference: Xavier for the transformer's matrices (not the box heads, which the model adds),
-        # MSDeformAttn's own initialisation, box heads predicting no change
+        # as the reference: Xavier for the transformer's matrices (not the box heads nor the two-stage class head,
+        # which the reference's model adds: PyTorch's default initialisation for the latter), MSDeformAttn's own
+        # initialisation, box heads predicting no change
         for name, p in self.named_parameters():
-            if p.dim() > 1 and not name.startswith("bbox_embed"):
+            if p.dim() > 1 and not name.startswith(("bbox_embed", "enc_class")):
                 nn.init.xavier_uniform_(p)
         for m in self.modules():
             if isinstance(m, MSDeformAttn):

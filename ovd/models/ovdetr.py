@@ -104,7 +104,10 @@ class OVDETRDetector(BaseModel):
                                                  t["box_refine"], t["two_stage"])
         layers = t["decoder_layers"]
         # per decoder layer (copies with box refinement, as the reference clones them; else one shared)
-        self.feature_align = _per_layer(nn.Linear(d, dim), layers, t["box_refine"])
+        align = nn.Linear(d, dim)  # initialised as the reference's (Xavier, zero bias)
+        nn.init.xavier_uniform_(align.weight)
+        nn.init.zeros_(align.bias)
+        self.feature_align = _per_layer(align, layers, t["box_refine"])
         bias = -math.log((1 - PRIOR_PROB) / PRIOR_PROB)
         if conditional:
             head = nn.Linear(d, 1)
@@ -192,22 +195,24 @@ class OVDETRDetector(BaseModel):
         for t, (h, w) in zip(enc["targets"], enc["image_sizes"]):
             scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=t["boxes"].device)
             gts.append((box_convert(t["boxes"].float(), "xyxy", "cxcywh") / scale, t["labels"].long()))
-        losses = self._conditional_loss(enc, gts) if self.conditional else self._text_loss(enc, gts)
+        losses, num_boxes = self._conditional_loss(enc, gts) if self.conditional else self._text_loss(enc, gts)
         if "enc_logits" in enc:  # two-stage: the encoder's class-agnostic proposals, matched to every box
-            losses.update(self._proposal_loss(enc, gts))
+            losses.update(self._proposal_loss(enc, gts, num_boxes))
         return losses
 
-    def _proposal_loss(self, enc: dict[str, Any], gts: list[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+    def _proposal_loss(self, enc: dict[str, Any], gts: list[tuple[Tensor, Tensor]], num_boxes: float
+                       ) -> dict[str, Tensor]:
         """The two-stage encoder's losses (`_enc`): one class ("object"), every ground-truth box its target,
-        as the reference's binary targets with its original matcher."""
+        as the reference's binary targets with its original matcher, divided by the decoder's `num_boxes` (as
+        the reference: with conditions, the boxes of the sampled classes alone)."""
         logits, boxes = enc["enc_logits"], enc["enc_boxes_unact"].sigmoid()
-        num_boxes = _num_boxes(sum(len(labels) for _, labels in gts), logits.device)
         matches = [match(focal_class_cost(logits[i, :, 0].sigmoid())[:, None].expand(-1, len(b)), boxes[i], b,
                          self.match_costs) for i, (b, _) in enumerate(gts)]
         part = self._set_losses(boxes, logits, matches, gts, num_boxes)
         return {f"{k}_enc": v for k, v in part.items()}
 
-    def _conditional_loss(self, enc: dict[str, Any], gts: list[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+    def _conditional_loss(self, enc: dict[str, Any], gts: list[tuple[Tensor, Tensor]]
+                          ) -> tuple[dict[str, Tensor], float]:
         classes, conditions, queries = self.sample_conditions([g[1] for g in gts], enc["memory"].device)
         out = self.decode(enc, queries)
         n = out["boxes"].shape[2] // len(classes)  # queries per condition
@@ -232,9 +237,10 @@ class OVDETRDetector(BaseModel):
             c_emb = torch.cat([conditions[q.to(device) // n] for q, _ in matches])
             part["loss_embed"] = self.loss_weights["embed"] * F.mse_loss(q_emb, c_emb, reduction="sum") / num_boxes
             losses.update(_suffixed(part, layer, len(out["logits"])))
-        return losses
+        return losses, num_boxes
 
-    def _text_loss(self, enc: dict[str, Any], gts: list[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+    def _text_loss(self, enc: dict[str, Any], gts: list[tuple[Tensor, Tensor]]
+                   ) -> tuple[dict[str, Tensor], float]:
         out = self.decode(enc)
         columns = self.classifier.training_columns(self.gt_classes).to(out["logits"].device)
         column_of = torch.full((self.classifier.num_classes,), -1, dtype=torch.long)
@@ -251,7 +257,7 @@ class OVDETRDetector(BaseModel):
             part = self._set_losses(out["boxes"][layer], logits, matches, gts, num_boxes,
                                     [column_of[gts[i][1][g].cpu()] for i, (_, g) in enumerate(matches)])
             losses.update(_suffixed(part, layer, len(out["logits"])))
-        return losses
+        return losses, num_boxes
 
     def _set_losses(self, boxes: Tensor, logits: Tensor, matches: list[tuple[Tensor, Tensor]],
                     gts: list[tuple[Tensor, Tensor]], num_boxes: float,
