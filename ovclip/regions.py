@@ -13,6 +13,11 @@ from .teacher import Teacher
 
 log = logging.getLogger(__name__)
 
+# How a window becomes the teacher's square input: "resize" stretches the whole window to it, ignoring aspect
+# (ViLD); "centre" is CLIP's own preprocess, the shorter side to the input size (bicubic) and the centre square
+# cut out (OV-DETR's class bank, scripts/save_clip_features.py: `preprocess(image.crop(bbox))`).
+CROPS = ("resize", "centre")
+
 
 @dataclass
 class RegionEmbeddings:
@@ -45,24 +50,38 @@ def crop_windows(boxes: torch.Tensor, scale: float, width: int, height: int) -> 
     return torch.stack([x0, y0, x1, y1], dim=1).long()
 
 
-def resize_crop(image: torch.Tensor, window: Sequence[int], size: int) -> torch.Tensor:
-    """Cut one window out of a float (3, H, W) image and resize it to (3, size, size), ignoring aspect (as ViLD)."""
+def resize_crop(image: torch.Tensor, window: Sequence[int], size: int, crop: str = "resize") -> torch.Tensor:
+    """Cut one window out of a float (3, H, W) image in [0, 1] and make it (3, size, size) as `crop` says (see
+    CROPS): resized whole, ignoring aspect (as ViLD), or as CLIP's preprocess (shorter side, centre square)."""
     x0, y0, x1, y1 = (int(v) for v in window)
-    crop = image[:, y0:y1, x0:x1].unsqueeze(0)
-    return F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+    window_pixels = image[:, y0:y1, x0:x1]
+    if crop == "resize":
+        return F.interpolate(window_pixels.unsqueeze(0), size=(size, size), mode="bilinear", align_corners=False,
+                             antialias=True)[0]
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    # Resize(size) with one number scales the shorter side to it (the longer to int(size * long / short)), as
+    # CLIP's; bicubic overshoots [0, 1] where PIL's 8-bit result is clamped
+    scaled = TF.resize(window_pixels, [size], interpolation=InterpolationMode.BICUBIC, antialias=True).clamp_(0, 1)
+    return TF.center_crop(scaled, [size, size])
 
 
 @torch.inference_mode()
 def region_embeddings(teacher: Teacher, image: Any, boxes: "torch.Tensor | Sequence",
-                      scales: Sequence[float] = (1.0, 1.5), batch_size: int = 64) -> RegionEmbeddings:
-    """Embed every box of one image: crop at each scale, resize to the teacher's input, encode in
-    batches, normalise per scale, sum over scales and normalise again.
+                      scales: Sequence[float] = (1.0, 1.5), batch_size: int = 64, crop: str = "resize"
+                      ) -> RegionEmbeddings:
+    """Embed every box of one image: crop at each scale, make each crop the teacher's input (`crop`: resized
+    whole, ViLD's, or "centre", CLIP's preprocess; see CROPS), encode in batches, normalise per scale, sum over
+    scales and normalise again.
 
     Boxes partly outside the image are clipped; empty, inverted, non-finite or fully outside boxes are
     reported (a warning, `valid=False`, a zero row) and never stop the others.
     """
     if not scales or any(s <= 0 for s in scales):
         raise ValueError(f"scales must be positive numbers, got {list(scales)}")
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
     img = to_unit_float(as_image_tensor(image)).to(teacher.device)
     height, width = img.shape[-2:]
     clipped, valid = clip_boxes(torch.as_tensor(boxes), width, height)
@@ -76,7 +95,7 @@ def region_embeddings(teacher: Teacher, image: Any, boxes: "torch.Tensor | Seque
     size = teacher.image_size
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start:start + batch_size]
-        crops = torch.stack([resize_crop(img, w, size) for _, w in chunk])
+        crops = torch.stack([resize_crop(img, w, size, crop) for _, w in chunk])
         emb = F.normalize(teacher.encode_images(teacher.normalize_pixels(crops)), dim=-1).cpu()
         out.index_add_(0, torch.tensor([i for i, _ in chunk], dtype=torch.long), emb)
     return RegionEmbeddings(clipped, F.normalize(out, dim=-1), valid)

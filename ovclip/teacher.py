@@ -48,6 +48,9 @@ class Teacher:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     device: torch.device
+    # how its preprocess makes an image square (open_clip's preprocess_cfg): "shortest" (the shorter side to the
+    # input size, then the centre square: CLIP's), "squash" (resized whole) or "longest" (padded)
+    resize_mode: str = "shortest"
     _fingerprint: str | None = field(default=None, repr=False)
 
     @property
@@ -282,7 +285,9 @@ def load_teacher(spec: "str | dict", device: "str | torch.device" = "cpu", preci
         pp = json.loads(path.read_text()).get("preprocess_cfg", {})
         mean, std = tuple(pp.get("mean", mean)), tuple(pp.get("std", std))
         size = model.visual.image_size
-        preprocess = open_clip.image_transform(size, is_train=False, mean=mean, std=std)
+        preprocess = open_clip.image_transform(size, is_train=False, mean=mean, std=std,
+                                               resize_mode=pp.get("resize_mode"), interpolation=pp.get("interpolation"))
+        resize_mode = pp.get("resize_mode") or "shortest"
         tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=cfg["text_cfg"].get("context_length", 77))
     elif parts.get("local_dir"):
         folder = parts["local_dir"]
@@ -290,7 +295,7 @@ def load_teacher(spec: "str | dict", device: "str | torch.device" = "cpu", preci
             raise TeacherError(f"teacher folder '{folder}' has no open_clip_config.json")
         model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
         tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
-        mean, std = _preprocess_stats(model, mean, std)
+        mean, std, resize_mode = _preprocess_stats(model, mean, std)
     else:
         arch, pretrained = parts.get("arch"), parts.get("pretrained")
         kwargs: dict[str, Any] = {"cache_dir": cache_dir}
@@ -319,17 +324,18 @@ def load_teacher(spec: "str | dict", device: "str | torch.device" = "cpu", preci
         except (RuntimeError, OSError, ValueError) as e:
             raise TeacherError(f"could not load teacher '{name}': {e}") from e
         tokenizer = open_clip.get_tokenizer(arch)
-        mean, std = _preprocess_stats(model, mean, std)
+        mean, std, resize_mode = _preprocess_stats(model, mean, std)
 
     model = model.to(device).eval().requires_grad_(False)
     if precision != "fp32":
         model = model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
-    return Teacher(model, preprocess, tokenizer, name, tuple(mean), tuple(std), device)
+    return Teacher(model, preprocess, tokenizer, name, tuple(mean), tuple(std), device, resize_mode)
 
 
 def _preprocess_stats(model: torch.nn.Module, mean, std):
+    """An open_clip model's pixel statistics and resize mode."""
     cfg = getattr(model.visual, "preprocess_cfg", None) or {}
-    return tuple(cfg.get("mean", mean)), tuple(cfg.get("std", std))
+    return tuple(cfg.get("mean", mean)), tuple(cfg.get("std", std)), cfg.get("resize_mode") or "shortest"
 
 
 def _load_state(model: torch.nn.Module, path: str) -> None:

@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -55,3 +56,38 @@ def test_bad_boxes_are_clipped_or_reported(tiny_vit, caplog):
     assert torch.all(r.embeddings[~r.valid] == 0)
     assert "4 of 6 boxes" in caplog.text
     assert region_embeddings(tiny_vit, image, torch.zeros(0, 4)).embeddings.shape == (0, 32)
+
+
+def test_centre_crop_is_clips_preprocess(tiny_vit):
+    """crop="centre": the shorter side to the input, then the centre square (OV-DETR's class bank crops with
+    CLIP's `preprocess`), where "resize" stretches the whole window (ViLD)."""
+    from ovclip.regions import resize_crop
+    size = tiny_vit.image_size
+    # a 4:1 window whose middle half is white: the centre square is the middle quarter, all white
+    image = torch.zeros(3, 60, 100)
+    image[:, 10:30, 30:70] = 1.0
+    window = (10, 10, 90, 30)
+    centre = resize_crop(image, window, size, "centre")
+    assert centre.shape == (3, size, size) and torch.allclose(centre, torch.ones_like(centre), atol=1e-5)
+    stretched = resize_crop(image, window, size, "resize")
+    assert stretched[:, :, 0].max() < 1e-6 and torch.allclose(stretched[:, :, size // 2], torch.ones(3, size))
+    tall = resize_crop(image.transpose(1, 2), (10, 10, 30, 90), size, "centre")  # the same, transposed
+    assert torch.allclose(tall, torch.ones_like(tall), atol=1e-5)
+    # against the reference's own pipeline on an 8-bit crop: PIL's crop, Resize(size, bicubic), CenterCrop(size)
+    from PIL import Image
+    from torchvision import transforms as T
+    rgb = random_image(seed=3)
+    x0, y0, x1, y1 = 7, 12, 71, 39
+    pil = Image.fromarray(rgb.permute(1, 2, 0).numpy()).crop((x0, y0, x1, y1))
+    preprocess = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size),
+                            T.ToTensor()])
+    ours = resize_crop(to_unit_float(rgb), (x0, y0, x1, y1), size, "centre")
+    reference = preprocess(pil)
+    assert (ours - reference).abs().mean() < 0.01  # 8-bit rounding and PIL's fixed-point kernels
+    whole = resize_crop(to_unit_float(rgb), (x0, y0, x1, y1), size, "resize")
+    assert (whole - reference).abs().mean() > 0.1  # the comparison tells the two apart
+    r = region_embeddings(tiny_vit, rgb, [[x0, y0, x1, y1]], scales=(1.0,), crop="centre")
+    direct = tiny_vit.encode_images(tiny_vit.normalize_pixels(ours[None]))[0]
+    assert torch.allclose(r.embeddings[0], F.normalize(direct, dim=0), atol=1e-5)
+    with pytest.raises(ValueError, match="crop must be one of"):
+        region_embeddings(tiny_vit, rgb, [[x0, y0, x1, y1]], crop="center-ish")

@@ -1,6 +1,8 @@
 import json
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -89,6 +91,31 @@ def test_open_clip_local_dir(tmp_path, tiny_vit):
     torch.save(tiny_vit.model.state_dict(), tmp_path / "open_clip_pytorch_model.bin")
     t = load_teacher(str(tmp_path))
     assert torch.allclose(t.encode_text(["a cat"]), tiny_vit.encode_text(["a cat"]), atol=1e-6)
+
+
+def test_the_resize_mode_comes_from_the_preprocess_config(tmp_path, tiny_vit):
+    """How the teacher's preprocess makes an image square (open_clip's resize_mode), from a JSON config's or an
+    open_clip folder's preprocess_cfg; CLIP's "shortest" when it says nothing. The synthetic world's teacher
+    squashes, as its training crops were made."""
+    from importlib import resources
+
+    from PIL import Image
+    model_cfg = json.loads(resources.files("ovclip.model_configs").joinpath("tiny-vit.json").read_text())
+    (tmp_path / "squash.json").write_text(json.dumps({**model_cfg, "preprocess_cfg": {"resize_mode": "squash"}}))
+    squash = load_teacher({"config": str(tmp_path / "squash.json"), "pretrained": "random"})
+    assert tiny_vit.resize_mode == "shortest" and squash.resize_mode == "squash"
+    pixels = np.zeros((20, 80, 3), np.uint8)  # a 4:1 image whose middle half is white
+    pixels[:, 20:60] = 255
+    image = Image.fromarray(pixels)
+    assert squash.preprocess(image)[:, :, 0].mean() < tiny_vit.preprocess(image)[:, :, 0].mean() - 1  # outside
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg,
+                                                              "preprocess_cfg": {"resize_mode": "squash"}}))
+    torch.save(tiny_vit.model.state_dict(), folder / "open_clip_pytorch_model.bin")
+    assert load_teacher(str(folder)).resize_mode == "squash"
+    synthetic = Path(__file__).resolve().parents[1] / "model_zoo/synthetic"
+    assert load_teacher({"config": str(synthetic / "teacher.json"), "pretrained": "random"}).resize_mode == "squash"
 
 
 def test_cached_tag_weights_are_found_without_network(tmp_path):

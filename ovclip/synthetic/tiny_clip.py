@@ -112,8 +112,11 @@ def train_tiny_clip(out_dir: "str | Path", seed: int = 0, steps: int = 1200, bat
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     atomic_write(out / "teacher.safetensors", lambda tmp: save_file(state, tmp))
-    atomic_json_dump({**cfg, "preprocess_cfg": {"mean": list(OPENAI_DATASET_MEAN), "std": list(OPENAI_DATASET_STD)}},
-                     out / "teacher.json", indent=1)
+    # its training crops are squashed to the input (world.caption_sample: aspect ignored, bilinear): so is its
+    # preprocess (and the crops of a class bank made with it)
+    preprocess_cfg = {"mean": list(OPENAI_DATASET_MEAN), "std": list(OPENAI_DATASET_STD), "resize_mode": "squash",
+                      "interpolation": "bilinear"}
+    atomic_json_dump({**cfg, "preprocess_cfg": preprocess_cfg}, out / "teacher.json", indent=1)
     atomic_json_dump({"captions": captions, "seed": seed, "steps": steps, "batch_size": batch_size,
                       "pool_size": pool_size, "lr": lr}, out / TRAINING_FILE, indent=1)
     return {"loss": history, "seconds": time.perf_counter() - t0}

@@ -3,8 +3,10 @@
 from which its training conditions draw image queries (reference: scripts/save_clip_features.py, which
 skips a box when `bbox[1] < 16 or bbox[2] < 16`, its y and width in COCO's xywh, read here as width and
 height: boxes narrower or lower than 16 pixels are skipped; it encodes each crop with CLIP's preprocess,
-shorter side to the input size and a centre crop, where the crops here are resized to the input size
-whole, as the teacher's region embeddings are everywhere in this library).
+the model's own preprocess: by default the crops here are made as the teacher's preprocess makes its
+inputs square, `Teacher.resize_mode`: "centre" for CLIP's, the shorter side to the input size and the
+centre square; "resize", the whole box stretched, for a teacher trained on squashed inputs, as the
+synthetic world's).
 
     from ovd.data.class_bank import build_class_bank
     build_class_bank(teacher, "train_with_pseudo.json", "train/images", "ov-coco", "class_bank.safetensors")
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from safetensors import safe_open
@@ -22,7 +24,7 @@ from tqdm import tqdm
 
 from ovclip.errors import UserInputError
 from ovclip.io import atomic_write, read_image
-from ovclip.regions import region_embeddings
+from ovclip.regions import CROPS, region_embeddings
 from ovclip.teacher import Teacher
 from ovclip.vocabulary import Vocabulary, load_vocabulary
 
@@ -38,10 +40,14 @@ class ClassBankError(UserInputError, ValueError):
 def build_class_bank(teacher: Teacher, ann_file: "str | Path", img_dir: "str | Path",
                      vocabulary: "str | Sequence[str] | Vocabulary", out_file: "str | Path",
                      pseudo_annotations: "str | Sequence[str] | None" = None, min_side: int = MIN_SIDE,
-                     progress: bool = True) -> dict[str, int]:
+                     progress: bool = True, crop: Optional[str] = None) -> dict[str, int]:
     """Embed every annotated box of `ann_file` (and of the `pseudo_annotations` files, as the training
-    dataset merges them) whose sides reach `min_side` pixels (one crop, no context) and write the embeddings
-    per class name to `out_file` (safetensors); returns the count per class."""
+    dataset merges them) whose sides reach `min_side` pixels (one crop, no context, made the teacher's input
+    as `crop` says, ovclip.regions.CROPS; by default as the teacher's preprocess, `teacher_crop`) and write
+    the embeddings per class name to `out_file` (safetensors); returns the count per class."""
+    crop = teacher_crop(teacher) if crop is None else crop
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
     records, vocab, _ = load_detection_annotations(ann_file, img_dir, vocabulary, train_classes="all")
     if pseudo_annotations:
         merge_pseudo_annotations(records, vocab, pseudo_annotations, "one")
@@ -51,16 +57,26 @@ def build_class_bank(teacher: Teacher, ann_file: "str | Path", img_dir: "str | P
         keep = ((boxes[:, 2] - boxes[:, 0]) >= min_side) & ((boxes[:, 3] - boxes[:, 1]) >= min_side)
         if not keep.any():
             continue
-        r = region_embeddings(teacher, read_image(rec.path), boxes[keep], scales=(1.0,))
+        r = region_embeddings(teacher, read_image(rec.path), boxes[keep], scales=(1.0,), crop=crop)
         for label, emb, ok in zip(torch.as_tensor(rec.labels)[keep].tolist(), r.embeddings, r.valid.tolist()):
             if ok:
                 bank[label].append(emb.float())
     tensors = {vocab.names[c]: torch.stack(rows).contiguous() for c, rows in sorted(bank.items())}
     if not tensors:
         raise ClassBankError(f"{ann_file}: no box reaches {min_side} pixels a side: nothing to put in a class bank")
-    meta = {"teacher": teacher.fingerprint, "spec": str(teacher.spec)}
+    meta = {"teacher": teacher.fingerprint, "spec": str(teacher.spec), "crop": crop}
     atomic_write(Path(out_file), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     return {name: len(t) for name, t in tensors.items()}
+
+
+def teacher_crop(teacher: Teacher) -> str:
+    """The crop (ovclip.regions.CROPS) that makes a box the teacher's input as its own preprocess makes an
+    image: the centre square for CLIP's "shortest" resize mode, the whole box for "squash"."""
+    crops = {"shortest": "centre", "squash": "resize"}
+    if teacher.resize_mode not in crops:
+        raise ValueError(f"teacher {teacher.spec!r} pads its inputs (resize mode {teacher.resize_mode!r}), which "
+                         f"class-bank crops do not do: pass crop='centre' or crop='resize'")
+    return crops[teacher.resize_mode]
 
 
 def load_class_bank(path: "str | Path", vocabulary: Vocabulary, teacher: Teacher) -> dict[int, torch.Tensor]:
