@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 # (ViLD); "centre" is CLIP's own preprocess, the shorter side to the input size (bicubic) and the centre square
 # cut out (OV-DETR's class bank, scripts/save_clip_features.py: `preprocess(image.crop(bbox))`).
 CROPS = ("resize", "centre")
+INTERPOLATIONS = ("bilinear", "bicubic")
 
 
 @dataclass
@@ -50,30 +51,43 @@ def crop_windows(boxes: torch.Tensor, scale: float, width: int, height: int) -> 
     return torch.stack([x0, y0, x1, y1], dim=1).long()
 
 
-def resize_crop(image: torch.Tensor, window: Sequence[int], size: int, crop: str = "resize") -> torch.Tensor:
+def crop_interpolation(crop: str, interpolation: Optional[str] = None) -> str:
+    """The kernel a crop is resized with: `interpolation` if given, else ViLD's bilinear for "resize" and
+    CLIP's bicubic for "centre"."""
+    return interpolation or ("bilinear" if crop == "resize" else "bicubic")
+
+
+def resize_crop(image: torch.Tensor, window: Sequence[int], size: int, crop: str = "resize",
+                interpolation: Optional[str] = None) -> torch.Tensor:
     """Cut one window out of a float (3, H, W) image in [0, 1] and make it (3, size, size) as `crop` says (see
-    CROPS): resized whole, ignoring aspect (as ViLD), or as CLIP's preprocess (shorter side, centre square)."""
+    CROPS): resized whole, ignoring aspect (as ViLD), or as CLIP's preprocess (shorter side, centre square).
+    `interpolation` ("bilinear" or "bicubic", antialiased) is by default bilinear for "resize" (ViLD's crops)
+    and bicubic for "centre" (CLIP's)."""
+    interpolation = crop_interpolation(crop, interpolation)
     x0, y0, x1, y1 = (int(v) for v in window)
     window_pixels = image[:, y0:y1, x0:x1]
     if crop == "resize":
-        return F.interpolate(window_pixels.unsqueeze(0), size=(size, size), mode="bilinear", align_corners=False,
-                             antialias=True)[0]
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import functional as TF
+        out = F.interpolate(window_pixels.unsqueeze(0), size=(size, size), mode=interpolation,
+                            align_corners=False, antialias=True)[0]
+    else:
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as TF
 
-    # Resize(size) with one number scales the shorter side to it (the longer to int(size * long / short)), as
-    # CLIP's; bicubic overshoots [0, 1] where PIL's 8-bit result is clamped
-    scaled = TF.resize(window_pixels, [size], interpolation=InterpolationMode.BICUBIC, antialias=True).clamp_(0, 1)
-    return TF.center_crop(scaled, [size, size])
+        # Resize(size) with one number scales the shorter side to it (the longer to int(size * long / short)),
+        # as CLIP's; a window whose shorter side is `size` already comes back as is, a view of `image`
+        out = TF.center_crop(TF.resize(window_pixels, [size], interpolation=InterpolationMode(interpolation),
+                                       antialias=True), [size, size])
+    # bicubic overshoots [0, 1], where PIL's 8-bit result is clamped; not in place: `out` may be `image`'s pixels
+    return out.clamp(0, 1) if interpolation == "bicubic" else out
 
 
 @torch.inference_mode()
 def region_embeddings(teacher: Teacher, image: Any, boxes: "torch.Tensor | Sequence",
-                      scales: Sequence[float] = (1.0, 1.5), batch_size: int = 64, crop: str = "resize"
-                      ) -> RegionEmbeddings:
+                      scales: Sequence[float] = (1.0, 1.5), batch_size: int = 64, crop: str = "resize",
+                      interpolation: Optional[str] = None) -> RegionEmbeddings:
     """Embed every box of one image: crop at each scale, make each crop the teacher's input (`crop`: resized
-    whole, ViLD's, or "centre", CLIP's preprocess; see CROPS), encode in batches, normalise per scale, sum over
-    scales and normalise again.
+    whole, ViLD's, or "centre", CLIP's preprocess; see CROPS; `interpolation`: see `resize_crop`), encode in
+    batches, normalise per scale, sum over scales and normalise again.
 
     Boxes partly outside the image are clipped; empty, inverted, non-finite or fully outside boxes are
     reported (a warning, `valid=False`, a zero row) and never stop the others.
@@ -82,6 +96,8 @@ def region_embeddings(teacher: Teacher, image: Any, boxes: "torch.Tensor | Seque
         raise ValueError(f"scales must be positive numbers, got {list(scales)}")
     if crop not in CROPS:
         raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+    if interpolation is not None and interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
     img = to_unit_float(as_image_tensor(image)).to(teacher.device)
     height, width = img.shape[-2:]
     clipped, valid = clip_boxes(torch.as_tensor(boxes), width, height)
@@ -95,7 +111,7 @@ def region_embeddings(teacher: Teacher, image: Any, boxes: "torch.Tensor | Seque
     size = teacher.image_size
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start:start + batch_size]
-        crops = torch.stack([resize_crop(img, w, size, crop) for _, w in chunk])
+        crops = torch.stack([resize_crop(img, w, size, crop, interpolation) for _, w in chunk])
         emb = F.normalize(teacher.encode_images(teacher.normalize_pixels(crops)), dim=-1).cpu()
         out.index_add_(0, torch.tensor([i for i, _ in chunk], dtype=torch.long), emb)
     return RegionEmbeddings(clipped, F.normalize(out, dim=-1), valid)

@@ -37,6 +37,9 @@ class TeacherWeightsUnavailable(TeacherError):
     """Pretrained weights are neither cached nor downloadable (offline)."""
 
 
+RESIZE_MODES = ("shortest", "squash", "longest")  # open_clip's
+
+
 @dataclass
 class Teacher:
     """A frozen CLIP model with its preprocessing and tokenizer."""
@@ -51,6 +54,7 @@ class Teacher:
     # how its preprocess makes an image square (open_clip's preprocess_cfg): "shortest" (the shorter side to the
     # input size, then the centre square: CLIP's), "squash" (resized whole) or "longest" (padded)
     resize_mode: str = "shortest"
+    interpolation: str = "bicubic"  # and with which kernel ("bicubic" or "bilinear")
     _fingerprint: str | None = field(default=None, repr=False)
 
     @property
@@ -284,10 +288,9 @@ def load_teacher(spec: "str | dict", device: "str | torch.device" = "cpu", preci
             _load_state(model, parts["pretrained"])
         pp = json.loads(path.read_text()).get("preprocess_cfg", {})
         mean, std = tuple(pp.get("mean", mean)), tuple(pp.get("std", std))
-        size = model.visual.image_size
-        preprocess = open_clip.image_transform(size, is_train=False, mean=mean, std=std,
-                                               resize_mode=pp.get("resize_mode"), interpolation=pp.get("interpolation"))
-        resize_mode = pp.get("resize_mode") or "shortest"
+        resize_mode, interpolation = _resize_cfg(pp, path)
+        preprocess = open_clip.image_transform(model.visual.image_size, is_train=False, mean=mean, std=std,
+                                               resize_mode=resize_mode, interpolation=interpolation)
         tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=cfg["text_cfg"].get("context_length", 77))
     elif parts.get("local_dir"):
         folder = parts["local_dir"]
@@ -295,7 +298,8 @@ def load_teacher(spec: "str | dict", device: "str | torch.device" = "cpu", preci
             raise TeacherError(f"teacher folder '{folder}' has no open_clip_config.json")
         model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
         tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
-        mean, std, resize_mode = _preprocess_stats(model, mean, std)
+        mean, std = _preprocess_stats(model, mean, std)
+        resize_mode, interpolation = _resize_cfg(getattr(model.visual, "preprocess_cfg", None) or {}, name)
     else:
         arch, pretrained = parts.get("arch"), parts.get("pretrained")
         kwargs: dict[str, Any] = {"cache_dir": cache_dir}
@@ -324,18 +328,27 @@ def load_teacher(spec: "str | dict", device: "str | torch.device" = "cpu", preci
         except (RuntimeError, OSError, ValueError) as e:
             raise TeacherError(f"could not load teacher '{name}': {e}") from e
         tokenizer = open_clip.get_tokenizer(arch)
-        mean, std, resize_mode = _preprocess_stats(model, mean, std)
+        mean, std = _preprocess_stats(model, mean, std)
+        resize_mode, interpolation = _resize_cfg(getattr(model.visual, "preprocess_cfg", None) or {}, name)
 
     model = model.to(device).eval().requires_grad_(False)
     if precision != "fp32":
         model = model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
-    return Teacher(model, preprocess, tokenizer, name, tuple(mean), tuple(std), device, resize_mode)
+    return Teacher(model, preprocess, tokenizer, name, tuple(mean), tuple(std), device, resize_mode, interpolation)
 
 
 def _preprocess_stats(model: torch.nn.Module, mean, std):
-    """An open_clip model's pixel statistics and resize mode."""
     cfg = getattr(model.visual, "preprocess_cfg", None) or {}
-    return tuple(cfg.get("mean", mean)), tuple(cfg.get("std", std)), cfg.get("resize_mode") or "shortest"
+    return tuple(cfg.get("mean", mean)), tuple(cfg.get("std", std))
+
+
+def _resize_cfg(cfg: dict, source: Any) -> tuple[str, str]:
+    """How a preprocess config makes an image square, and with which kernel (CLIP's when it says nothing)."""
+    resize_mode, interpolation = cfg.get("resize_mode") or "shortest", cfg.get("interpolation") or "bicubic"
+    if resize_mode not in RESIZE_MODES or interpolation not in ("bicubic", "bilinear"):
+        raise TeacherError(f"{source}: preprocess_cfg's resize_mode must be one of {RESIZE_MODES} and its "
+                           f"interpolation bicubic or bilinear, not {resize_mode!r} / {interpolation!r}")
+    return resize_mode, interpolation
 
 
 def _load_state(model: torch.nn.Module, path: str) -> None:

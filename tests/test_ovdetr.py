@@ -135,53 +135,50 @@ def test_the_class_bank_conditions_on_teacher_image_embeddings(tmp_path):
 
 
 def test_the_class_bank_crops_as_the_teachers_preprocess_by_default(tmp_path):
-    """As the reference's save_clip_features.py: each box cropped alone and made the teacher's input as its
-    preprocess makes an image, CLIP's (shorter side, centre square); crop="resize" stretches the box instead,
-    as ViLD's regions and as the preprocess of a teacher that squashes."""
+    """As the reference's save_clip_features.py, preprocess(image.crop(bbox)): each box alone, its corners
+    rounded (PIL's crop), made the teacher's input as its preprocess makes an image: CLIP's shorter side and
+    centre square, bicubic; a squashing teacher's whole box, with its kernel; crop= chooses."""
     import json
+    from dataclasses import replace
 
     from PIL import Image
     from safetensors import safe_open
 
     from ovclip.regions import region_embeddings
-    from ovd.data.class_bank import build_class_bank
+    from ovd.data.class_bank import build_class_bank, teacher_crop
     from tests.conftest import random_image
     teacher, image = model().teacher, random_image(seed=5)
     Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp_path / "a.png")
-    boxes = {"star": [4, 6, 48, 20], "moon": [60, 2, 17, 50], "ring": [30, 40, 10, 10]}  # xywh; ring: < 16 px
+    # xywh; ring: under 16 pixels, skipped
+    boxes = {"star": [4.4, 6.5, 47.7, 20.2], "moon": [60.6, 2.0, 17.3, 50.0], "ring": [30, 40, 10, 10]}
+    rounded = {"star": [4, 6, 52, 27], "moon": [61, 2, 78, 52]}  # xyxy, half to even: 6.5 -> 6, 77.9 -> 78
     (tmp_path / "ann.json").write_text(json.dumps({
         "images": [{"id": 1, "file_name": "a.png", "width": 80, "height": 60}],
         "categories": [{"id": i + 1, "name": n} for i, n in enumerate(boxes)],
         "annotations": [{"id": i + 1, "image_id": 1, "category_id": i + 1, "bbox": b, "area": b[2] * b[3],
                          "iscrowd": 0} for i, b in enumerate(boxes.values())]}))
-    args = (teacher, tmp_path / "ann.json", tmp_path, list(boxes))
-    for crop in ("centre", "resize"):
-        kwargs = {} if crop == "centre" else {"crop": crop}  # centre: the default
-        assert build_class_bank(*args, tmp_path / f"{crop}.safetensors", progress=False, **kwargs) == \
-            {"star": 1, "moon": 1}
-        with safe_open(str(tmp_path / f"{crop}.safetensors"), "pt") as f:
+    args = (tmp_path / "ann.json", tmp_path, list(boxes))
+    squash = replace(teacher, resize_mode="squash", interpolation="bicubic")
+    assert teacher_crop(teacher) == "centre" and teacher_crop(squash) == "resize"
+    cases = {"default": (teacher, {}, "centre", "bicubic"), "resize": (teacher, {"crop": "resize"}, "resize", None),
+             "squash": (squash, {}, "resize", "bicubic")}
+    banks = {}
+    for case, (t, kwargs, crop, interpolation) in cases.items():
+        out = tmp_path / f"{case}.safetensors"
+        assert build_class_bank(t, *args, out, progress=False, **kwargs) == {"star": 1, "moon": 1}
+        with safe_open(str(out), "pt") as f:
             assert f.metadata()["crop"] == crop
-            for name in ("star", "moon"):
-                x, y, w, h = boxes[name]
-                expected = region_embeddings(teacher, image, [[x, y, x + w, y + h]], scales=(1.0,), crop=crop)
-                assert torch.allclose(f.get_tensor(name)[0], expected.embeddings[0], atol=1e-6)
-    with safe_open(str(tmp_path / "centre.safetensors"), "pt") as a, \
-            safe_open(str(tmp_path / "resize.safetensors"), "pt") as b:
-        assert all((a.get_tensor(n) - b.get_tensor(n)).abs().max() > 1e-3 for n in ("star", "moon"))
+            assert f.metadata()["interpolation"] == (interpolation or "bilinear")
+            banks[case] = {n: f.get_tensor(n)[0] for n in rounded}
+        for name, box in rounded.items():
+            expected = region_embeddings(teacher, image, [box], scales=(1.0,), crop=crop, interpolation=interpolation)
+            assert torch.allclose(banks[case][name], expected.embeddings[0], atol=1e-6), (case, name)
+    assert all((banks["default"][n] - banks["resize"][n]).abs().max() > 1e-3 for n in rounded)
+    assert all((banks["squash"][n] - banks["resize"][n]).abs().max() > 1e-4 for n in rounded)  # the kernel
     with pytest.raises(ValueError, match="crop must be one of"):
-        build_class_bank(*args, tmp_path / "bad.safetensors", progress=False, crop="center")
-    # by default the crops are as the teacher's preprocess: tiny-vit's is CLIP's; a squashing teacher's whole
-    from dataclasses import replace
-
-    from ovd.data.class_bank import teacher_crop
-    assert teacher_crop(teacher) == "centre" and teacher_crop(replace(teacher, resize_mode="squash")) == "resize"
-    squash = (replace(teacher, resize_mode="squash"), *args[1:])
-    build_class_bank(*squash, tmp_path / "squash.safetensors", progress=False)
-    with safe_open(str(tmp_path / "squash.safetensors"), "pt") as a, \
-            safe_open(str(tmp_path / "resize.safetensors"), "pt") as b:
-        assert a.metadata()["crop"] == "resize" and torch.equal(a.get_tensor("star"), b.get_tensor("star"))
+        build_class_bank(teacher, *args, tmp_path / "bad.safetensors", progress=False, crop="center")
     with pytest.raises(ValueError, match="pads its inputs"):
-        build_class_bank(replace(teacher, resize_mode="longest"), *args[1:], tmp_path / "x.safetensors")
+        build_class_bank(replace(teacher, resize_mode="longest"), *args, tmp_path / "x.safetensors")
 
 
 def test_training_from_config_then_kill_and_resume_with_the_same_optimizer_state(tmp_path):

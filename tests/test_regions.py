@@ -91,3 +91,12 @@ def test_centre_crop_is_clips_preprocess(tiny_vit):
     assert torch.allclose(r.embeddings[0], F.normalize(direct, dim=0), atol=1e-5)
     with pytest.raises(ValueError, match="crop must be one of"):
         region_embeddings(tiny_vit, rgb, [[x0, y0, x1, y1]], crop="center-ish")
+    bilinear = region_embeddings(tiny_vit, rgb, [[x0, y0, x1, y1]], scales=(1.0,), crop="centre",
+                                 interpolation="bilinear")
+    assert (bilinear.embeddings - r.embeddings).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="interpolation must be one of"):
+        region_embeddings(tiny_vit, rgb, [[x0, y0, x1, y1]], crop="centre", interpolation="lanczos")
+    # a window whose shorter side is the input size already: its pixels are clamped in the result only
+    bright = torch.full((3, size, 2 * size), 2.0)
+    assert torch.equal(resize_crop(bright, (0, 0, 2 * size, size), size, "centre"), torch.ones(3, size, size))
+    assert torch.all(bright == 2.0)

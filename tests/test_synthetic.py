@@ -96,6 +96,7 @@ def test_teacher_training_lowers_the_loss_and_loads_as_a_teacher(tmp_path):
     assert loss[-8:].mean() < loss[:8].mean() - 0.3, loss.round(2).tolist()
     teacher = load_synthetic_teacher(tmp_path)
     assert teacher.embed_dim == 64 and teacher.image_size == 64
+    assert (teacher.resize_mode, teacher.interpolation) == ("squash", "bilinear")  # as its training crops
     zs = zero_shot_accuracy(teacher, n_images=4)
     assert zs["crops"] > 0 and 0 <= zs["accuracy"] <= 100
     assert load_synthetic_teacher(tmp_path / "none") is None

@@ -101,9 +101,14 @@ def test_the_resize_mode_comes_from_the_preprocess_config(tmp_path, tiny_vit):
 
     from PIL import Image
     model_cfg = json.loads(resources.files("ovclip.model_configs").joinpath("tiny-vit.json").read_text())
-    (tmp_path / "squash.json").write_text(json.dumps({**model_cfg, "preprocess_cfg": {"resize_mode": "squash"}}))
+    (tmp_path / "squash.json").write_text(json.dumps({**model_cfg, "preprocess_cfg": {
+        "resize_mode": "squash", "interpolation": "bilinear"}}))
     squash = load_teacher({"config": str(tmp_path / "squash.json"), "pretrained": "random"})
-    assert tiny_vit.resize_mode == "shortest" and squash.resize_mode == "squash"
+    assert (tiny_vit.resize_mode, tiny_vit.interpolation) == ("shortest", "bicubic")
+    assert (squash.resize_mode, squash.interpolation) == ("squash", "bilinear")
+    (tmp_path / "bad.json").write_text(json.dumps({**model_cfg, "preprocess_cfg": {"resize_mode": "crop"}}))
+    with pytest.raises(TeacherError, match="resize_mode must be one of"):
+        load_teacher({"config": str(tmp_path / "bad.json"), "pretrained": "random"})
     pixels = np.zeros((20, 80, 3), np.uint8)  # a 4:1 image whose middle half is white
     pixels[:, 20:60] = 255
     image = Image.fromarray(pixels)

@@ -1,12 +1,12 @@
 """OV-DETR's class bank: for each class, the teacher's image embeddings of annotated boxes of that class
 (ground truth of the base classes, and any pseudo-annotations in the file: OV-DETR's novel proposals),
-from which its training conditions draw image queries (reference: scripts/save_clip_features.py, which
-skips a box when `bbox[1] < 16 or bbox[2] < 16`, its y and width in COCO's xywh, read here as width and
-height: boxes narrower or lower than 16 pixels are skipped; it encodes each crop with CLIP's preprocess,
-the model's own preprocess: by default the crops here are made as the teacher's preprocess makes its
-inputs square, `Teacher.resize_mode`: "centre" for CLIP's, the shorter side to the input size and the
-centre square; "resize", the whole box stretched, for a teacher trained on squashed inputs, as the
-synthetic world's).
+from which its training conditions draw image queries. As the reference's scripts/save_clip_features.py,
+`preprocess(image.crop(bbox))`: each box alone, its corners rounded to pixels (PIL's crop rounds), made the
+teacher's input as the teacher's own preprocess makes an image (`Teacher.resize_mode` and
+`Teacher.interpolation`): for CLIP's "shortest" mode, the shorter side to the input size and the centre
+square (crop "centre"); for a teacher that squashes, as the synthetic world's (trained on squashed crops),
+the whole box stretched (crop "resize"). The reference skips a box when `bbox[1] < 16 or bbox[2] < 16`, its
+y and width in COCO's xywh, read here as width and height: boxes narrower or lower than 16 pixels.
 
     from ovd.data.class_bank import build_class_bank
     build_class_bank(teacher, "train_with_pseudo.json", "train/images", "ov-coco", "class_bank.safetensors")
@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ovclip.errors import UserInputError
 from ovclip.io import atomic_write, read_image
-from ovclip.regions import CROPS, region_embeddings
+from ovclip.regions import CROPS, crop_interpolation, region_embeddings
 from ovclip.teacher import Teacher
 from ovclip.vocabulary import Vocabulary, load_vocabulary
 
@@ -43,9 +43,9 @@ def build_class_bank(teacher: Teacher, ann_file: "str | Path", img_dir: "str | P
                      progress: bool = True, crop: Optional[str] = None) -> dict[str, int]:
     """Embed every annotated box of `ann_file` (and of the `pseudo_annotations` files, as the training
     dataset merges them) whose sides reach `min_side` pixels (one crop, no context, made the teacher's input
-    as `crop` says, ovclip.regions.CROPS; by default as the teacher's preprocess, `teacher_crop`) and write
-    the embeddings per class name to `out_file` (safetensors); returns the count per class."""
-    crop = teacher_crop(teacher) if crop is None else crop
+    as `crop` says, ovclip.regions.CROPS; by default as the teacher's preprocess, `teacher_crop`, with its
+    kernel) and write the embeddings per class name to `out_file` (safetensors); returns the count per class."""
+    crop, interpolation = (teacher_crop(teacher), teacher.interpolation) if crop is None else (crop, None)
     if crop not in CROPS:
         raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
     records, vocab, _ = load_detection_annotations(ann_file, img_dir, vocabulary, train_classes="all")
@@ -57,14 +57,17 @@ def build_class_bank(teacher: Teacher, ann_file: "str | Path", img_dir: "str | P
         keep = ((boxes[:, 2] - boxes[:, 0]) >= min_side) & ((boxes[:, 3] - boxes[:, 1]) >= min_side)
         if not keep.any():
             continue
-        r = region_embeddings(teacher, read_image(rec.path), boxes[keep], scales=(1.0,), crop=crop)
+        # PIL's crop rounds the corners (half to even, as torch.round)
+        r = region_embeddings(teacher, read_image(rec.path), boxes[keep].round(), scales=(1.0,), crop=crop,
+                              interpolation=interpolation)
         for label, emb, ok in zip(torch.as_tensor(rec.labels)[keep].tolist(), r.embeddings, r.valid.tolist()):
             if ok:
                 bank[label].append(emb.float())
     tensors = {vocab.names[c]: torch.stack(rows).contiguous() for c, rows in sorted(bank.items())}
     if not tensors:
         raise ClassBankError(f"{ann_file}: no box reaches {min_side} pixels a side: nothing to put in a class bank")
-    meta = {"teacher": teacher.fingerprint, "spec": str(teacher.spec), "crop": crop}
+    meta = {"teacher": teacher.fingerprint, "spec": str(teacher.spec), "crop": crop,
+            "interpolation": crop_interpolation(crop, interpolation)}
     atomic_write(Path(out_file), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     return {name: len(t) for name, t in tensors.items()}
 
