@@ -137,7 +137,8 @@ def test_the_class_bank_conditions_on_teacher_image_embeddings(tmp_path):
 def test_the_class_bank_crops_as_the_teachers_preprocess_by_default(tmp_path):
     """As the reference's save_clip_features.py, preprocess(image.crop(bbox)): each box alone, its corners
     rounded (PIL's crop), made the teacher's input as its preprocess makes an image: CLIP's shorter side and
-    centre square, bicubic; a squashing teacher's whole box, with its kernel; crop= chooses."""
+    centre square, bicubic; a squashing teacher's whole box, with its kernel; crop= chooses. Boxes whose top
+    y or width is under 16 pixels are skipped, as the reference's bbox[1] / bbox[2]; skip="sides": a side."""
     import json
     from dataclasses import replace
 
@@ -149,9 +150,10 @@ def test_the_class_bank_crops_as_the_teachers_preprocess_by_default(tmp_path):
     from tests.conftest import random_image
     teacher, image = model().teacher, random_image(seed=5)
     Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp_path / "a.png")
-    # xywh; ring: under 16 pixels, skipped
-    boxes = {"star": [4.4, 6.5, 47.7, 20.2], "moon": [60.6, 2.0, 17.3, 50.0], "ring": [30, 40, 10, 10]}
-    rounded = {"star": [4, 6, 52, 27], "moon": [61, 2, 78, 52]}  # xyxy, half to even: 6.5 -> 6, 77.9 -> 78
+    # xywh; under the 16-pixel bound: ring's width (both rules), heart's top y (the reference's), cross's height
+    boxes = {"star": [4.4, 16.5, 47.7, 20.2], "moon": [60.6, 18.0, 17.3, 40.0], "ring": [30, 40, 10, 10],
+             "heart": [10, 2, 30, 40], "cross": [10, 30, 30, 8]}
+    rounded = {"star": [4, 16, 52, 37], "moon": [61, 18, 78, 58]}  # xyxy, half to even: 16.5 -> 16, 77.9 -> 78
     (tmp_path / "ann.json").write_text(json.dumps({
         "images": [{"id": 1, "file_name": "a.png", "width": 80, "height": 60}],
         "categories": [{"id": i + 1, "name": n} for i, n in enumerate(boxes)],
@@ -165,7 +167,7 @@ def test_the_class_bank_crops_as_the_teachers_preprocess_by_default(tmp_path):
     banks = {}
     for case, (t, kwargs, crop, interpolation) in cases.items():
         out = tmp_path / f"{case}.safetensors"
-        assert build_class_bank(t, *args, out, progress=False, **kwargs) == {"star": 1, "moon": 1}
+        assert build_class_bank(t, *args, out, progress=False, **kwargs) == {"star": 1, "moon": 1, "cross": 1}
         with safe_open(str(out), "pt") as f:
             assert f.metadata()["crop"] == crop
             assert f.metadata()["interpolation"] == (interpolation or "bilinear")
@@ -175,8 +177,12 @@ def test_the_class_bank_crops_as_the_teachers_preprocess_by_default(tmp_path):
             assert torch.allclose(banks[case][name], expected.embeddings[0], atol=1e-6), (case, name)
     assert all((banks["default"][n] - banks["resize"][n]).abs().max() > 1e-3 for n in rounded)
     assert all((banks["squash"][n] - banks["resize"][n]).abs().max() > 1e-4 for n in rounded)  # the kernel
+    assert build_class_bank(teacher, *args, tmp_path / "sides.safetensors", progress=False, skip="sides") == \
+        {"star": 1, "moon": 1, "heart": 1}
     with pytest.raises(ValueError, match="crop must be one of"):
         build_class_bank(teacher, *args, tmp_path / "bad.safetensors", progress=False, crop="center")
+    with pytest.raises(ValueError, match="skip must be one of"):
+        build_class_bank(teacher, *args, tmp_path / "bad.safetensors", progress=False, skip="height")
     with pytest.raises(ValueError, match="pads its inputs"):
         build_class_bank(replace(teacher, resize_mode="longest"), *args, tmp_path / "x.safetensors")
 

@@ -5,8 +5,10 @@ from which its training conditions draw image queries. As the reference's script
 teacher's input as the teacher's own preprocess makes an image (`Teacher.resize_mode` and
 `Teacher.interpolation`): for CLIP's "shortest" mode, the shorter side to the input size and the centre
 square (crop "centre"); for a teacher that squashes, as the synthetic world's (trained on squashed crops),
-the whole box stretched (crop "resize"). The reference skips a box when `bbox[1] < 16 or bbox[2] < 16`, its
-y and width in COCO's xywh, read here as width and height: boxes narrower or lower than 16 pixels.
+the whole box stretched (crop "resize"). The reference skips a box when `bbox[1] < 16 or bbox[2] < 16`: its
+top y and its width in COCO's xywh (a box within 16 pixels of the image's top is skipped, a low one kept;
+likely meant as width and height): `skip="reference"`, the default; `skip="sides"` skips boxes narrower or
+lower than `min_side` instead.
 
     from ovd.data.class_bank import build_class_bank
     build_class_bank(teacher, "train_with_pseudo.json", "train/images", "ov-coco", "class_bank.safetensors")
@@ -30,7 +32,8 @@ from ovclip.vocabulary import Vocabulary, load_vocabulary
 
 from .coco import load_detection_annotations, merge_pseudo_annotations
 
-MIN_SIDE = 16  # the reference skips boxes narrower or lower than this
+MIN_SIDE = 16  # the reference's bound
+SKIPS = ("reference", "sides")  # which boxes are under it: the top y or the width (reference); a side
 
 
 class ClassBankError(UserInputError, ValueError):
@@ -40,21 +43,25 @@ class ClassBankError(UserInputError, ValueError):
 def build_class_bank(teacher: Teacher, ann_file: "str | Path", img_dir: "str | Path",
                      vocabulary: "str | Sequence[str] | Vocabulary", out_file: "str | Path",
                      pseudo_annotations: "str | Sequence[str] | None" = None, min_side: int = MIN_SIDE,
-                     progress: bool = True, crop: Optional[str] = None) -> dict[str, int]:
+                     progress: bool = True, crop: Optional[str] = None, skip: str = "reference") -> dict[str, int]:
     """Embed every annotated box of `ann_file` (and of the `pseudo_annotations` files, as the training
-    dataset merges them) whose sides reach `min_side` pixels (one crop, no context, made the teacher's input
+    dataset merges them) that `skip` keeps (see SKIPS: "reference", the top y and the width reach
+    `min_side` pixels; "sides", the width and the height) (one crop, no context, made the teacher's input
     as `crop` says, ovclip.regions.CROPS; by default as the teacher's preprocess, `teacher_crop`, with its
     kernel) and write the embeddings per class name to `out_file` (safetensors); returns the count per class."""
     crop, interpolation = (teacher_crop(teacher), teacher.interpolation) if crop is None else (crop, None)
     if crop not in CROPS:
         raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+    if skip not in SKIPS:
+        raise ValueError(f"skip must be one of {SKIPS}, got {skip!r}")
     records, vocab, _ = load_detection_annotations(ann_file, img_dir, vocabulary, train_classes="all")
     if pseudo_annotations:
         merge_pseudo_annotations(records, vocab, pseudo_annotations, "one")
     bank: dict[int, list[torch.Tensor]] = defaultdict(list)
     for rec in tqdm(records, desc="class bank", unit="image", disable=not progress):
         boxes = torch.as_tensor(rec.boxes, dtype=torch.float32).reshape(-1, 4)
-        keep = ((boxes[:, 2] - boxes[:, 0]) >= min_side) & ((boxes[:, 3] - boxes[:, 1]) >= min_side)
+        second = boxes[:, 1] if skip == "reference" else boxes[:, 3] - boxes[:, 1]  # xywh's bbox[1]: y, or h
+        keep = ((boxes[:, 2] - boxes[:, 0]) >= min_side) & (second >= min_side)
         if not keep.any():
             continue
         # PIL's crop rounds the corners (half to even, as torch.round)
@@ -65,8 +72,9 @@ def build_class_bank(teacher: Teacher, ann_file: "str | Path", img_dir: "str | P
                 bank[label].append(emb.float())
     tensors = {vocab.names[c]: torch.stack(rows).contiguous() for c, rows in sorted(bank.items())}
     if not tensors:
-        raise ClassBankError(f"{ann_file}: no box reaches {min_side} pixels a side: nothing to put in a class bank")
-    meta = {"teacher": teacher.fingerprint, "spec": str(teacher.spec), "crop": crop,
+        raise ClassBankError(f"{ann_file}: no box passes the {min_side}-pixel bound (skip={skip!r}): nothing to put "
+                             f"in a class bank")
+    meta = {"teacher": teacher.fingerprint, "spec": str(teacher.spec), "crop": crop, "skip": skip,
             "interpolation": crop_interpolation(crop, interpolation)}
     atomic_write(Path(out_file), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     return {name: len(t) for name, t in tensors.items()}
