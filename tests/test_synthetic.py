@@ -127,7 +127,8 @@ def test_a_teacher_can_be_trained_without_captions_in_the_hand_prompts_phrasing(
 def test_bench_refuses_a_teacher_of_other_captions(tmp_path, monkeypatch, capsys):
     import shutil
     bench = load_tool("bench_ov")
-    monkeypatch.chdir(ROOT)  # the default --teacher-dir is relative, as the README runs the tool
+    monkeypatch.chdir(tmp_path)  # the default --teacher-dir is the repository's, whatever the working folder
+    assert (Path(bench.SHIPPED_TEACHER) / "teacher.json").is_file()
     own = tmp_path / "teacher"
     shutil.copytree(ROOT / "model_zoo" / "synthetic", own)
     (own / "training.json").write_text(json.dumps({"captions": "no-hand-prompt"}))

@@ -48,7 +48,7 @@ SETTINGS = {
 }
 METRIC = {"detection": "AP50", "segmentation": "mIoU"}
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-SHIPPED_TEACHER = "model_zoo/synthetic"
+SHIPPED_TEACHER = str(Path(__file__).resolve().parents[1] / "model_zoo" / "synthetic")  # from any folder
 
 
 def print_table(rows: list[BenchRow], title: str, verdicts: bool = True) -> None:
