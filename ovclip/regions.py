@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from .io import as_image_tensor, to_unit_float
-from .teacher import Teacher
+from .teacher import INTERPOLATIONS, Teacher
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +17,6 @@ log = logging.getLogger(__name__)
 # (ViLD); "centre" is CLIP's own preprocess, the shorter side to the input size (bicubic) and the centre square
 # cut out (OV-DETR's class bank, scripts/save_clip_features.py: `preprocess(image.crop(bbox))`).
 CROPS = ("resize", "centre")
-INTERPOLATIONS = ("bilinear", "bicubic")
 
 
 @dataclass
@@ -49,6 +48,14 @@ def crop_windows(boxes: torch.Tensor, scale: float, width: int, height: int) -> 
     x1 = torch.maximum(torch.ceil(cx + hw).clamp(max=width), x0 + 1)
     y1 = torch.maximum(torch.ceil(cy + hh).clamp(max=height), y0 + 1)
     return torch.stack([x0, y0, x1, y1], dim=1).long()
+
+
+def check_crop(crop: str, interpolation: Optional[str] = None) -> None:
+    """A ValueError naming the choices unless `crop` is one of CROPS and `interpolation` None or a kernel."""
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+    if interpolation is not None and interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
 
 
 def crop_interpolation(crop: str, interpolation: Optional[str] = None) -> str:
@@ -94,10 +101,7 @@ def region_embeddings(teacher: Teacher, image: Any, boxes: "torch.Tensor | Seque
     """
     if not scales or any(s <= 0 for s in scales):
         raise ValueError(f"scales must be positive numbers, got {list(scales)}")
-    if crop not in CROPS:
-        raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
-    if interpolation is not None and interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    check_crop(crop, interpolation)
     img = to_unit_float(as_image_tensor(image)).to(teacher.device)
     height, width = img.shape[-2:]
     clipped, valid = clip_boxes(torch.as_tensor(boxes), width, height)

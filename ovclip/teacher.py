@@ -38,6 +38,7 @@ class TeacherWeightsUnavailable(TeacherError):
 
 
 RESIZE_MODES = ("shortest", "squash", "longest")  # open_clip's
+INTERPOLATIONS = ("bilinear", "bicubic")  # the kernels of open_clip's evaluation preprocess
 
 
 @dataclass
@@ -345,9 +346,9 @@ def _preprocess_stats(model: torch.nn.Module, mean, std):
 def _resize_cfg(cfg: dict, source: Any) -> tuple[str, str]:
     """How a preprocess config makes an image square, and with which kernel (CLIP's when it says nothing)."""
     resize_mode, interpolation = cfg.get("resize_mode") or "shortest", cfg.get("interpolation") or "bicubic"
-    if resize_mode not in RESIZE_MODES or interpolation not in ("bicubic", "bilinear"):
+    if resize_mode not in RESIZE_MODES or interpolation not in INTERPOLATIONS:
         raise TeacherError(f"{source}: preprocess_cfg's resize_mode must be one of {RESIZE_MODES} and its "
-                           f"interpolation bicubic or bilinear, not {resize_mode!r} / {interpolation!r}")
+                           f"interpolation one of {INTERPOLATIONS}, not {resize_mode!r} / {interpolation!r}")
     return resize_mode, interpolation
 
 

@@ -309,10 +309,8 @@ def ovdetr_rows(world: dict[str, str], teacher: Teacher, teacher_spec: dict, wor
         pseudo, _ = labels
         bank = work_dir / "OV-DETR" / "class_bank.safetensors"
         bank.parent.mkdir(parents=True, exist_ok=True)
-        # crops as the synthetic teacher's training crops, squashed (its teacher.json says so too; not one
-        # trained before it did)
         build_class_bank(teacher, world["train_base"], world["train_images"], world["vocabulary"], bank,
-                         pseudo_annotations=[str(pseudo)], progress=False, crop="resize")
+                         pseudo_annotations=[str(pseudo)], progress=False)
         _, m = train_and_test(Path(configs) / OVDETR_CONFIG, {
             **world_options(world, teacher_spec, "base"), "model.conditioning.class_bank": str(bank),
             "train_dataloader.dataset.pseudo_annotations": [str(pseudo)],

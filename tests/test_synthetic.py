@@ -97,6 +97,13 @@ def test_teacher_training_lowers_the_loss_and_loads_as_a_teacher(tmp_path):
     teacher = load_synthetic_teacher(tmp_path)
     assert teacher.embed_dim == 64 and teacher.image_size == 64
     assert (teacher.resize_mode, teacher.interpolation) == ("squash", "bilinear")  # as its training crops
+    cfg = json.loads((tmp_path / "teacher.json").read_text())
+    assert cfg["preprocess_cfg"]["resize_mode"] == "squash"  # loaded by spec too
+    for key in ("resize_mode", "interpolation"):  # a teacher.json from before it said so
+        del cfg["preprocess_cfg"][key]
+    (tmp_path / "teacher.json").write_text(json.dumps(cfg))
+    teacher = load_synthetic_teacher(tmp_path)
+    assert (teacher.resize_mode, teacher.interpolation) == ("squash", "bilinear")
     zs = zero_shot_accuracy(teacher, n_images=4)
     assert zs["crops"] > 0 and 0 <= zs["accuracy"] <= 100
     assert load_synthetic_teacher(tmp_path / "none") is None

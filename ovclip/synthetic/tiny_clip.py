@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -59,6 +60,11 @@ def _normalise(images: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
     return (images.float() / 255.0 - mean) / std
+
+
+# the teacher's training crops are squashed to its input (world.caption_sample: aspect ignored, bilinear): so is
+# its preprocess (open_clip's preprocess_cfg keys; and the crops of a class bank made with it)
+SQUASHED = {"resize_mode": "squash", "interpolation": "bilinear"}
 
 
 def train_tiny_clip(out_dir: "str | Path", seed: int = 0, steps: int = 1200, batch_size: int = 128,
@@ -112,10 +118,7 @@ def train_tiny_clip(out_dir: "str | Path", seed: int = 0, steps: int = 1200, bat
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     atomic_write(out / "teacher.safetensors", lambda tmp: save_file(state, tmp))
-    # its training crops are squashed to the input (world.caption_sample: aspect ignored, bilinear): so is its
-    # preprocess (and the crops of a class bank made with it)
-    preprocess_cfg = {"mean": list(OPENAI_DATASET_MEAN), "std": list(OPENAI_DATASET_STD), "resize_mode": "squash",
-                      "interpolation": "bilinear"}
+    preprocess_cfg = {"mean": list(OPENAI_DATASET_MEAN), "std": list(OPENAI_DATASET_STD), **SQUASHED}
     atomic_json_dump({**cfg, "preprocess_cfg": preprocess_cfg}, out / "teacher.json", indent=1)
     atomic_json_dump({"captions": captions, "seed": seed, "steps": steps, "batch_size": batch_size,
                       "pool_size": pool_size, "lr": lr}, out / TRAINING_FILE, indent=1)
@@ -156,8 +159,9 @@ def zero_shot_accuracy(teacher: Teacher, seed: int = 12345, n_images: int = 150,
 
 
 def load_synthetic_teacher(folder: "str | Path", device: str = "cpu") -> Optional[Teacher]:
-    """The teacher in `folder`, or None if it has not been trained there yet."""
+    """The teacher in `folder`, or None if it has not been trained there yet. Its preprocess squashes (SQUASHED),
+    also when its teacher.json predates saying so."""
     spec = teacher_spec(folder)
     if not (Path(spec["config"]).is_file() and Path(spec["pretrained"]).is_file()):
         return None
-    return load_teacher(spec, device=device)
+    return replace(load_teacher(spec, device=device), **SQUASHED)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from ovclip.errors import UserInputError
 from ovclip.io import atomic_write, read_image
-from ovclip.regions import CROPS, crop_interpolation, region_embeddings
+from ovclip.regions import check_crop, crop_interpolation, region_embeddings
 from ovclip.teacher import Teacher
 from ovclip.vocabulary import Vocabulary, load_vocabulary
 
@@ -47,11 +47,10 @@ def build_class_bank(teacher: Teacher, ann_file: "str | Path", img_dir: "str | P
     """Embed every annotated box of `ann_file` (and of the `pseudo_annotations` files, as the training
     dataset merges them) that `skip` keeps (see SKIPS: "reference", the top y and the width reach
     `min_side` pixels; "sides", the width and the height) (one crop, no context, made the teacher's input
-    as `crop` says, ovclip.regions.CROPS; by default as the teacher's preprocess, `teacher_crop`, with its
+    as `crop` says, one of ovclip.regions.CROPS; by default as the teacher's preprocess, `teacher_crop`, with its
     kernel) and write the embeddings per class name to `out_file` (safetensors); returns the count per class."""
     crop, interpolation = (teacher_crop(teacher), teacher.interpolation) if crop is None else (crop, None)
-    if crop not in CROPS:
-        raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+    check_crop(crop, interpolation)
     if skip not in SKIPS:
         raise ValueError(f"skip must be one of {SKIPS}, got {skip!r}")
     records, vocab, _ = load_detection_annotations(ann_file, img_dir, vocabulary, train_classes="all")
