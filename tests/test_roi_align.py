@@ -1,11 +1,13 @@
-"""RoIAlign split across threads by channel gives torchvision's outputs and gradients bit for bit."""
+"""ViLD's RoIAlign (its backward over all channels at once, its forward split by channel) gives torchvision's
+outputs and gradients bit for bit."""
 from collections import OrderedDict
 
 import pytest
 import torch
 from torchvision.ops import MultiScaleRoIAlign
 
-from ovd.models.roi_align import ChannelParallelMultiScaleRoIAlign
+import ovd.models.roi_align as roi_align
+from ovd.models.roi_align import FastMultiScaleRoIAlign, roi_align_backward
 
 
 @pytest.fixture
@@ -28,13 +30,13 @@ def features_and_boxes(levels, channels):
 
 
 @pytest.mark.parametrize("levels,channels,n_threads,sampling", [(4, 16, 2, 2), (1, 7, 3, 2), (3, 5, 2, 0),
-                                                                (4, 16, 1, 2)])  # the last: one thread, stock path
-def test_split_by_channels_equals_torchvision_to_the_bit(threads, levels, channels, n_threads, sampling):
+                                                                (4, 16, 1, 2), (2, 9, 1, 0)])
+def test_pooler_equals_torchvision_to_the_bit(threads, levels, channels, n_threads, sampling):
     threads(n_threads)
     feats, boxes = features_and_boxes(levels, channels)
     names, shapes = list(feats), [(256, 320), (256, 320)]
     out = {}
-    for cls in (MultiScaleRoIAlign, ChannelParallelMultiScaleRoIAlign):
+    for cls in (MultiScaleRoIAlign, FastMultiScaleRoIAlign):
         x = OrderedDict((k, v.clone().requires_grad_()) for k, v in feats.items())
         pooled = cls(names, (7, 7), sampling)(x, boxes, shapes)
         (pooled * torch.linspace(-1, 1, pooled.numel()).view_as(pooled)).sum().backward()
@@ -49,7 +51,7 @@ def test_split_by_channels_equals_torchvision_to_the_bit(threads, levels, channe
 def test_without_grad_and_with_no_boxes(threads):
     threads(2)
     feats, boxes = features_and_boxes(4, 8)
-    pool = ChannelParallelMultiScaleRoIAlign(list(feats), 7, 2)
+    pool = FastMultiScaleRoIAlign(list(feats), 7, 2)
     with torch.no_grad():
         assert torch.equal(pool(feats, boxes, [(256, 320)] * 2),
                            MultiScaleRoIAlign(list(feats), 7, 2)(feats, boxes, [(256, 320)] * 2))
@@ -60,10 +62,9 @@ def test_a_pool_from_another_process_is_not_used(threads):
     # A forked child holds the parent's pool object without its threads (waiting on it would hang): a pool
     # made by another process id is replaced. (Torch's own OpenMP ops hang in such a child on this stack,
     # so the fork itself is not run here.)
-    import ovd.models.roi_align as roi_align
     threads(2)
     feats, boxes = features_and_boxes(4, 8)
-    pool = ChannelParallelMultiScaleRoIAlign(list(feats), 7, 2)
+    pool = FastMultiScaleRoIAlign(list(feats), 7, 2)
     expected = pool(feats, boxes, [(256, 320)] * 2)
     pid, executor = roi_align._POOL
     roi_align._POOL = (pid + 1, executor)
@@ -80,5 +81,55 @@ def test_autocast_and_other_dtypes_take_torchvision_s_path(threads):
     bf16 = OrderedDict((k, v.bfloat16()) for k, v in feats.items())
     with torch.autocast("cpu", dtype=torch.bfloat16):
         expected = MultiScaleRoIAlign(names, 7, 2)(bf16, boxes, shapes)
-        got = ChannelParallelMultiScaleRoIAlign(names, 7, 2)(bf16, boxes, shapes)
+        got = FastMultiScaleRoIAlign(names, 7, 2)(bf16, boxes, shapes)
     assert got.dtype == expected.dtype and torch.equal(got, expected)
+
+
+def random_rois(n, batch, g, spread=120.0):
+    """Boxes of every kind: inside and across the map's borders, off it, tiny, degenerate, reversed."""
+    xy = torch.rand(n, 2, generator=g) * spread - 20
+    wh = torch.rand(n, 2, generator=g) ** 2 * 90
+    rois = torch.cat([torch.randint(0, batch, (n, 1), generator=g).float(), xy, xy + wh], 1)
+    rois[:3, 3:] = rois[:3, 1:3]  # zero size
+    rois[3, 1:] = torch.tensor([40.0, 30.0, 10.0, 5.0])  # reversed corners
+    rois[4, 1:] = torch.tensor([500.0, 500.0, 600.0, 560.0])  # off the map
+    return rois
+
+
+@pytest.mark.parametrize("sampling,aligned,scale,dtype", [
+    (0, False, 0.25, torch.float32), (0, True, 0.125, torch.float32), (2, False, 0.1, torch.float32),
+    (3, True, 1 / 32, torch.float32), (1, False, 0.5, torch.float32), (0, True, 0.25, torch.float64)])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_backward_equals_torchvision_s_kernel_to_the_bit(threads, monkeypatch, sampling, aligned, scale, dtype,
+                                                        n_threads):
+    threads(n_threads)
+    # batches and steps of a few points: the boxes' terms cross their bounds
+    monkeypatch.setattr(roi_align, "_POINTS_PER_BATCH", 300)
+    monkeypatch.setattr(roi_align, "_POINTS_PER_STEP", 37)
+    g = torch.Generator().manual_seed(sampling * 10 + int(aligned))
+    batch, channels, height, width = 2, 6, 17, 23
+    rois = random_rois(60, batch, g).to(dtype)
+    grad = torch.randn(len(rois), channels, 7, 5, generator=g, dtype=dtype)
+    args = (rois, scale, 7, 5, batch, channels, height, width, sampling, aligned)
+    expected = torch.ops.torchvision._roi_align_backward(grad, *args)
+    got = roi_align_backward(grad, *args)
+    assert expected.abs().sum() > 0 and got.dtype == dtype and got.is_contiguous()
+    assert torch.equal(got, expected)
+    # a strided gradient (as autograd may hand it over) reads the same values
+    strided = torch.randn(len(rois), 7, 5, channels, generator=g, dtype=dtype).permute(0, 3, 1, 2)
+    assert torch.equal(roi_align_backward(strided, *args),
+                       torch.ops.torchvision._roi_align_backward(strided, *args))
+
+
+def test_backward_keeps_torchvision_s_nans_and_no_boxes():
+    g = torch.Generator().manual_seed(3)
+    rois = random_rois(20, 1, g)
+    grad = torch.randn(20, 4, 7, 7, generator=g)
+    grad[4, 0, 0, 0] = float("nan")  # the off-map box: torchvision adds nothing of it
+    grad[7, 1, 3, 3] = float("inf")
+    args = (rois, 0.25, 7, 7, 1, 4, 16, 16, 0, False)
+    expected, got = torch.ops.torchvision._roi_align_backward(grad, *args), roi_align_backward(grad, *args)
+    assert torch.equal(got.isnan(), expected.isnan()) and not expected.isfinite().all()
+    assert torch.equal(got.nan_to_num(0.0, 1.0, -1.0), expected.nan_to_num(0.0, 1.0, -1.0))
+    none = roi_align_backward(torch.zeros(0, 4, 7, 7), torch.zeros(0, 5), 0.25, 7, 7, 1, 4, 16, 16, 0, False)
+    assert none.shape == (1, 4, 16, 16) and not none.any()

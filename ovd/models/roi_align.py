@@ -1,15 +1,20 @@
-"""RoIAlign on CPU split across threads by channel: torchvision's own kernels, the same numbers bit for bit.
+"""torchvision's RoIAlign on CPU, faster, with the same numbers bit for bit.
 
-torchvision's CPU RoIAlign forward and backward kernels run on one thread, the other cores idle. Every channel
-of RoIAlign's output and of its input gradient depends on that channel alone, so each thread runs
-torchvision's kernel on a block of channels and the blocks are concatenated: no sum changes order, and the
-outputs and gradients equal torchvision's exactly (tests/test_roi_align.py). On 2 cores, the shipped
-synthetic ViLD config: the box RoIAlign's forward + backward 1.39x faster, a training step 1.20x
-(benchmarks/roi_align.py). On GPUs, when traced or scripted, on one thread, under autocast, for other dtypes
-than float32 / float64, or without torchvision's private pooler helpers, the stock torchvision path runs.
+torchvision's CPU RoIAlign kernels run on one thread, and its backward recomputes every sample point's
+bilinear weights for each channel and adds one channel at a time. Here:
+- the backward (`roi_align_backward`) computes the weights once per sample point and adds all channels at
+  once (torch ops over the channels; `index_add_`, which adds the rows of one index in the order given). Each
+  input gradient element receives the same terms, each computed by the same float operations as in the C++
+  kernel, in the same order (box, bin, sample, corner), so the gradient is torchvision's bit for bit;
+- with 2+ intra-op threads the forward runs torchvision's own kernel on blocks of channels, one block a
+  thread (every output channel depends on its input channel alone).
+tests/test_roi_align.py compares outputs and gradients with torchvision's to the bit. On GPUs, when traced or
+scripted, under autocast, for dtypes other than float32 / float64, or without torchvision's private pooler
+helpers, the stock torchvision path runs. `python benchmarks/roi_align.py` times both.
 """
 from __future__ import annotations
 
+import bisect
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +29,7 @@ try:  # torchvision's own helpers of MultiScaleRoIAlign.forward (private: withou
 except ImportError:  # pragma: no cover - a torchvision that renamed them
     _convert_to_roi_format = _filter_input = _setup_scales = None
 
-__all__ = ["ChannelParallelMultiScaleRoIAlign", "roi_align_by_channels"]
+__all__ = ["FastMultiScaleRoIAlign", "fast_roi_align", "roi_align_backward"]
 
 _POOL: Optional[tuple[int, ThreadPoolExecutor]] = None  # (the process that made it, the pool)
 _POOL_LOCK = threading.Lock()
@@ -60,7 +65,104 @@ def _without_grad(fn, block: slice) -> Tensor:
         return fn(block)
 
 
-class _RoIAlignByChannels(torch.autograd.Function):
+# Sample points whose gradient terms are made at once (bounds the working memory): the index arrays of a
+# batch of boxes, and the (points, 4 corners, channels) terms of a few of them at a time (in the CPU's cache)
+_POINTS_PER_BATCH, _POINTS_PER_STEP = 1 << 14, 1024
+
+
+def _sample_points(rois: Tensor, spatial_scale: float, pooled_height: int, pooled_width: int, sampling_ratio: int,
+                   aligned: bool) -> tuple[Tensor, ...]:
+    """Per box, as the C++ kernel computes them in the box's dtype: the start (y, x), bin sizes (h, w) and
+    sample grid (h, w)."""
+    dt = rois.dtype
+    offset = torch.tensor(0.5 if aligned else 0.0, dtype=dt)
+    scale = torch.tensor(spatial_scale, dtype=dt)
+    start_w, start_h = rois[:, 1] * scale - offset, rois[:, 2] * scale - offset
+    roi_w, roi_h = (rois[:, 3] * scale - offset) - start_w, (rois[:, 4] * scale - offset) - start_h
+    if not aligned:  # malformed boxes made 1 x 1
+        roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
+    bin_h, bin_w = roi_h / pooled_height, roi_w / pooled_width
+    if sampling_ratio > 0:
+        grid_h = grid_w = torch.full(roi_h.shape, sampling_ratio, dtype=torch.long)
+    else:
+        grid_h, grid_w = torch.ceil(roi_h / pooled_height).long(), torch.ceil(roi_w / pooled_width).long()
+    # an aligned box of negative size has a negative grid: the kernel's loops over it do not run
+    return start_h, start_w, bin_h, bin_w, grid_h.clamp(min=0), grid_w.clamp(min=0)
+
+
+def _corners(coord: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One axis of bilinear_interpolate_gradient: the low / high pixel and the weights of each (clamped at the
+    border as the C++ kernel clamps)."""
+    coord = coord.clamp(min=0)
+    low = coord.long()
+    top = low >= size - 1
+    low = low.clamp(max=size - 1)
+    high = torch.where(top, low, low + 1)
+    frac = torch.where(top, low.to(coord.dtype), coord) - low.to(coord.dtype)
+    return low, high, 1 - frac, frac
+
+
+def roi_align_backward(grad: Tensor, rois: Tensor, spatial_scale: float, pooled_height: int, pooled_width: int,
+                       batch: int, channels: int, height: int, width: int, sampling_ratio: int,
+                       aligned: bool) -> Tensor:
+    """The input gradient of RoIAlign, `torch.ops.torchvision._roi_align_backward`'s arguments and result bit for
+    bit (CPU, float32 / float64), the sample points' weights computed once for all channels."""
+    if not (grad.is_cpu and grad.dtype in (torch.float32, torch.float64)):
+        return torch.ops.torchvision._roi_align_backward(grad, rois, spatial_scale, pooled_height, pooled_width,
+                                                         batch, channels, height, width, sampling_ratio, aligned)
+    rois, dt, bins = rois.contiguous(), grad.dtype, pooled_height * pooled_width
+    start_h, start_w, bin_h, bin_w, grid_h, grid_w = _sample_points(rois, spatial_scale, pooled_height,
+                                                                    pooled_width, sampling_ratio, aligned)
+    samples = grid_h * grid_w
+    count = samples.to(dt)
+    points = samples * bins  # sample points of each box
+    pixel0 = rois[:, 0].long() * (height * width)  # the box's image's first pixel in the flat gradient
+    rows = grad.permute(0, 2, 3, 1).reshape(-1, channels)  # (box, bin) -> the output gradient of its channels
+    out = grad.new_zeros(batch * height * width, channels)  # the input gradient, channels last
+    step_grad, step_terms = grad.new_empty(_POINTS_PER_STEP, channels), grad.new_empty(_POINTS_PER_STEP, 4, channels)
+    ends = torch.cumsum(points, 0).tolist()
+    first = 0
+    while first < len(rois):  # boxes in order, a batch of boxes at a time
+        done = ends[first - 1] if first else 0
+        last = max(bisect.bisect_right(ends, done + _POINTS_PER_BATCH), first + 1)
+        n_points = ends[last - 1] - done
+        if n_points:
+            box_points = points[first:last]
+            # every sample point (box, bin y, bin x, sample y, sample x) in the C++ kernel's order
+            box = torch.repeat_interleave(torch.arange(first, last), box_points, output_size=n_points)
+            local = torch.arange(n_points) - torch.repeat_interleave(torch.cumsum(box_points, 0) - box_points,
+                                                                     box_points, output_size=n_points)
+            per_bin, gw = samples[box], grid_w[box]
+            bin_ = local // per_bin
+            sample = local - bin_ * per_bin
+            ph, pw = bin_ // pooled_width, bin_ % pooled_width
+            iy, ix = sample // gw, sample % gw
+            y = start_h[box] + ph.to(dt) * bin_h[box] + (iy.to(dt) + 0.5) * bin_h[box] / grid_h[box].to(dt)
+            x = start_w[box] + pw.to(dt) * bin_w[box] + (ix.to(dt) + 0.5) * bin_w[box] / gw.to(dt)
+            source = box * bins + bin_
+            outside = (y < -1.0) | (y > height) | (x < -1.0) | (x > width)
+            if bool(outside.any()):  # points off the map add nothing
+                inside = ~outside
+                box, source, y, x = box[inside], source[inside], y[inside], x[inside]
+                n_points = len(box)
+            y_low, y_high, hy, ly = _corners(y, height)
+            x_low, x_high, hx, lx = _corners(x, width)
+            weights = torch.stack([hy * hx, hy * lx, ly * hx, ly * lx], 1)
+            row_low, row_high = pixel0[box] + y_low * width, pixel0[box] + y_high * width
+            target = torch.stack([row_low + x_low, row_low + x_high, row_high + x_low, row_high + x_high], 1).view(-1)
+            divisor = count[box][:, None, None]
+            for a in range(0, n_points, _POINTS_PER_STEP):  # grad * w / count, added corner by corner
+                b = min(a + _POINTS_PER_STEP, n_points)
+                g, terms = step_grad[:b - a], step_terms[:b - a]
+                torch.index_select(rows, 0, source[a:b], out=g)
+                torch.mul(g[:, None, :], weights[a:b, :, None], out=terms)
+                terms.div_(divisor[a:b])
+                out.index_add_(0, target[4 * a:4 * b], terms.view(-1, channels))
+        first = last
+    return out.view(batch, height, width, channels).permute(0, 3, 1, 2).contiguous()
+
+
+class _RoIAlign(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input: Tensor, rois: Tensor, spatial_scale: float, pooled_height: int, pooled_width: int,
                 sampling_ratio: int, aligned: bool) -> Tensor:
@@ -69,24 +171,22 @@ class _RoIAlignByChannels(torch.autograd.Function):
         parts = _map(lambda s: torch.ops.torchvision.roi_align(input[:, s], rois, spatial_scale, pooled_height,
                                                                pooled_width, sampling_ratio, aligned),
                      _channel_blocks(input.shape[1]))
-        return torch.cat(parts, 1)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         (rois,) = ctx.saved_tensors
         (batch, channels, height, width), spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned = ctx.args
-        parts = _map(lambda s: torch.ops.torchvision._roi_align_backward(
-            grad[:, s], rois, spatial_scale, pooled_height, pooled_width, batch, s.stop - s.start, height, width,
-            sampling_ratio, aligned), _channel_blocks(channels))
-        return torch.cat(parts, 1), None, None, None, None, None, None
+        return (roi_align_backward(grad, rois, spatial_scale, pooled_height, pooled_width, batch, channels, height,
+                                   width, sampling_ratio, aligned), None, None, None, None, None, None)
 
 
-def roi_align_by_channels(input: Tensor, rois: Tensor, output_size: "int | tuple[int, int]", spatial_scale: float,
-                          sampling_ratio: int = -1, aligned: bool = False) -> Tensor:
-    """`torchvision.ops.roi_align` for (K, 5) `rois` on a CPU tensor, its forward and backward split across
-    threads by channel; the same outputs and gradients."""
+def fast_roi_align(input: Tensor, rois: Tensor, output_size: "int | tuple[int, int]", spatial_scale: float,
+                   sampling_ratio: int = -1, aligned: bool = False) -> Tensor:
+    """`torchvision.ops.roi_align` for (K, 5) `rois` on a CPU tensor: the same outputs and gradients, its
+    forward split across threads by channel, its backward `roi_align_backward`."""
     h, w = (output_size, output_size) if isinstance(output_size, int) else output_size
-    return _RoIAlignByChannels.apply(input, rois, spatial_scale, h, w, sampling_ratio, aligned)
+    return _RoIAlign.apply(input, rois, spatial_scale, h, w, sampling_ratio, aligned)
 
 
 def _autocast_on_cpu() -> bool:
@@ -96,16 +196,16 @@ def _autocast_on_cpu() -> bool:
         return torch.is_autocast_cpu_enabled()
 
 
-class ChannelParallelMultiScaleRoIAlign(MultiScaleRoIAlign):
-    """torchvision's MultiScaleRoIAlign (same arguments, state and outputs) whose RoIAlign runs split across
-    threads by channel on CPU (`roi_align_by_channels`)."""
+class FastMultiScaleRoIAlign(MultiScaleRoIAlign):
+    """torchvision's MultiScaleRoIAlign (same arguments, state, outputs and gradients) whose RoIAlign is
+    `fast_roi_align` on CPU."""
 
     def forward(self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
         if _setup_scales is None or torch.jit.is_tracing() or torch.jit.is_scripting():
             return super().forward(x, boxes, image_shapes)
         x_filtered = _filter_input(x, self.featmap_names)
         # autocast is per thread (pool threads would not see it) and the kernels are float32 / float64 only
-        if torch.get_num_threads() < 2 or _autocast_on_cpu() or \
+        if _autocast_on_cpu() or \
                 any(f.device.type != "cpu" or f.dtype not in (torch.float32, torch.float64) for f in x_filtered):
             return super().forward(x, boxes, image_shapes)
         if self.scales is None or self.map_levels is None:
@@ -113,12 +213,12 @@ class ChannelParallelMultiScaleRoIAlign(MultiScaleRoIAlign):
                                                          self.canonical_level)
         rois = _convert_to_roi_format(boxes)
         if len(x_filtered) == 1:
-            return roi_align_by_channels(x_filtered[0], rois, self.output_size, self.scales[0], self.sampling_ratio)
+            return fast_roi_align(x_filtered[0], rois, self.output_size, self.scales[0], self.sampling_ratio)
         levels = self.map_levels(boxes)
         first = x_filtered[0]
         result = first.new_zeros((len(rois), first.shape[1], *self.output_size))
         for level, (feature, scale) in enumerate(zip(x_filtered, self.scales)):
             idx = torch.where(levels == level)[0]
-            result[idx] = roi_align_by_channels(feature, rois[idx], self.output_size, scale,
-                                                self.sampling_ratio).to(result.dtype)
+            result[idx] = fast_roi_align(feature, rois[idx], self.output_size, scale,
+                                         self.sampling_ratio).to(result.dtype)
         return result

@@ -43,7 +43,7 @@ from .postprocess import (
     nms_top_detections,
     select_detections,
 )
-from .roi_align import ChannelParallelMultiScaleRoIAlign
+from .roi_align import FastMultiScaleRoIAlign
 
 __all__ = ["ENSEMBLE_LAMBDA", "ViLD", "ViLDPredictor", "ViLDRoIHeads", "build_vild", "ensemble_scores",
            "nms_top_detections"]
@@ -254,7 +254,7 @@ class ViLD(FasterRCNN):
         mask_parts = {}
         if with_mask:  # class-agnostic Mask R-CNN branch: one mask channel for any class
             channels = backbone.out_channels
-            mask_parts = dict(mask_roi_pool=ChannelParallelMultiScaleRoIAlign(list(mask_featmaps), 14, 2),
+            mask_parts = dict(mask_roi_pool=FastMultiScaleRoIAlign(list(mask_featmaps), 14, 2),
                               mask_head=MaskRCNNHeads(channels, [256] * 4, 1),
                               mask_predictor=MaskRCNNPredictor(256, 256, 1))
         # Same sampling, matching and box coding as the heads FasterRCNN built from **kwargs.
@@ -374,7 +374,7 @@ def build_vild(text: "VocabularyEmbeddings | Tensor", backbone: str = "resnet50"
                                    trainable_layers=trainable_layers, **({"norm_layer": norm} if norm else {}))
     featmaps = sorted(body.body.return_layers.values())
     if roi_sampling_ratio is not None:
-        kwargs["box_roi_pool"] = ChannelParallelMultiScaleRoIAlign(featmaps, 7, roi_sampling_ratio)
+        kwargs["box_roi_pool"] = FastMultiScaleRoIAlign(featmaps, 7, roi_sampling_ratio)
     if backbone == "teacher" or backbone.startswith("mobilenet") or anchor_sizes is not None:
         # One size per level and one for the max-pool level: 32, 64, ... unless given.
         default = tuple(32 * 2 ** i for i in range(len(featmaps) + 1))
@@ -383,7 +383,7 @@ def build_vild(text: "VocabularyEmbeddings | Tensor", backbone: str = "resnet50"
             raise ValueError(f"anchor_sizes needs {len(featmaps) + 1} sizes (one per feature level), got {sizes}")
         kwargs.setdefault("rpn_anchor_generator",
                           AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * len(sizes)))
-    kwargs.setdefault("box_roi_pool", ChannelParallelMultiScaleRoIAlign(featmaps, 7, 2))  # torchvision's default
+    kwargs.setdefault("box_roi_pool", FastMultiScaleRoIAlign(featmaps, 7, 2))  # torchvision's default
     if box_head_dim != 1024 or body.out_channels != 256:
         kwargs["box_head"] = TwoMLPHead(body.out_channels * 7 * 7, box_head_dim)
     return ViLD(body, text, mask_featmaps=featmaps, **kwargs)
