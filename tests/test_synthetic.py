@@ -275,18 +275,39 @@ def test_parallel_bench_plan():
                               work_dir="w", teacher_captions="default", configs="c", run_id="r", quick=False,
                               debug=True, cfg_options={"model.detector.box_detections_per_img": [40, "a,b"]})
     units = bench.plan_units(args, Path("t"))
-    assert [(u.name, u.after) for u in units[:6]] == [
-        ("s0-ViLD-text", ()), ("s0-ViLD-teacher-DetPro", ("s0-ViLD-text",)),
-        ("s0-pseudo-labels-OV-DETR", ("s0-ViLD-text",)), ("s0-DETR-text", ()), ("s0-oracle", ()),
-        ("s0-segmentation", ())]
-    assert [u.name for u in units[6:]][:1] == ["s-1-ViLD-text"] and len(units) == 12
-    command = units[1].command
+    # longest path first: every seed's ViLD-text, the chains that wait on it (the longest first), the rest
+    assert [(u.name, u.after) for u in units] == [
+        ("s0-ViLD-text", ()), ("s-1-ViLD-text", ()),
+        ("s0-ViLD-teacher-DetPro", ("s0-ViLD-text",)), ("s0-pseudo-labels-OV-DETR", ("s0-ViLD-text",)),
+        ("s-1-ViLD-teacher-DetPro", ("s-1-ViLD-text",)), ("s-1-pseudo-labels-OV-DETR", ("s-1-ViLD-text",)),
+        ("s0-DETR-text", ()), ("s0-oracle", ()), ("s0-segmentation", ()),
+        ("s-1-DETR-text", ()), ("s-1-oracle", ()), ("s-1-segmentation", ())]
+    command = units[2].command
     # the parsed options travel as they are, whatever way they were typed; --debug travels too
     assert json.loads(command[command.index("--cfg-options-json") + 1]) == args.cfg_options and "--debug" in command
     assert command[command.index("--rows") + 1:] == ["ViLD", "teacher", "DetPro"]
     args.rows, args.task = ["oracle", "OV-DETR"], ["detection"]
-    assert [(u.name, u.after) for u in bench.plan_units(args, Path("t"))][:3] == [
-        ("s0-ViLD-text", ()), ("s0-OV-DETR", ("s0-ViLD-text",)), ("s0-oracle", ())]
+    assert [(u.name, u.after) for u in bench.plan_units(args, Path("t"))] == [
+        ("s0-ViLD-text", ()), ("s-1-ViLD-text", ()), ("s0-OV-DETR", ("s0-ViLD-text",)),
+        ("s-1-OV-DETR", ("s-1-ViLD-text",)), ("s0-oracle", ()), ("s-1-oracle", ())]
+
+
+def test_bench_schedule_model_runs_units_as_run_units_does():
+    import importlib.util
+    from ovclip.synthetic.bench import BenchUnit
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_schedule.py"
+    spec = importlib.util.spec_from_file_location("bench_schedule", path)
+    model = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(model)
+    # s0-a (3 min), s0-b after it (2), s0-c (4): one process 9; two: a and c at once, b when a ends (3 + 2)
+    units = [BenchUnit("s0-a", []), BenchUnit("s0-b", [], ("s0-a",)), BenchUnit("s0-c", [])]
+    costs = {"a": 3.0, "b": 2.0, "c": 4.0}
+    assert [model.makespan(units, costs, jobs) for jobs in (1, 2, 3)] == [9.0, 5.0, 5.0]
+    # list order decides among the ready: c first, then a, and b after a: 4 + 3 + 2 on one process, 7 on two
+    assert model.makespan([units[2], units[0], units[1]], costs, 2) == 5.0
+    assert model.makespan([units[2], units[1], units[0]], {"a": 3.0, "b": 2.0, "c": 1.0}, 1) == 6.0
+    # the tool's own plan: 6 units a seed, each with a cost
+    assert len(model.plan(2)) == 12 and all(u.name.split("-", 1)[1] in model.COSTS for u in model.plan(2))
 
 
 def test_bench_units_run_in_order_of_their_needs(tmp_path, capsys):

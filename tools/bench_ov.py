@@ -118,15 +118,18 @@ def row_line(r: BenchRow) -> str:
 
 
 def plan_units(args, teacher_dir: Path) -> list[BenchUnit]:
-    """A parallel bench's units, seed by seed: ViLD-text; after it, each chain of rows that use its proposals in
-    a process of its own (ovd.bench.CHAINS: those of one chain share what they make of the proposals); the rows
-    that need nothing (the oracle, DETR-text) and the segmentation rows. Each unit is this tool on its rows and
-    the run's id: one that needs ViLD-text loads the one the ViLD-text unit trained."""
+    """A parallel bench's units: per seed, ViLD-text; after it, each chain of rows that use its proposals in a
+    process of its own (ovd.bench.CHAINS: those of one chain share what they make of the proposals); the rows
+    that need nothing (DETR-text, the oracle) and the segmentation rows. Each unit is this tool on its rows and
+    the run's id: one that needs ViLD-text loads the one the ViLD-text unit trained. Listed longest path first,
+    as `run_units` starts the ready units in list order: every seed's ViLD-text, then the chains after it (the
+    ViLD chain, the longest, first), then the rest seed by seed (benchmarks/RESULTS.md, 2026-12-01 fourteenth
+    session: what that order saves on 3+ cores)."""
     common = [sys.executable, str(Path(__file__).resolve()), "--threads", str(args.threads), "--work-dir",
               args.work_dir, "--teacher-dir", str(teacher_dir), "--teacher-captions", args.teacher_captions,
               "--configs", args.configs, "--run-id", args.run_id, "--cfg-options-json", json.dumps(args.cfg_options),
               *(["--quick"] if args.quick else []), *([DEBUG_FLAG] if args.debug else [])]
-    units = []
+    first, chained, rest = [], [], []
     for seed in args.seed:
         def unit(tag: str, task: str, rows: Optional[list[str]], after: tuple[str, ...] = ()) -> BenchUnit:
             return BenchUnit(f"s{seed}-{tag}", [*common, "--seed", str(seed), "--task", task, "--results-tag", tag,
@@ -136,12 +139,12 @@ def plan_units(args, teacher_dir: Path) -> list[BenchUnit]:
                 return args.rows is None or choice in args.rows
             chains = [[choice for choice in chain if want(choice)] for chain in CHAINS]
             if want("ViLD-text") or any(chains):
-                units.append(unit("ViLD-text", "detection", ["ViLD-text"]))
-            units += [unit("-".join(chain), "detection", chain, (f"s{seed}-ViLD-text",)) for chain in chains if chain]
-            units += [unit(choice, "detection", [choice]) for choice in INDEPENDENT if want(choice)]
+                first.append(unit("ViLD-text", "detection", ["ViLD-text"]))
+            chained += [unit("-".join(chain), "detection", chain, (f"s{seed}-ViLD-text",)) for chain in chains if chain]
+            rest += [unit(choice, "detection", [choice]) for choice in INDEPENDENT if want(choice)]
         if "segmentation" in args.task:
-            units.append(unit("segmentation", "segmentation", None))
-    return units
+            rest.append(unit("segmentation", "segmentation", None))
+    return first + chained + rest
 
 
 def merged_results(seed: int, units: list[BenchUnit], records: dict[str, dict], unit_seconds: dict[str, float]
