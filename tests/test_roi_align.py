@@ -30,7 +30,7 @@ def features_and_boxes(levels, channels):
 
 
 @pytest.mark.parametrize("levels,channels,n_threads,sampling", [(4, 16, 2, 2), (1, 7, 3, 2), (3, 5, 2, 0),
-                                                                (4, 16, 1, 2), (2, 9, 1, 0)])
+                                                                (4, 16, 1, 2), (2, 9, 1, 0), (3, 20, 1, 0)])
 def test_pooler_equals_torchvision_to_the_bit(threads, levels, channels, n_threads, sampling):
     threads(n_threads)
     feats, boxes = features_and_boxes(levels, channels)
@@ -100,14 +100,15 @@ def random_rois(n, batch, g, spread=120.0):
     (0, False, 0.25, torch.float32), (0, True, 0.125, torch.float32), (2, False, 0.1, torch.float32),
     (3, True, 1 / 32, torch.float32), (1, False, 0.5, torch.float32), (0, True, 0.25, torch.float64)])
 @pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("channels", [6, 20])  # index_add_'s serial loop, and its sorted path from 16 columns
 def test_backward_equals_torchvision_s_kernel_to_the_bit(threads, monkeypatch, sampling, aligned, scale, dtype,
-                                                        n_threads):
+                                                        n_threads, channels):
     threads(n_threads)
-    # batches and steps of a few points: the boxes' terms cross their bounds
+    # batches and steps of a few points: a box's points cross their bounds
     monkeypatch.setattr(roi_align, "_POINTS_PER_BATCH", 300)
     monkeypatch.setattr(roi_align, "_POINTS_PER_STEP", 37)
     g = torch.Generator().manual_seed(sampling * 10 + int(aligned))
-    batch, channels, height, width = 2, 6, 17, 23
+    batch, height, width = 2, 17, 23
     rois = random_rois(60, batch, g).to(dtype)
     grad = torch.randn(len(rois), channels, 7, 5, generator=g, dtype=dtype)
     args = (rois, scale, 7, 5, batch, channels, height, width, sampling, aligned)
@@ -133,3 +134,37 @@ def test_backward_keeps_torchvision_s_nans_and_no_boxes():
     assert torch.equal(got.nan_to_num(0.0, 1.0, -1.0), expected.nan_to_num(0.0, 1.0, -1.0))
     none = roi_align_backward(torch.zeros(0, 4, 7, 7), torch.zeros(0, 5), 0.25, 7, 7, 1, 4, 16, 16, 0, False)
     assert none.shape == (1, 4, 16, 16) and not none.any()
+
+
+def test_backward_hands_torchvision_what_it_does_not_compute():
+    g = torch.Generator().manual_seed(5)
+    rois = random_rois(12, 1, g)
+    grad = torch.randn(12, 4, 7, 7, generator=g)
+    args = (0.25, 7, 7, 1, 4, 16, 16, 2, False)
+    # boxes at NaN / inf: torchvision's kernel adds nothing of their points
+    bad = rois.clone()
+    bad[0, 2], bad[1, 1:] = float("nan"), torch.tensor([0.0, -float("inf"), 1.0, float("inf")])
+    assert torch.equal(roi_align_backward(grad, bad, *args), torch.ops.torchvision._roi_align_backward(grad, bad, *args))
+    with pytest.raises(RuntimeError, match="same type"):  # torchvision's own error
+        roi_align_backward(grad, rois.double(), *args)
+    none = roi_align_backward(torch.zeros(12, 0, 7, 7), rois, 0.25, 7, 7, 1, 0, 16, 16, 2, False)
+    assert none.shape == (1, 0, 16, 16)
+
+
+def test_pooler_uses_this_backward_and_a_graph_of_the_gradient(threads, monkeypatch):
+    threads(1)
+    calls = []
+
+    def counted(*args):
+        calls.append(args[1].shape)
+        return roi_align_backward(*args)
+    monkeypatch.setattr(roi_align, "roi_align_backward", counted)
+    feats, boxes = features_and_boxes(3, 8)
+    names, shapes = list(feats), [(256, 320)] * 2
+    grads = {}
+    for cls in (MultiScaleRoIAlign, FastMultiScaleRoIAlign):
+        x = OrderedDict((k, v.clone().requires_grad_()) for k, v in feats.items())
+        loss = cls(names, 7, 0)(x, boxes, shapes).pow(2).sum()
+        grads[cls] = torch.autograd.grad(loss, list(x.values()), create_graph=True)  # as torchvision allows
+    assert len(calls) == 3  # one per level
+    assert all(torch.equal(a, b) for a, b in zip(*grads.values()))

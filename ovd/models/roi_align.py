@@ -5,7 +5,10 @@ bilinear weights for each channel and adds one channel at a time. Here:
 - the backward (`roi_align_backward`) computes the weights once per sample point and adds all channels at
   once (torch ops over the channels; `index_add_`, which adds the rows of one index in the order given). Each
   input gradient element receives the same terms, each computed by the same float operations as in the C++
-  kernel, in the same order (box, bin, sample, corner), so the gradient is torchvision's bit for bit;
+  kernel, in the same order (box, bin, sample, corner), so the gradient is torchvision's bit for bit. That
+  order is ATen's CPU `index_add_` (through `scatter_add_`: a stable radix sort of the indices from 16 columns
+  on, a serial loop below), which PyTorch does not document: the tests check it on the installed torch, on both
+  paths. It holds channels-last copies of the output gradient and of the result (torchvision's kernel: neither);
 - with 2+ intra-op threads the forward runs torchvision's own kernel on blocks of channels, one block a
   thread (every output channel depends on its input channel alone).
 tests/test_roi_align.py compares outputs and gradients with torchvision's to the bit. On GPUs, when traced or
@@ -14,7 +17,6 @@ helpers, the stock torchvision path runs. `python benchmarks/roi_align.py` times
 """
 from __future__ import annotations
 
-import bisect
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +24,7 @@ from typing import Optional
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 from torchvision.ops import MultiScaleRoIAlign
 
 try:  # torchvision's own helpers of MultiScaleRoIAlign.forward (private: without them, the stock forward runs)
@@ -65,14 +68,14 @@ def _without_grad(fn, block: slice) -> Tensor:
         return fn(block)
 
 
-# Sample points whose gradient terms are made at once (bounds the working memory): the index arrays of a
-# batch of boxes, and the (points, 4 corners, channels) terms of a few of them at a time (in the CPU's cache)
+# Sample points whose gradient terms are made at once: the index arrays of a batch of points (whole boxes or
+# parts of one), and the (points, 4 corners, channels) terms of a few of them at a time (in the CPU's cache)
 _POINTS_PER_BATCH, _POINTS_PER_STEP = 1 << 14, 1024
 
 
 def _sample_points(rois: Tensor, spatial_scale: float, pooled_height: int, pooled_width: int, sampling_ratio: int,
                    aligned: bool) -> tuple[Tensor, ...]:
-    """Per box, as the C++ kernel computes them in the box's dtype: the start (y, x), bin sizes (h, w) and
+    """Per box, as the C++ kernel computes them in the boxes' dtype: the start (y, x), bin sizes (h, w) and
     sample grid (h, w)."""
     dt = rois.dtype
     offset = torch.tensor(0.5 if aligned else 0.0, dtype=dt)
@@ -102,63 +105,65 @@ def _corners(coord: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return low, high, 1 - frac, frac
 
 
+def _torchvision_backward(grad: Tensor, rois: Tensor, *args) -> Tensor:
+    return torch.ops.torchvision._roi_align_backward(grad, rois, *args)
+
+
 def roi_align_backward(grad: Tensor, rois: Tensor, spatial_scale: float, pooled_height: int, pooled_width: int,
                        batch: int, channels: int, height: int, width: int, sampling_ratio: int,
                        aligned: bool) -> Tensor:
-    """The input gradient of RoIAlign, `torch.ops.torchvision._roi_align_backward`'s arguments and result bit for
-    bit (CPU, float32 / float64), the sample points' weights computed once for all channels."""
-    if not (grad.is_cpu and grad.dtype in (torch.float32, torch.float64)):
-        return torch.ops.torchvision._roi_align_backward(grad, rois, spatial_scale, pooled_height, pooled_width,
-                                                         batch, channels, height, width, sampling_ratio, aligned)
+    """The input gradient of RoIAlign: `torch.ops.torchvision._roi_align_backward`'s arguments and result bit for
+    bit, the sample points' weights computed once for all channels. Other devices and dtypes, boxes and gradient
+    of different dtypes, no channels, and boxes whose coordinates are not finite go to torchvision's kernel; a
+    box's batch index out of range is an IndexError (torchvision's kernel writes outside its result)."""
+    args = (spatial_scale, pooled_height, pooled_width, batch, channels, height, width, sampling_ratio, aligned)
+    if not (grad.is_cpu and grad.dtype in (torch.float32, torch.float64) and rois.dtype == grad.dtype and channels):
+        return _torchvision_backward(grad, rois, *args)
     rois, dt, bins = rois.contiguous(), grad.dtype, pooled_height * pooled_width
     start_h, start_w, bin_h, bin_w, grid_h, grid_w = _sample_points(rois, spatial_scale, pooled_height,
                                                                     pooled_width, sampling_ratio, aligned)
+    if not bool(torch.isfinite(torch.stack([start_h, start_w, bin_h, bin_w])).all()):
+        return _torchvision_backward(grad, rois, *args)  # its points at NaN add nothing
     samples = grid_h * grid_w
     count = samples.to(dt)
     points = samples * bins  # sample points of each box
+    ends = torch.cumsum(points, 0)  # where each box's points end among all boxes' points
+    starts = ends - points
     pixel0 = rois[:, 0].long() * (height * width)  # the box's image's first pixel in the flat gradient
     rows = grad.permute(0, 2, 3, 1).reshape(-1, channels)  # (box, bin) -> the output gradient of its channels
     out = grad.new_zeros(batch * height * width, channels)  # the input gradient, channels last
     step_grad, step_terms = grad.new_empty(_POINTS_PER_STEP, channels), grad.new_empty(_POINTS_PER_STEP, 4, channels)
-    ends = torch.cumsum(points, 0).tolist()
-    first = 0
-    while first < len(rois):  # boxes in order, a batch of boxes at a time
-        done = ends[first - 1] if first else 0
-        last = max(bisect.bisect_right(ends, done + _POINTS_PER_BATCH), first + 1)
-        n_points = ends[last - 1] - done
-        if n_points:
-            box_points = points[first:last]
-            # every sample point (box, bin y, bin x, sample y, sample x) in the C++ kernel's order
-            box = torch.repeat_interleave(torch.arange(first, last), box_points, output_size=n_points)
-            local = torch.arange(n_points) - torch.repeat_interleave(torch.cumsum(box_points, 0) - box_points,
-                                                                     box_points, output_size=n_points)
-            per_bin, gw = samples[box], grid_w[box]
-            bin_ = local // per_bin
-            sample = local - bin_ * per_bin
-            ph, pw = bin_ // pooled_width, bin_ % pooled_width
-            iy, ix = sample // gw, sample % gw
-            y = start_h[box] + ph.to(dt) * bin_h[box] + (iy.to(dt) + 0.5) * bin_h[box] / grid_h[box].to(dt)
-            x = start_w[box] + pw.to(dt) * bin_w[box] + (ix.to(dt) + 0.5) * bin_w[box] / gw.to(dt)
-            source = box * bins + bin_
-            outside = (y < -1.0) | (y > height) | (x < -1.0) | (x > width)
-            if bool(outside.any()):  # points off the map add nothing
-                inside = ~outside
-                box, source, y, x = box[inside], source[inside], y[inside], x[inside]
-                n_points = len(box)
-            y_low, y_high, hy, ly = _corners(y, height)
-            x_low, x_high, hx, lx = _corners(x, width)
-            weights = torch.stack([hy * hx, hy * lx, ly * hx, ly * lx], 1)
-            row_low, row_high = pixel0[box] + y_low * width, pixel0[box] + y_high * width
-            target = torch.stack([row_low + x_low, row_low + x_high, row_high + x_low, row_high + x_high], 1).view(-1)
-            divisor = count[box][:, None, None]
-            for a in range(0, n_points, _POINTS_PER_STEP):  # grad * w / count, added corner by corner
-                b = min(a + _POINTS_PER_STEP, n_points)
-                g, terms = step_grad[:b - a], step_terms[:b - a]
-                torch.index_select(rows, 0, source[a:b], out=g)
-                torch.mul(g[:, None, :], weights[a:b, :, None], out=terms)
-                terms.div_(divisor[a:b])
-                out.index_add_(0, target[4 * a:4 * b], terms.view(-1, channels))
-        first = last
+    total = int(ends[-1]) if len(ends) else 0
+    for first in range(0, total, _POINTS_PER_BATCH):
+        # sample points (box, bin y, bin x, sample y, sample x) in the C++ kernel's order, a batch at a time
+        point = torch.arange(first, min(first + _POINTS_PER_BATCH, total))
+        box = torch.searchsorted(ends, point, right=True)
+        local = point - starts[box]
+        per_bin, box_grid_h, box_grid_w = samples[box], grid_h[box], grid_w[box]
+        bin_index = local // per_bin
+        sample = local - bin_index * per_bin
+        ph, pw = bin_index // pooled_width, bin_index % pooled_width
+        iy, ix = sample // box_grid_w, sample % box_grid_w
+        y = start_h[box] + ph.to(dt) * bin_h[box] + (iy.to(dt) + 0.5) * bin_h[box] / box_grid_h.to(dt)
+        x = start_w[box] + pw.to(dt) * bin_w[box] + (ix.to(dt) + 0.5) * bin_w[box] / box_grid_w.to(dt)
+        source = box * bins + bin_index
+        outside = (y < -1.0) | (y > height) | (x < -1.0) | (x > width)
+        if bool(outside.any()):  # points off the map add nothing
+            inside = ~outside
+            box, source, y, x = box[inside], source[inside], y[inside], x[inside]
+        y_low, y_high, hy, ly = _corners(y, height)
+        x_low, x_high, hx, lx = _corners(x, width)
+        weights = torch.stack([hy * hx, hy * lx, ly * hx, ly * lx], 1)
+        row_low, row_high = pixel0[box] + y_low * width, pixel0[box] + y_high * width
+        target = torch.stack([row_low + x_low, row_low + x_high, row_high + x_low, row_high + x_high], 1).view(-1)
+        divisor = count[box][:, None, None]
+        for a in range(0, len(box), _POINTS_PER_STEP):  # grad * w / count, added corner by corner
+            b = min(a + _POINTS_PER_STEP, len(box))
+            g, terms = step_grad[:b - a], step_terms[:b - a]
+            torch.index_select(rows, 0, source[a:b], out=g)
+            torch.mul(g[:, None, :], weights[a:b, :, None], out=terms)
+            terms.div_(divisor[a:b])
+            out.index_add_(0, target[4 * a:4 * b], terms.view(-1, channels))
     return out.view(batch, height, width, channels).permute(0, 3, 1, 2).contiguous()
 
 
@@ -174,6 +179,7 @@ class _RoIAlign(torch.autograd.Function):
         return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
     @staticmethod
+    @once_differentiable  # as torchvision's: a gradient of the gradient is not computed (create_graph still works)
     def backward(ctx, grad: Tensor):
         (rois,) = ctx.saved_tensors
         (batch, channels, height, width), spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned = ctx.args
