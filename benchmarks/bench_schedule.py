@@ -9,8 +9,9 @@ the first ready unit in list order (ready: the units it comes after finished). T
 are compared: plan_units' (every seed's ViLD-text, then the chains after them, then the rest) and seed by
 seed (the order before 2026-12-01's fourteenth session). The default costs are minutes of one one-thread process
 measured on this machine on 2026-12-01 (benchmarks/RESULTS.md; before ViLD's faster RoIAlign backward, which
-cuts the ViLD family's ~1.2x: pass --cost to model it). Two processes barely slow each other here; more may
-on a machine whose memory bandwidth they share.
+cuts a ViLD training step's ~1.2x: pass --cost to model it). The model takes a unit's cost as fixed; processes
+at once slow each other more or less by which units they are (DetPro beside OV-DETR more than two ViLD-texts,
+RESULTS.md), and more of them may on a machine whose memory bandwidth they share.
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from ovclip.synthetic.bench import startable  # noqa: E402
 
 # minutes a unit takes, by its tag (the unit's name without the seed)
 COSTS = {"ViLD-text": 12.5, "ViLD-teacher-DetPro": 45.5, "pseudo-labels-OV-DETR": 35.0, "DETR-text": 14.5,
@@ -39,14 +42,18 @@ def plan(seeds: int) -> list:
     return tool.plan_units(args, Path("t"))
 
 
+def tag(unit) -> str:
+    """A unit's name without its seed (s0-ViLD-text: ViLD-text)."""
+    return unit.name.split("-", 1)[1]
+
+
 def makespan(units: list, costs: dict[str, float], jobs: int) -> float:
     """Minutes until the last unit ends under run_units' rule."""
     now, pending, running, finished = 0.0, list(units), {}, set()
     while pending or running:
-        ready = [u for u in pending if set(u.after) <= finished]
-        for u in ready[:max(0, jobs - len(running))]:
+        for u in startable(pending, finished, jobs - len(running)):
             pending.remove(u)
-            running[u.name] = now + costs[u.name.split("-", 1)[1]]
+            running[u.name] = now + costs[tag(u)]
         if not running:
             raise ValueError(f"units wait on units that are not planned: {[u.name for u in pending]}")
         now = min(running.values())
@@ -65,13 +72,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     costs = dict(COSTS)
     for item in args.cost:
-        tag, _, minutes = item.partition("=")
-        if tag not in costs or not minutes:
+        unit_tag, _, minutes = item.partition("=")
+        if unit_tag not in costs or not minutes:
             p.error(f"--cost {item!r}: give TAG=MINUTES with a tag of {sorted(costs)}")
-        costs[tag] = float(minutes)
+        costs[unit_tag] = float(minutes)
     units = plan(args.seeds)
     by_seed = sorted(units, key=lambda u: int(u.name[1:].split("-", 1)[0]))  # stable: plan order within a seed
-    total = sum(costs[u.name.split("-", 1)[1]] for u in units)
+    total = sum(costs[tag(u)] for u in units)
     print(f"{len(units)} units of {args.seeds} seed(s), {total:.0f} process-minutes; modelled, not measured\n")
     print("| processes | plan_units' order, min | per seed | seed by seed, min | per seed |\n|---|---|---|---|---|")
     for jobs in args.jobs:

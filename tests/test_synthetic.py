@@ -292,7 +292,7 @@ def test_parallel_bench_plan():
         ("s-1-OV-DETR", ("s-1-ViLD-text",)), ("s0-oracle", ()), ("s-1-oracle", ())]
 
 
-def test_bench_schedule_model_runs_units_as_run_units_does():
+def test_bench_schedule_model_runs_units_as_run_units_does(capsys):
     import importlib.util
     from ovclip.synthetic.bench import BenchUnit
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_schedule.py"
@@ -307,7 +307,11 @@ def test_bench_schedule_model_runs_units_as_run_units_does():
     assert model.makespan([units[2], units[0], units[1]], costs, 2) == 5.0
     assert model.makespan([units[2], units[1], units[0]], {"a": 3.0, "b": 2.0, "c": 1.0}, 1) == 6.0
     # the tool's own plan: 6 units a seed, each with a cost
-    assert len(model.plan(2)) == 12 and all(u.name.split("-", 1)[1] in model.COSTS for u in model.plan(2))
+    assert len(model.plan(2)) == 12 and all(model.tag(u) in model.COSTS for u in model.plan(2))
+    # the table: one seed on one process takes the sum of its units' costs, in either order
+    assert model.main(["--seeds", "1", "--jobs", "1", "--cost", "oracle=20"]) == 0
+    total = sum(model.COSTS.values()) + 20 - model.COSTS["oracle"]
+    assert f"| 1 | {total:.0f} | {total:.0f} | {total:.0f} | {total:.0f} |" in capsys.readouterr().out
 
 
 def test_bench_units_run_in_order_of_their_needs(tmp_path, capsys):

@@ -183,6 +183,12 @@ class BenchUnit:
     after: tuple[str, ...] = ()
 
 
+def startable(pending: Sequence[BenchUnit], finished: set[str], free: int) -> list[BenchUnit]:
+    """The units `run_units` starts when `free` processes are free: the first of `pending`, in list order, whose
+    units before them all finished (benchmarks/bench_schedule.py models the bench's wall time with it)."""
+    return [u for u in pending if set(u.after) <= finished][:max(0, free)]
+
+
 def run_units(units: Sequence[BenchUnit], jobs: int, log_dir: Path,
               on_done: Optional[Callable[[BenchUnit, float], None]] = None, poll_seconds: float = 0.5) -> list[str]:
     """Run the units' processes, at most `jobs` at once, each once the units it comes after finished well (in
@@ -200,7 +206,7 @@ def run_units(units: Sequence[BenchUnit], jobs: int, log_dir: Path,
                 pending.remove(unit)
                 failed.append(unit.name)
                 print(f"  {unit.name}: skipped (a unit it needs failed)", flush=True)
-            for unit in [u for u in pending if set(u.after) <= finished][:max(0, jobs - len(running))]:
+            for unit in startable(pending, finished, jobs - len(running)):
                 pending.remove(unit)
                 out = open(log_dir / f"{unit.name}.log", "w", encoding="utf-8")
                 running[unit.name] = (unit, subprocess.Popen(unit.command, stdout=out, stderr=subprocess.STDOUT),
