@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torchvision.ops import batched_nms
 
 from ovclip.cli import tool_config
-from ovclip.synthetic.bench import BenchRow, train_and_test
+from ovclip.synthetic.bench import BenchRow, made_once, train_and_test, weights_digest
 from ovclip.engine.runner import ProjectRunner, load_config
 from ovclip.options import with_defaults
 from ovclip.io import atomic_torch_save, read_image, to_unit_float
@@ -69,17 +69,21 @@ STUDENTS: list[tuple[str, dict[str, Any], str]] = [
 IMAGE_ROW, TEACHER_ROW = "ViLD-image (ensemble model's image head)", "teacher on ViLD-text's proposals"
 DETPRO_ROW, DETPRO_TEACHER_ROW = "DetPro (ViLD with learned prompts)", f"{TEACHER_ROW}, learned prompts"
 # --rows choices: what each one is, and the rows of the table it gives
-ROW_CHOICES = {"ViLD-text": "ViLD-text", "ViLD": "ViLD and ViLD-ensemble (with its image head)", "oracle": "oracle",
+ROW_CHOICES = {"ViLD-text": "ViLD-text", "ViLD": "ViLD", "ViLD-ensemble": "ViLD-ensemble (with its image head)",
+               "oracle": "oracle",
                "teacher": "the teacher on ViLD-text's proposals", "DetPro": "DetPro's two rows",
                "pseudo-labels": "VL-PLM's pseudo-labels", "DETR-text": "the DETR student, text classifier",
                "OV-DETR": "OV-DETR on base + pseudo-boxes"}
-ROWS_OF_CHOICE = {"ViLD-text": ["ViLD-text"], "ViLD": ["ViLD", "ViLD-ensemble", IMAGE_ROW],
+ROWS_OF_CHOICE = {"ViLD-text": ["ViLD-text"], "ViLD": ["ViLD"], "ViLD-ensemble": ["ViLD-ensemble", IMAGE_ROW],
                   "oracle": [STUDENTS[3][0]], "teacher": [TEACHER_ROW], "DetPro": [DETPRO_ROW, DETPRO_TEACHER_ROW],
                   "pseudo-labels": [PSEUDO_ROW], "DETR-text": [DETR_TEXT_ROW], "OV-DETR": [OVDETR_ROW]}
-# The choices whose rows use ViLD-text's proposals (ViLD-text runs with them), in groups that share what they
-# make of them (a region store; pseudo-labels), and those that need nothing
-CHAINS = (("ViLD", "teacher", "DetPro"), ("pseudo-labels", "OV-DETR"))
-NEED_VILD_TEXT = tuple(choice for chain in CHAINS for choice in chain)
+# The choices whose rows use ViLD-text's proposals (ViLD-text runs with them), longest first (a parallel bench
+# starts them in this order; minutes of one process on 2026-12-01: 19, 16, 14.5, 13, 13, 1), and what some of
+# them share, made once from the proposals: the pseudo-labels, the distilled students' region store (a
+# parallel bench makes each in a unit of its own, before the units of the rows that use it). The choices
+# that need nothing.
+NEED_VILD_TEXT = ("OV-DETR", "DetPro", "ViLD", "ViLD-ensemble", "pseudo-labels", "teacher")
+SHARED = {"labels": ("pseudo-labels", "OV-DETR"), "regions": ("ViLD", "ViLD-ensemble", "DetPro")}
 INDEPENDENT = ("DETR-text", "oracle")
 # the rows in the order one process runs them (ROWS_OF_CHOICE's; a parallel bench's table keeps it)
 ROW_ORDER = [name for names in ROWS_OF_CHOICE.values() for name in names]
@@ -113,19 +117,26 @@ def region_store(model: torch.nn.Module, world: dict[str, str], teacher_spec: di
                  num_regions: int, scales: Sequence[float] = DISTILL_DEFAULTS["scales"]) -> dict[str, Any]:
     """ViLD's offline distillation data: a trained student's top `num_regions` class-agnostic proposals on
     each train image (tools/proposals.py), embedded by the teacher at each crop scale into a feature store
-    (tools/precompute.py). Returns the dataset options that point a config at it. What an earlier run left
-    in `out` is removed first: it came from another model, and a resumed store would mix the two."""
-    shutil.rmtree(out, ignore_errors=True)
-    proposals = out / "proposals.json"
-    write_proposals(lambda image: model.detector.proposals([image])[0], world["train_base"],
-                    world["train_images"], str(proposals), max_per_image=num_regions, progress=False)
-    store = out / "store"
-    run_precompute({"teacher": {"spec": teacher_spec, "device": "cpu"},
-                    "dataset": {"ann_file": world["train_base"], "img_dir": world["train_images"],
-                                "proposals": str(proposals), "max_regions": num_regions},
-                    "region": {"scales": tuple(scales), "batch_size": 256}}, str(store), progress=False)
-    return {"train_dataloader.dataset.feature_store": str(store),
-            "train_dataloader.dataset.max_distill_regions": num_regions}
+    (tools/precompute.py). Returns the dataset options that point a config at it. Made once in a bench run
+    (`made_once`: the same model, world, teacher and settings); otherwise what an earlier run left in `out`
+    is removed first: it came from another model, and a resumed store would mix the two."""
+    def make() -> dict[str, Any]:
+        shutil.rmtree(out, ignore_errors=True)
+        proposals = out / "proposals.json"
+        write_proposals(lambda image: model.detector.proposals([image])[0], world["train_base"],
+                        world["train_images"], str(proposals), max_per_image=num_regions, progress=False)
+        store = out / "store"
+        run_precompute({"teacher": {"spec": teacher_spec, "device": "cpu"},
+                        "dataset": {"ann_file": world["train_base"], "img_dir": world["train_images"],
+                                    "proposals": str(proposals), "max_regions": num_regions},
+                        "region": {"scales": tuple(scales), "batch_size": 256}}, str(store), progress=False)
+        return {"train_dataloader.dataset.feature_store": str(store),
+                "train_dataloader.dataset.max_distill_regions": num_regions}
+
+    def key() -> dict[str, Any]:
+        return {"made": "region store", "proposer": weights_digest(model), "world": world, "teacher": teacher_spec,
+                "num_regions": num_regions, "scales": list(scales)}
+    return made_once("region store", Path(f"{out}.made.json"), key, make)
 
 
 def train_student(configs: Path, options: dict[str, Any], work_dir: Path, iters: int, seed: int
@@ -176,7 +187,8 @@ def learn_prompts(configs: Path, world: dict[str, str], teacher_spec: "str | dic
 def run_detection_rows(world: dict[str, str], teacher: Teacher, teacher_spec: dict, work_dir: Path, iters: int,
                        seed: int, configs: Path, progress: Optional[Callable[[BenchRow], None]] = None,
                        cfg_options: Optional[dict[str, Any]] = None, detpro: bool = True,
-                       rows_wanted: Optional[Sequence[str]] = None, detr_iters: Optional[int] = None) -> list[BenchRow]:
+                       rows_wanted: Optional[Sequence[str]] = None, detr_iters: Optional[int] = None,
+                       make: Sequence[str] = ()) -> list[BenchRow]:
     """Train and evaluate every student (ViLD-text first: its proposals are the distilled regions of the
     others, and the teacher's alone), then the teacher on ViLD-text's proposals, then the pseudo-label
     row. `configs`: the folder of the project's configs (the repository's configs/). `cfg_options` override
@@ -184,22 +196,26 @@ def run_detection_rows(world: dict[str, str], teacher: Teacher, teacher_spec: di
     settings (distillation source, inference mode) still apply on top. `rows_wanted`: the first word of
     each row to run (`ROW_CHOICES`; ViLD-text also runs when a row asked for uses its proposals); all by
     default. `detr_iters`: the DETR rows' iterations (`iters` if not given); `cfg_options` do not reach them
-    (they are the ViLD config's keys)."""
+    (they are the ViLD config's keys). `make`: what of `SHARED` to make (and record, in a bench run) even if
+    no row asked for uses it: a parallel bench's unit that makes it for the units after it."""
     def wanted(name: str) -> bool:
         return rows_wanted is None or row_choice(name) in rows_wanted or \
-            (name == "ViLD-text" and any(r in NEED_VILD_TEXT for r in rows_wanted))
+            (name == "ViLD-text" and (any(r in NEED_VILD_TEXT for r in rows_wanted) or bool(make)))
     rows, trained, store, cfg_options = [], {}, {}, cfg_options or {}
+
+    def shared_store() -> dict[str, Any]:  # the region store, made (or found made) when first asked for
+        if not store:
+            distill = distill_settings(configs, cfg_options)
+            store.update(region_store(trained["ViLD-text"], world, teacher_spec, work_dir / "regions",
+                                      distill["num_regions"], distill["scales"]))
+        return store
     for name, options, train_annotations in STUDENTS:
         if not wanted(name):
             continue
         t0 = time.perf_counter()
         uses_store = options.get("model.distill.source") == "store"
-        if uses_store and not store:
-            distill = distill_settings(configs, cfg_options)
-            store = region_store(trained["ViLD-text"], world, teacher_spec, work_dir / "regions",
-                                 distill["num_regions"], distill["scales"])
         runner, m = train_student(configs, {**world_options(world, teacher_spec, train_annotations), **cfg_options,
-                                         **options, **(store if uses_store else {})},
+                                         **options, **(shared_store() if uses_store else {})},
                                   work_dir / name.split()[0], iters, seed)
         trained[name] = runner.model
         rows.append(BenchRow("detection", name, m["det/AP50_novel"], m["det/AP50_base"], time.perf_counter() - t0))
@@ -215,6 +231,8 @@ def run_detection_rows(world: dict[str, str], teacher: Teacher, teacher_spec: di
             if progress:
                 progress(rows[-1])
     student = trained.get("ViLD-text")
+    if "regions" in make:
+        shared_store()
     if wanted(TEACHER_ROW):
         t0 = time.perf_counter()
         m = teacher_on_proposals(lambda img: student.detector.proposals([img])[0], teacher, world)
@@ -223,14 +241,10 @@ def run_detection_rows(world: dict[str, str], teacher: Teacher, teacher_spec: di
         if progress:
             progress(rows[-1])
     if detpro and wanted(DETPRO_ROW):
-        if not store:
-            distill = distill_settings(configs, cfg_options)
-            store = region_store(student, world, teacher_spec, work_dir / "regions", distill["num_regions"],
-                                 distill["scales"])
-        rows += detpro_rows(world, teacher, teacher_spec, work_dir, iters, seed, configs, store, student,
+        rows += detpro_rows(world, teacher, teacher_spec, work_dir, iters, seed, configs, shared_store(), student,
                             progress, cfg_options)
     labels = None
-    if wanted(PSEUDO_ROW) or wanted(OVDETR_ROW):
+    if wanted(PSEUDO_ROW) or wanted(OVDETR_ROW) or "labels" in make:
         labels = make_pseudo_labels(world, teacher_spec, work_dir / "pseudo-labels", configs, student)
     if wanted(PSEUDO_ROW):
         rows.append(pseudo_label_row(world, teacher_spec, work_dir / "pseudo-labels", iters, seed, configs, student,
@@ -249,9 +263,23 @@ def make_pseudo_labels(world: dict[str, str], teacher_spec: dict, work_dir: Path
     images, refined 10 times by its RoI head (tools/proposals.py --refine 10), labelled by the teacher
     (tools/pseudo_boxes.py with configs/pseudo_boxes/synthetic-cpu.py). Returns the pseudo-label file and a
     note: their precision / recall against the train images' withheld novel ground truth (IoU 0.5) and the
-    time the labelling took. `pseudo_options` override the config's `pseudo` section."""
-    t0 = time.perf_counter()
+    time the labelling took. `pseudo_options` override the config's `pseudo` section. Made once in a bench run
+    (`made_once`: the same proposer, world, teacher and options)."""
     proposals, pseudo = work_dir / "proposals.json", work_dir / "pseudo_boxes.json"
+
+    def key() -> dict[str, Any]:
+        return {"made": "pseudo-labels", "proposer": weights_digest(proposer), "world": world,
+                "teacher": teacher_spec, "pseudo_options": pseudo_options or {}}
+    done = made_once("pseudo-labels", work_dir / "pseudo_boxes.made.json", key,
+                     lambda: label_train_images(world, teacher_spec, configs, proposer, proposals, pseudo,
+                                                pseudo_options))
+    return Path(done[0]), done[1]
+
+
+def label_train_images(world: dict[str, str], teacher_spec: dict, configs: Path, proposer: torch.nn.Module,
+                       proposals: Path, pseudo: Path, pseudo_options: Optional[dict[str, Any]]) -> list[str]:
+    """`make_pseudo_labels`' work: returns the pseudo-label file (as a string) and its note."""
+    t0 = time.perf_counter()
     for made in (proposals, pseudo):  # by another proposer, perhaps; the student's row beside them stays
         made.unlink(missing_ok=True)
     shutil.rmtree(parts_dir(pseudo), ignore_errors=True)
@@ -270,7 +298,7 @@ def make_pseudo_labels(world: dict[str, str], teacher_spec: dict, work_dir: Path
     note = (f"{quality['pseudo_labels']} pseudo-labels, precision {quality['precision']:.1f}% / recall "
             f"{quality['recall']:.1f}% of {quality['truths']} novel objects; labelling "
             f"{time.perf_counter() - t0:.0f} s")
-    return pseudo, note
+    return [str(pseudo), note]
 
 
 def pseudo_label_row(world: dict[str, str], teacher_spec: dict, work_dir: Path, iters: int, seed: int,

@@ -38,7 +38,8 @@ from ovclip.io import atomic_json_dump
 from ovclip.synthetic.bench import (
     BENCH_THREADS, BenchRow, BenchUnit, bench_run, numerics_record, run_units, source_digest)
 from ovd.bench import (
-    CHAINS, DETPRO_ROW, DETR_TEXT_ROW, INDEPENDENT, OVDETR_ROW, PSEUDO_ROW, ROW_CHOICES, ROW_ORDER, run_detection_rows)
+    DETPRO_ROW, DETR_TEXT_ROW, INDEPENDENT, NEED_VILD_TEXT, OVDETR_ROW, PSEUDO_ROW, ROW_CHOICES, ROW_ORDER, SHARED,
+    run_detection_rows)
 from ovseg.bench import run_segmentation_rows
 
 SETTINGS = {
@@ -103,7 +104,8 @@ def seed_run(args, s: dict, work: Path, teacher, teacher_dir: Path, seed: int, n
     if "detection" in args.task:
         rows += run_detection_rows(world, teacher, teacher_spec(teacher_dir), work / f"students-s{seed}",
                                    s["iters"], seed, Path(args.configs), progress=progress,
-                                   cfg_options=args.cfg_options, rows_wanted=args.rows, detr_iters=s["detr_iters"])
+                                   cfg_options=args.cfg_options, rows_wanted=args.rows, detr_iters=s["detr_iters"],
+                                   make=args.make)
     if "segmentation" in args.task:
         rows += run_segmentation_rows(world, teacher_spec(teacher_dir), work / f"segmenters-s{seed}",
                                       s["seg_iters"], seed, Path(args.configs), progress=progress)
@@ -118,33 +120,42 @@ def row_line(r: BenchRow) -> str:
 
 
 def plan_units(args, teacher_dir: Path) -> list[BenchUnit]:
-    """A parallel bench's units: per seed, ViLD-text; after it, each chain of rows that use its proposals in a
-    process of its own (ovd.bench.CHAINS: those of one chain share what they make of the proposals); the rows
-    that need nothing (DETR-text, the oracle) and the segmentation rows. Each unit is this tool on its rows and
-    the run's id: one that needs ViLD-text loads the one the ViLD-text unit trained. Listed longest path first,
-    as `run_units` starts the ready units in list order: every seed's ViLD-text, then the chains after it (the
-    ViLD chain, the longest, first), then the rest seed by seed (benchmarks/RESULTS.md, 2026-12-01 fourteenth
-    session: what that order saves on 3+ cores)."""
+    """A parallel bench's units: per seed, ViLD-text; after it, a unit for each thing some rows share, made of
+    its proposals (ovd.bench.SHARED: the pseudo-labels, the region store); a unit for each row choice that
+    uses the proposals, after ViLD-text or after the shared thing it uses; the choices that need nothing (DETR-
+    text, the oracle) and the segmentation rows. Each unit is this tool on its rows and the run's id: one that
+    needs ViLD-text, or a shared thing, loads what the unit before it made and recorded. Listed longest path
+    first, as `run_units` starts the ready units in list order: every seed's ViLD-text, every seed's shared
+    things, the choices after them (longest first: ovd.bench.NEED_VILD_TEXT's order), then the rest seed by
+    seed (benchmarks/bench_schedule.py models what the order gives on N cores)."""
     common = [sys.executable, str(Path(__file__).resolve()), "--threads", str(args.threads), "--work-dir",
               args.work_dir, "--teacher-dir", str(teacher_dir), "--teacher-captions", args.teacher_captions,
               "--configs", args.configs, "--run-id", args.run_id, "--cfg-options-json", json.dumps(args.cfg_options),
               *(["--quick"] if args.quick else []), *([DEBUG_FLAG] if args.debug else [])]
-    first, chained, rest = [], [], []
+    first, shared, after, rest = [], [], [], []
     for seed in args.seed:
-        def unit(tag: str, task: str, rows: Optional[list[str]], after: tuple[str, ...] = ()) -> BenchUnit:
+        def unit(tag: str, task: str, rows: Optional[list[str]], needs: tuple[str, ...] = (),
+                 make: Optional[str] = None) -> BenchUnit:
             return BenchUnit(f"s{seed}-{tag}", [*common, "--seed", str(seed), "--task", task, "--results-tag", tag,
-                                                *(["--rows", *rows] if rows else [])], after)
+                                                *(["--rows", *rows] if rows else []),
+                                                *(["--make", make] if make else [])],
+                             tuple(f"s{seed}-{name}" for name in needs))
         if "detection" in args.task:
             def want(choice: str) -> bool:
                 return args.rows is None or choice in args.rows
-            chains = [[choice for choice in chain if want(choice)] for chain in CHAINS]
-            if want("ViLD-text") or any(chains):
+            uses = [choice for choice in NEED_VILD_TEXT if want(choice)]
+            if want("ViLD-text") or uses:
                 first.append(unit("ViLD-text", "detection", ["ViLD-text"]))
-            chained += [unit("-".join(chain), "detection", chain, (f"s{seed}-ViLD-text",)) for chain in chains if chain]
+            made = {name: users for name, users in SHARED.items() if any(choice in users for choice in uses)}
+            shared += [unit(name, "detection", ["ViLD-text"], ("ViLD-text",), name) for name in made]
+            after += [(rank, unit(choice, "detection", [choice],
+                                  tuple(name for name, users in made.items() if choice in users) or ("ViLD-text",)))
+                      for rank, choice in enumerate(uses)]
             rest += [unit(choice, "detection", [choice]) for choice in INDEPENDENT if want(choice)]
         if "segmentation" in args.task:
             rest.append(unit("segmentation", "segmentation", None))
-    return first + chained + rest
+    after.sort(key=lambda ranked: ranked[0])  # stable: seed order within a choice
+    return first + shared + [u for _, u in after] + rest
 
 
 def merged_results(seed: int, units: list[BenchUnit], records: dict[str, dict], unit_seconds: dict[str, float]
@@ -264,6 +275,7 @@ def main(argv=None) -> int:
     p.add_argument("--run-id", help=argparse.SUPPRESS)  # a unit of a parallel bench: its run,
     p.add_argument("--results-tag", help=argparse.SUPPRESS)  # the name of its results file
     p.add_argument("--cfg-options-json", help=argparse.SUPPRESS)  # and the run's --cfg-options as parsed
+    p.add_argument("--make", nargs="+", choices=list(SHARED), default=(), help=argparse.SUPPRESS)  # a shared thing
     add_debug_flag(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+import torch
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
@@ -41,8 +42,6 @@ KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")  # 
 def numerics_record() -> dict[str, object]:
     """What this process computes with, for a results file: threads, ATen's kernels, the kernel-choosing
     variables as set (None: the library's own choice), library versions, the CPU's architecture."""
-    import torch
-
     return {"threads": torch.get_num_threads(), "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             **{k: os.environ.get(k) for k in KERNEL_VARIABLES}, "torch": torch.__version__,
             "torchvision": metadata.version("torchvision"), "machine": platform.machine()}
@@ -119,8 +118,6 @@ def bench_run(run_id: Optional[str]):
 
 
 def _row_key(config: "str | Path", options: dict[str, Any], iters: int, seed: int) -> str:
-    import torch
-
     return json.dumps({"run": _run_id, "config": str(config), "options": options, "iters": iters, "seed": seed,
                        "threads": torch.get_num_threads()}, sort_keys=True, default=str)
 
@@ -160,6 +157,42 @@ def train_and_test(config: "str | Path", options: dict[str, Any], work_dir: Path
         atomic_json_dump({"key": key, "checkpoint": f"iter_{iters}.pth", "seconds": time.perf_counter() - start,
                           "metrics": metrics}, record, indent=1)
     return runner, metrics
+
+
+def weights_digest(model) -> str:
+    """A digest of a model's state (weights and buffers, names, dtypes and shapes): what `made_once` keys a
+    thing made with the model on."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(f"{name} {t.dtype} {tuple(t.shape)}".encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def made_once(name: str, record: Path, key: Callable[[], dict[str, Any]], make: Callable[[], Any]) -> Any:
+    """What `make` writes (files of the caller's choosing) and returns (a JSON value), made once in a bench run:
+    inside `bench_run` the value is recorded in `record` with `key()` and the run's id when `make` returns, and
+    a later call with the same key in the same run (a resumed bench; a unit of a parallel one that uses what
+    another unit made) returns the recorded value and makes nothing. Outside it, always made (`key` is not
+    called). The key must name everything the made thing depends on beyond the run's code and settings (a
+    model by `weights_digest`)."""
+    if _run_id is None:
+        return make()
+    full = json.dumps({"run": _run_id, **key(), "threads": torch.get_num_threads()}, sort_keys=True, default=str)
+    if record.is_file():
+        done = json.loads(record.read_text())
+        if done["key"] == full:
+            print(f"    {name}: made earlier in this run (in {done['seconds']:.0f} s), reused", flush=True)
+            return done["value"]
+    record.unlink(missing_ok=True)  # what it recorded goes with the files make() replaces
+    start = time.perf_counter()
+    value = make()
+    seconds = time.perf_counter() - start
+    atomic_json_dump({"key": full, "seconds": seconds, "value": value}, record, indent=1)
+    print(f"    {name}: made in {seconds:.0f} s", flush=True)
+    return value
 
 
 def evaluate_config(config: "str | Path", options: dict[str, Any], work_dir: Path) -> dict:
