@@ -6,11 +6,11 @@ units' measured costs: a model for machines this one is not (it has 2 cores), no
 The units are tools/bench_ov.py's own (plan_units, all detection rows and the segmentation unit); each runs
 for its cost in minutes, and ovclip.synthetic.bench.run_units's rule starts them: whenever a process is free,
 the first ready unit in list order (ready: the units it comes after finished). Two orders of the same units
-are compared: plan_units' (every seed's ViLD-text, then the chains after them, then the rest) and seed by
-seed (the order before 2026-12-01's fourteenth session). The default costs are minutes of one one-thread process
-measured on this machine on 2026-12-01 (benchmarks/RESULTS.md; before ViLD's faster RoIAlign backward, which
-cuts a ViLD training step's ~1.2x: pass --cost to model it). The model takes a unit's cost as fixed; processes
-at once slow each other more or less by which units they are (DetPro beside OV-DETR more than two ViLD-texts,
+are compared: plan_units' (every seed's ViLD-text, then what rows share of its proposals, then the rows that
+use them, longest first, then the rest) and seed by seed. The default costs are minutes of one one-thread
+process measured on this machine on 2026-12-02 (benchmarks/RESULTS.md: seed 0 with --jobs 2, each unit beside
+another; a unit's cost includes its start, ~0.3 minutes). The model takes a unit's cost as fixed; processes at
+once slow each other more or less by which units they are (DetPro beside OV-DETR more than two ViLD-texts,
 RESULTS.md), and more of them may on a machine whose memory bandwidth they share.
 """
 from __future__ import annotations
@@ -27,8 +27,9 @@ sys.path.insert(0, str(ROOT))
 from ovclip.synthetic.bench import startable  # noqa: E402
 
 # minutes a unit takes, by its tag (the unit's name without the seed)
-COSTS = {"ViLD-text": 12.5, "ViLD-teacher-DetPro": 45.5, "pseudo-labels-OV-DETR": 35.0, "DETR-text": 14.5,
-         "oracle": 13.0, "segmentation": 11.0}
+COSTS = {"ViLD-text": 10.3, "labels": 5.7, "regions": 2.5, "OV-DETR": 19.6, "DetPro": 16.3, "ViLD": 12.5,
+         "ViLD-ensemble": 13.2, "pseudo-labels": 13.1, "teacher": 0.9, "DETR-text": 15.3, "oracle": 12.3,
+         "segmentation": 11.0}
 
 
 def plan(seeds: int) -> list:
@@ -63,6 +64,19 @@ def makespan(units: list, costs: dict[str, float], jobs: int) -> float:
     return now
 
 
+def longest_path(units: list, costs: dict[str, float]) -> tuple[float, list[str]]:
+    """The longest chain of units, each after the one before it (no number of processes ends sooner): its
+    minutes and its units' names."""
+    by_name, ends = {u.name: u for u in units}, {}
+
+    def end(name: str) -> tuple[float, list[str]]:
+        if name not in ends:
+            before = max((end(a) for a in by_name[name].after), default=(0.0, []))
+            ends[name] = (before[0] + costs[tag(by_name[name])], [*before[1], name])
+        return ends[name]
+    return max(end(u.name) for u in units)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=3)
@@ -79,7 +93,9 @@ def main(argv=None) -> int:
     units = plan(args.seeds)
     by_seed = sorted(units, key=lambda u: int(u.name[1:].split("-", 1)[0]))  # stable: plan order within a seed
     total = sum(costs[tag(u)] for u in units)
-    print(f"{len(units)} units of {args.seeds} seed(s), {total:.0f} process-minutes; modelled, not measured\n")
+    minutes, path = longest_path(units, costs)
+    print(f"{len(units)} units of {args.seeds} seed(s), {total:.0f} process-minutes; modelled, not measured; the "
+          f"longest path {minutes:.0f} min ({' -> '.join(path)})\n")
     print("| processes | plan_units' order, min | per seed | seed by seed, min | per seed |\n|---|---|---|---|---|")
     for jobs in args.jobs:
         a, b = makespan(units, costs, jobs), makespan(by_seed, costs, jobs)
