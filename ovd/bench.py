@@ -136,7 +136,7 @@ def region_store(model: torch.nn.Module, world: dict[str, str], teacher_spec: di
     def key() -> dict[str, Any]:
         return {"made": "region store", "proposer": weights_digest(model), "world": world, "teacher": teacher_spec,
                 "num_regions": num_regions, "scales": list(scales)}
-    return made_once("region store", Path(f"{out}.made.json"), key, make)
+    return made_once("region store", Path(f"{out}.made.json"), key, make, [out / "store" / "meta.json"])
 
 
 def train_student(configs: Path, options: dict[str, Any], work_dir: Path, iters: int, seed: int
@@ -272,7 +272,7 @@ def make_pseudo_labels(world: dict[str, str], teacher_spec: dict, work_dir: Path
                 "teacher": teacher_spec, "pseudo_options": pseudo_options or {}}
     done = made_once("pseudo-labels", work_dir / "pseudo_boxes.made.json", key,
                      lambda: label_train_images(world, teacher_spec, configs, proposer, proposals, pseudo,
-                                                pseudo_options))
+                                                pseudo_options), [pseudo])
     return Path(done[0]), done[1]
 
 

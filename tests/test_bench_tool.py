@@ -301,6 +301,9 @@ def test_made_once_makes_a_thing_once_a_run(tmp_path, capsys):
             assert made_once("thing", record, lambda: {"k": 2}, make("d")) == ["d", 1]  # another key
             torch.set_num_threads(threads + 1)  # other sums: made again
             assert made_once("thing", record, lambda: {"k": 2}, make("e")) == ["e", 1]
+            # what it made is gone: made again
+            assert made_once("thing", record, lambda: {"k": 2}, make("x"), [tmp_path / "gone"]) == ["x", 1]
+            assert made_once("thing", record, lambda: {"k": 2}, make("y"), [tmp_path]) == ["x", 1]
         with bench_run("r2"):  # another run
             assert made_once("thing", record, lambda: {"k": 2}, make("f")) == ["f", 1]
             with pytest.raises(ZeroDivisionError):  # a make that fails leaves no record: made by the next call
@@ -309,7 +312,7 @@ def test_made_once_makes_a_thing_once_a_run(tmp_path, capsys):
             assert made_once("thing", record, lambda: {"k": 3}, make("g")) == ["g", 1]
     finally:
         torch.set_num_threads(threads)
-    assert made == ["a", "b", "d", "e", "f", "g"]
+    assert made == ["a", "b", "d", "e", "x", "f", "g"]
 
 
 def test_weights_digest_names_a_models_state():

@@ -171,19 +171,20 @@ def weights_digest(model) -> str:
     return h.hexdigest()[:16]
 
 
-def made_once(name: str, record: Path, key: Callable[[], dict[str, Any]], make: Callable[[], Any]) -> Any:
-    """What `make` writes (files of the caller's choosing) and returns (a JSON value), made once in a bench run:
-    inside `bench_run` the value is recorded in `record` with `key()` and the run's id when `make` returns, and
-    a later call with the same key in the same run (a resumed bench; a unit of a parallel one that uses what
-    another unit made) returns the recorded value and makes nothing. Outside it, always made (`key` is not
-    called). The key must name everything the made thing depends on beyond the run's code and settings (a
-    model by `weights_digest`)."""
+def made_once(name: str, record: Path, key: Callable[[], dict[str, Any]], make: Callable[[], Any],
+              outputs: Sequence[Path] = ()) -> Any:
+    """What `make` writes (`outputs`, among others) and returns (a JSON value), made once in a bench run: inside
+    `bench_run` the value is recorded in `record` with `key()` and the run's id when `make` returns, and a
+    later call with the same key in the same run, `outputs` still there (a resumed bench; a unit of a parallel
+    one that uses what another unit made), returns the recorded value and makes nothing. Outside it, always
+    made (`key` is not called). The key must name everything the made thing depends on beyond the run's code
+    and settings (a model by `weights_digest`)."""
     if _run_id is None:
         return make()
     full = json.dumps({"run": _run_id, **key(), "threads": torch.get_num_threads()}, sort_keys=True, default=str)
     if record.is_file():
         done = json.loads(record.read_text())
-        if done["key"] == full:
+        if done["key"] == full and all(Path(path).exists() for path in outputs):
             print(f"    {name}: made earlier in this run (in {done['seconds']:.0f} s), reused", flush=True)
             return done["value"]
     record.unlink(missing_ok=True)  # what it recorded goes with the files make() replaces
