@@ -8,8 +8,9 @@ for its cost in minutes, and ovclip.synthetic.bench.run_units's rule starts them
 the first ready unit in list order (ready: the units it comes after finished). Two orders of the same units
 are compared: plan_units' (every seed's ViLD-text, then what rows share of its proposals, then the rows that
 use them, longest first, then the rest) and seed by seed. The default costs are minutes of one one-thread
-process measured on this machine on 2026-12-02 (benchmarks/RESULTS.md: seed 0 with --jobs 2, each unit beside
-another; a unit's cost includes its start, ~0.3 minutes). The model takes a unit's cost as fixed; processes at
+process measured on this machine on 2026-12-02 (benchmarks/RESULTS.md: seed 0's detection units with --jobs 2,
+each beside another; a unit's cost includes its start, ~0.3 minutes; the segmentation unit's from an earlier
+run). The model takes a unit's cost as fixed; processes at
 once slow each other more or less by which units they are (DetPro beside OV-DETR more than two ViLD-texts,
 RESULTS.md), and more of them may on a machine whose memory bandwidth they share.
 """
@@ -27,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 from ovclip.synthetic.bench import startable  # noqa: E402
 
 # minutes a unit takes, by its tag (the unit's name without the seed)
-COSTS = {"ViLD-text": 10.3, "labels": 5.7, "regions": 2.5, "OV-DETR": 19.6, "DetPro": 16.3, "ViLD": 12.5,
-         "ViLD-ensemble": 13.2, "pseudo-labels": 13.1, "teacher": 0.9, "DETR-text": 15.3, "oracle": 12.3,
+COSTS = {"ViLD-text": 14.3, "labels": 7.4, "regions": 2.1, "OV-DETR": 19.8, "DetPro": 18.0, "ViLD": 12.0,
+         "ViLD-ensemble": 12.3, "pseudo-labels": 11.6, "teacher": 0.7, "DETR-text": 18.7, "oracle": 11.3,
          "segmentation": 11.0}
 
 
