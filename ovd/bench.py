@@ -78,10 +78,11 @@ ROWS_OF_CHOICE = {"ViLD-text": ["ViLD-text"], "ViLD": ["ViLD"], "ViLD-ensemble":
                   "oracle": [STUDENTS[3][0]], "teacher": [TEACHER_ROW], "DetPro": [DETPRO_ROW, DETPRO_TEACHER_ROW],
                   "pseudo-labels": [PSEUDO_ROW], "DETR-text": [DETR_TEXT_ROW], "OV-DETR": [OVDETR_ROW]}
 # The choices whose rows use ViLD-text's proposals (ViLD-text runs with them), longest first (a parallel bench
-# starts them in this order; minutes of one process on 2026-12-01: 19, 16, 14.5, 13, 13, 1), and what some of
-# them share, made once from the proposals: the pseudo-labels, the distilled students' region store (a
-# parallel bench makes each in a unit of its own, before the units of the rows that use it). The choices
-# that need nothing.
+# starts them in this order; minutes of one process beside another on 2026-12-02: 19.8, 18.0, 12.0, 12.3, 11.6,
+# 0.7), and what some of them share, made once from the proposals (`made_once` by these names): the
+# pseudo-labels, the distilled students' region store. A parallel bench makes each in a unit of its own, in
+# this order (the labels' path to OV-DETR is the longer), before the units of the rows that use it. The
+# choices that need nothing.
 NEED_VILD_TEXT = ("OV-DETR", "DetPro", "ViLD", "ViLD-ensemble", "pseudo-labels", "teacher")
 SHARED = {"labels": ("pseudo-labels", "OV-DETR"), "regions": ("ViLD", "ViLD-ensemble", "DetPro")}
 INDEPENDENT = ("DETR-text", "oracle")
@@ -118,8 +119,8 @@ def region_store(model: torch.nn.Module, world: dict[str, str], teacher_spec: di
     """ViLD's offline distillation data: a trained student's top `num_regions` class-agnostic proposals on
     each train image (tools/proposals.py), embedded by the teacher at each crop scale into a feature store
     (tools/precompute.py). Returns the dataset options that point a config at it. Made once in a bench run
-    (`made_once`: the same model, world, teacher and settings); otherwise what an earlier run left in `out`
-    is removed first: it came from another model, and a resumed store would mix the two."""
+    (`made_once` "regions": the same model, world, teacher and settings). When it is made, what an earlier run
+    left in `out` is removed first: it came from another model, and a resumed store would mix the two."""
     def make() -> dict[str, Any]:
         shutil.rmtree(out, ignore_errors=True)
         proposals = out / "proposals.json"
@@ -136,7 +137,7 @@ def region_store(model: torch.nn.Module, world: dict[str, str], teacher_spec: di
     def key() -> dict[str, Any]:
         return {"made": "region store", "proposer": weights_digest(model), "world": world, "teacher": teacher_spec,
                 "num_regions": num_regions, "scales": list(scales)}
-    return made_once("region store", Path(f"{out}.made.json"), key, make, [out / "store" / "meta.json"])
+    return made_once("regions", Path(f"{out}.made.json"), key, make, [out / "store" / "shards"])
 
 
 def train_student(configs: Path, options: dict[str, Any], work_dir: Path, iters: int, seed: int
@@ -264,13 +265,13 @@ def make_pseudo_labels(world: dict[str, str], teacher_spec: dict, work_dir: Path
     (tools/pseudo_boxes.py with configs/pseudo_boxes/synthetic-cpu.py). Returns the pseudo-label file and a
     note: their precision / recall against the train images' withheld novel ground truth (IoU 0.5) and the
     time the labelling took. `pseudo_options` override the config's `pseudo` section. Made once in a bench run
-    (`made_once`: the same proposer, world, teacher and options)."""
+    (`made_once` "labels": the same proposer, world, teacher and options)."""
     proposals, pseudo = work_dir / "proposals.json", work_dir / "pseudo_boxes.json"
 
     def key() -> dict[str, Any]:
         return {"made": "pseudo-labels", "proposer": weights_digest(proposer), "world": world,
                 "teacher": teacher_spec, "pseudo_options": pseudo_options or {}}
-    done = made_once("pseudo-labels", work_dir / "pseudo_boxes.made.json", key,
+    done = made_once("labels", work_dir / "pseudo_boxes.made.json", key,
                      lambda: label_train_images(world, teacher_spec, configs, proposer, proposals, pseudo,
                                                 pseudo_options), [pseudo])
     return Path(done[0]), done[1]

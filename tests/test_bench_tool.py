@@ -86,26 +86,35 @@ def test_bench_quick_runs_end_to_end(quick_bench):
 
 
 def test_bench_units_and_resume_give_the_rows_of_one_process(quick_bench, capsys):
-    # A unit of a parallel bench (what --jobs 2 runs in a process of its own: this tool with the run's id) trains
-    # ViLD-ensemble on the ViLD-text and the region store that the one-process run made and recorded: the same
-    # weights, the store not made again. Then --resume keeps a finished row, and refuses other settings. (In this
-    # process: a subprocess per call spends seconds on imports.)
+    # Units of a parallel bench (what --jobs 2 runs in processes of their own: this tool with the run's id): the
+    # "regions" unit makes the region store again from the ViLD-text the one-process run trained and recorded (the
+    # same store); the ViLD-ensemble unit trains on it (the same weights; the store not made again). Then --resume
+    # keeps a finished row, and refuses other settings. (In this process: a subprocess per call spends seconds on
+    # imports.)
     import torch
     work, _, before = quick_bench
     bench, threads = load_tool("bench_ov"), torch.get_num_threads()
     students, options = work / "quick" / "students-s0", {"model.detector.box_detections_per_img": 40}
     trained = torch.load(students / "ViLD-ensemble" / "iter_2.pth", weights_only=False)["state_dict"]
     (students / "ViLD-ensemble" / "bench_row.json").unlink()
-    shards = {p: p.stat().st_mtime_ns for p in (students / "regions").rglob("*") if p.is_file()}
+    store = {p: p.read_bytes() for p in (students / "regions" / "store" / "shards").iterdir()}
+    (students / "regions.made.json").unlink()
     run_id = json.loads((work / "quick" / "run.json").read_text())["id"]
     common = ["--quick", "--work-dir", str(work), "--configs", str(ROOT / "configs"), "--task", "detection"]
+    unit = [*common, "--run-id", run_id, "--cfg-options-json", json.dumps(options)]
     try:
-        assert bench.main([*common, "--run-id", run_id, "--results-tag", "ViLD-ensemble", "--rows", "ViLD-ensemble",
-                           "--cfg-options-json", json.dumps(options)]) == 0
+        # a unit that uses the store does not make it (other units may be reading it): it says which unit does
+        with pytest.raises(RuntimeError, match=r"regions: not made .*the unit 'regions' made before it"):
+            bench.main([*unit, "--results-tag", "ViLD-ensemble", "--rows", "ViLD-ensemble"])
+        assert bench.main([*unit, "--results-tag", "regions", "--rows", "ViLD-text", "--make", "regions"]) == 0
+        assert re.search(r"    regions: made in \d+ s", capsys.readouterr().out)
+        assert {p: p.read_bytes() for p in (students / "regions" / "store" / "shards").iterdir()} == store
+        shards = {p: p.stat().st_mtime_ns for p in (students / "regions").rglob("*") if p.is_file()}
+        assert bench.main([*unit, "--results-tag", "ViLD-ensemble", "--rows", "ViLD-ensemble"]) == 0
         out = capsys.readouterr().out
         assert re.search(r"    ViLD-text: finished earlier in this run \(trained and tested in \d+ s\), loaded from "
                          r"iter_2\.pth", out) and "    ViLD-ensemble: training 2 iterations" in out
-        assert re.search(r"    region store: made earlier in this run \(in \d+ s\), reused", out)
+        assert re.search(r"    regions: made earlier in this run \(in \d+ s\), reused", out)
         assert shards and {p: p.stat().st_mtime_ns for p in shards} == shards
         again = torch.load(students / "ViLD-ensemble" / "iter_2.pth", weights_only=False)["state_dict"]
         assert again.keys() == trained.keys() and all(torch.equal(again[k], trained[k]) for k in trained)
@@ -141,16 +150,20 @@ def test_parallel_bench_merges_its_units_records():
     bench = load_tool("bench_ov")
     row = {"task": "detection", "novel": 1.0, "base": 2.0, "note": ""}
     records = {"s0-ViLD-text": ["ViLD-text"], "s0-oracle": ["oracle (novel boxes too)"],
-               "s0-ViLD": ["ViLD-text", "ViLD-ensemble", "ViLD"], "s1-oracle": ["oracle (novel boxes too)"]}
+               "s0-ViLD-ensemble": ["ViLD-text", "ViLD-ensemble"], "s0-ViLD": ["ViLD-text", "ViLD"],
+               "s0-regions": ["ViLD-text"], "s1-oracle": ["oracle (novel boxes too)"]}
     records = {name: {"seed": int(name[1]), "numerics": {"threads": 1},
                       "rows": [{**row, "name": r, "seconds": len(name)} for r in rows]}
                for name, rows in records.items()}
     units = [bench.BenchUnit(name, []) for name in [*records, "s0-DETR-text"]]
-    merged = bench.merged_results(0, units, records, {"s0-ViLD-text": 10.0, "s0-oracle": 20.0, "s0-ViLD": 30.0})
-    # each row once, from the first unit that has it, in the order one process runs them; unfinished units left out
+    seconds = {"s0-ViLD-text": 10.0, "s0-oracle": 20.0, "s0-ViLD-ensemble": 30.0, "s0-ViLD": 40.0,
+               "s0-regions": 5.0}
+    merged = bench.merged_results(0, units, records, seconds)
+    # each row once, from the first unit that has it, in the order one process runs them; unfinished units left
+    # out; a unit that made something and gave no row of its own is in the units' times
     assert [(r["name"], r["seconds"]) for r in merged["rows"]] == [
-        ("ViLD-text", 12), ("ViLD", 7), ("ViLD-ensemble", 7), ("oracle (novel boxes too)", 9)]
-    assert merged["units"] == {"s0-ViLD-text": 10.0, "s0-oracle": 20.0, "s0-ViLD": 30.0}
+        ("ViLD-text", 12), ("ViLD", 7), ("ViLD-ensemble", 16), ("oracle (novel boxes too)", 9)]
+    assert merged["units"] == seconds
     assert merged["numerics"] == {"threads": 1} and bench.merged_results(2, units, records, {}) == {}
 
 
@@ -265,9 +278,9 @@ def test_parallel_bench_units_make_what_one_process_made(quick_bench):
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert re.search(r"s0-ViLD-text: started.*s0-labels: started.*s0-pseudo-labels: started", r.stdout, re.S)
     logs = work / "quick" / "logs"
-    assert re.search(r"    pseudo-labels: made in \d+ s", (logs / "s0-labels.log").read_text())
+    assert re.search(r"    labels: made in \d+ s", (logs / "s0-labels.log").read_text())
     row_log = (logs / "s0-pseudo-labels.log").read_text()
-    assert re.search(r"    pseudo-labels: made earlier in this run \(in \d+ s\), reused", row_log)
+    assert re.search(r"    labels: made earlier in this run \(in \d+ s\), reused", row_log)
     assert "    student: training 2 iterations" in row_log and "ViLD-text: training" not in row_log
     assert {name: json.loads((folder / name).read_text()) for name in made} == made
     again = torch.load(folder / "student" / "iter_2.pth", weights_only=False)["state_dict"]
@@ -310,9 +323,21 @@ def test_made_once_makes_a_thing_once_a_run(tmp_path, capsys):
                 made_once("thing", record, lambda: {"k": 3}, lambda: 1 / 0)
             assert not record.exists()
             assert made_once("thing", record, lambda: {"k": 3}, make("g")) == ["g", 1]
+        # a unit of a parallel bench makes only what it is there to make; it uses the rest, or says why not
+        with bench_run("r2", may_make=["other"]):
+            assert made_once("thing", record, lambda: {"k": 3}, make("h")) == ["g", 1]
+            for key, outputs, why in (({"k": 4}, [], "made for another model, settings or run"),
+                                      ({"k": 3}, [tmp_path / "gone"], "made, but its files are gone")):
+                with pytest.raises(RuntimeError, match=f"thing: {why} .*the unit 'thing' made before it"):
+                    made_once("thing", record, lambda: key, make("i"), outputs)
+            record.unlink()
+            with pytest.raises(RuntimeError, match="thing: not made"):
+                made_once("thing", record, lambda: {"k": 3}, make("i"))
+        with bench_run("r2", may_make=["thing"]):
+            assert made_once("thing", record, lambda: {"k": 3}, make("j")) == ["j", 1]
     finally:
         torch.set_num_threads(threads)
-    assert made == ["a", "b", "d", "e", "x", "f", "g"]
+    assert made == ["a", "b", "d", "e", "x", "f", "g", "j"]
 
 
 def test_weights_digest_names_a_models_state():

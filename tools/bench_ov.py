@@ -319,7 +319,7 @@ def main(argv=None) -> int:
         start_run(p, args, work, teacher, numerics)
     if args.jobs > 1:
         return run_parallel(args, s, work, teacher_dir, t0)
-    with bench_run(args.run_id):
+    with bench_run(args.run_id, may_make=args.make if args.results_tag is not None else None):
         for seed in args.seed:
             results, rows = seed_run(args, s, work, teacher, teacher_dir, seed, numerics, teacher_seconds)
             if args.results_tag is not None:  # a unit of a parallel bench: the run prints the table

@@ -100,21 +100,26 @@ class BenchProgressHook(Hook):
 
 ROW_RECORD = "bench_row.json"  # a finished training row: what it was trained with, its metrics
 _run_id: Optional[str] = None
+_may_make: Optional[frozenset[str]] = None
 
 
 @contextmanager
-def bench_run(run_id: Optional[str]):
+def bench_run(run_id: Optional[str], may_make: Optional[Sequence[str]] = None):
     """Within it, each row `train_and_test` finishes is recorded in its work dir under `run_id`, and a row
     already finished under that id, with the same config, options, iterations, seed and thread count, is
     loaded from its checkpoint instead of trained again (a resumed bench, or another process of a parallel
-    one that needs a row's model). A run id stands for one code, teacher and settings: the bench tool gives a
-    new one unless it resumes a run with all of them unchanged. Outside it (`run_id` None) nothing is reused."""
-    global _run_id
-    previous, _run_id = _run_id, run_id
+    one that needs a row's model); so is what `made_once` makes. A run id stands for one code, teacher and
+    settings: the bench tool gives a new one unless it resumes a run with all of them unchanged. Outside it
+    (`run_id` None) nothing is reused. `may_make`: the names of what `made_once` may make here (None: all); a
+    unit of a parallel bench only uses the others, which a unit before it made (were it to make one again,
+    it would remove files other units are reading)."""
+    global _run_id, _may_make
+    previous = _run_id, _may_make
+    _run_id, _may_make = run_id, None if may_make is None else frozenset(may_make)
     try:
         yield
     finally:
-        _run_id = previous
+        _run_id, _may_make = previous
 
 
 def _row_key(config: "str | Path", options: dict[str, Any], iters: int, seed: int) -> str:
@@ -175,18 +180,23 @@ def made_once(name: str, record: Path, key: Callable[[], dict[str, Any]], make: 
               outputs: Sequence[Path] = ()) -> Any:
     """What `make` writes (`outputs`, among others) and returns (a JSON value), made once in a bench run: inside
     `bench_run` the value is recorded in `record` with `key()` and the run's id when `make` returns, and a
-    later call with the same key in the same run, `outputs` still there (a resumed bench; a unit of a parallel
-    one that uses what another unit made), returns the recorded value and makes nothing. Outside it, always
-    made (`key` is not called). The key must name everything the made thing depends on beyond the run's code
-    and settings (a model by `weights_digest`)."""
+    later call with the same key in the same run, `outputs` still there (a file; a folder not empty: a resumed
+    bench; a unit of a parallel one that uses what another unit made), returns the recorded value and makes
+    nothing; one that `bench_run` may not make raises instead of making it. Outside it, always made (`key` is
+    not called). The key must name everything the made thing depends on beyond the run's code and settings
+    (a model by `weights_digest`)."""
     if _run_id is None:
         return make()
     full = json.dumps({"run": _run_id, **key(), "threads": torch.get_num_threads()}, sort_keys=True, default=str)
-    if record.is_file():
-        done = json.loads(record.read_text())
-        if done["key"] == full and all(Path(path).exists() for path in outputs):
-            print(f"    {name}: made earlier in this run (in {done['seconds']:.0f} s), reused", flush=True)
-            return done["value"]
+    done = json.loads(record.read_text()) if record.is_file() else {}
+    if done.get("key") == full and all(Path(p).is_file() or any(Path(p).glob("*")) for p in outputs):
+        print(f"    {name}: made earlier in this run (in {done['seconds']:.0f} s), reused", flush=True)
+        return done["value"]
+    if _may_make is not None and name not in _may_make:
+        why = "not made" if not done else "made, but its files are gone" if done["key"] == full else \
+            "made for another model, settings or run"
+        raise RuntimeError(f"{name}: {why} ({record}); this unit of a parallel bench uses the one the unit "
+                           f"'{name}' made before it: see that unit's log, or run the bench again")
     record.unlink(missing_ok=True)  # what it recorded goes with the files make() replaces
     start = time.perf_counter()
     value = make()
