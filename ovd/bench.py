@@ -135,8 +135,8 @@ def region_store(model: torch.nn.Module, world: dict[str, str], teacher_spec: di
                 "train_dataloader.dataset.max_distill_regions": num_regions}
 
     def key() -> dict[str, Any]:
-        return {"made": "region store", "proposer": weights_digest(model), "world": world, "teacher": teacher_spec,
-                "num_regions": num_regions, "scales": list(scales)}
+        return {"proposer": weights_digest(model), "world": world, "teacher": teacher_spec, "num_regions": num_regions,
+                "scales": list(scales)}
     return made_once("regions", Path(f"{out}.made.json"), key, make, [out / "store" / "shards"])
 
 
@@ -269,8 +269,8 @@ def make_pseudo_labels(world: dict[str, str], teacher_spec: dict, work_dir: Path
     proposals, pseudo = work_dir / "proposals.json", work_dir / "pseudo_boxes.json"
 
     def key() -> dict[str, Any]:
-        return {"made": "pseudo-labels", "proposer": weights_digest(proposer), "world": world,
-                "teacher": teacher_spec, "pseudo_options": pseudo_options or {}}
+        return {"proposer": weights_digest(proposer), "world": world, "teacher": teacher_spec,
+                "pseudo_options": pseudo_options or {}}
     done = made_once("labels", work_dir / "pseudo_boxes.made.json", key,
                      lambda: label_train_images(world, teacher_spec, configs, proposer, proposals, pseudo,
                                                 pseudo_options), [pseudo])

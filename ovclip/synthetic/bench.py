@@ -187,7 +187,8 @@ def made_once(name: str, record: Path, key: Callable[[], dict[str, Any]], make: 
     (a model by `weights_digest`)."""
     if _run_id is None:
         return make()
-    full = json.dumps({"run": _run_id, **key(), "threads": torch.get_num_threads()}, sort_keys=True, default=str)
+    full = json.dumps({"run": _run_id, "made": name, **key(), "threads": torch.get_num_threads()}, sort_keys=True,
+                      default=str)
     done = json.loads(record.read_text()) if record.is_file() else {}
     if done.get("key") == full and all(Path(p).is_file() or any(Path(p).glob("*")) for p in outputs):
         print(f"    {name}: made earlier in this run (in {done['seconds']:.0f} s), reused", flush=True)
