@@ -40,7 +40,7 @@ def plan(seeds: int) -> list:
     spec.loader.exec_module(tool)
     args = SimpleNamespace(seed=list(range(seeds)), task=["detection", "segmentation"], rows=None, threads=1,
                            work_dir="w", teacher_dir="t", teacher_captions="default", configs="c", run_id="r",
-                           quick=False, debug=False, cfg_options={})
+                           quick=False, debug=False, cfg_options={}, detr_cfg_options={})
     return tool.plan_units(args, Path("t"))
 
 

@@ -189,7 +189,7 @@ def run_detection_rows(world: dict[str, str], teacher: Teacher, teacher_spec: di
                        seed: int, configs: Path, progress: Optional[Callable[[BenchRow], None]] = None,
                        cfg_options: Optional[dict[str, Any]] = None, detpro: bool = True,
                        rows_wanted: Optional[Sequence[str]] = None, detr_iters: Optional[int] = None,
-                       make: Sequence[str] = ()) -> list[BenchRow]:
+                       make: Sequence[str] = (), detr_cfg_options: Optional[dict[str, Any]] = None) -> list[BenchRow]:
     """Train and evaluate every student (ViLD-text first: its proposals are the distilled regions of the
     others, and the teacher's alone), then the teacher on ViLD-text's proposals, then the pseudo-label
     row. `configs`: the folder of the project's configs (the repository's configs/). `cfg_options` override
@@ -197,8 +197,9 @@ def run_detection_rows(world: dict[str, str], teacher: Teacher, teacher_spec: di
     settings (distillation source, inference mode) still apply on top. `rows_wanted`: the first word of
     each row to run (`ROW_CHOICES`; ViLD-text also runs when a row asked for uses its proposals); all by
     default. `detr_iters`: the DETR rows' iterations (`iters` if not given); `cfg_options` do not reach them
-    (they are the ViLD config's keys). `make`: what of `SHARED` to make (and record, in a bench run) even if
-    no row asked for uses it: a parallel bench's unit that makes it for the units after it."""
+    (they are the ViLD config's keys): `detr_cfg_options` override keys of the DETR rows' config. `make`: what
+    of `SHARED` to make (and record, in a bench run) even if no row asked for uses it: a parallel bench's unit
+    that makes it for the units after it."""
     def wanted(name: str) -> bool:
         return rows_wanted is None or row_choice(name) in rows_wanted or \
             (name == "ViLD-text" and (any(r in NEED_VILD_TEXT for r in rows_wanted) or bool(make)))
@@ -254,7 +255,7 @@ def run_detection_rows(world: dict[str, str], teacher: Teacher, teacher_spec: di
             progress(rows[-1])
     if wanted(DETR_TEXT_ROW) or wanted(OVDETR_ROW):
         rows += ovdetr_rows(world, teacher, teacher_spec, work_dir, detr_iters or iters, seed, configs, labels,
-                            progress, wanted)
+                            progress, wanted, detr_cfg_options)
     return rows
 
 
@@ -319,15 +320,16 @@ def pseudo_label_row(world: dict[str, str], teacher_spec: dict, work_dir: Path, 
 
 def ovdetr_rows(world: dict[str, str], teacher: Teacher, teacher_spec: dict, work_dir: Path, iters: int, seed: int,
                 configs: Path, labels: tuple[Path, str], progress: Optional[Callable[[BenchRow], None]] = None,
-                wanted: Callable[[str], bool] = lambda name: True) -> list[BenchRow]:
+                wanted: Callable[[str], bool] = lambda name: True, cfg_options: Optional[dict[str, Any]] = None
+                ) -> list[BenchRow]:
     """DETR-text (the synthetic OV-DETR config unconditioned, text classifier, base boxes only) and OV-DETR
     (conditional matching, trained on the base boxes + the teacher's pseudo-boxes `labels`, image conditions
-    from a class bank of the teacher's embeddings of those boxes)."""
-    rows = []
+    from a class bank of the teacher's embeddings of those boxes). `cfg_options` override keys of that config
+    for both rows; a row's own settings apply on top."""
+    rows, common = [], {**world_options(world, teacher_spec, "base"), **(cfg_options or {})}
     if wanted(DETR_TEXT_ROW):
         t0 = time.perf_counter()
-        _, m = train_and_test(Path(configs) / OVDETR_CONFIG, {**world_options(world, teacher_spec, "base"),
-                                                              "model.conditional": False},
+        _, m = train_and_test(Path(configs) / OVDETR_CONFIG, {**common, "model.conditional": False},
                               work_dir / "DETR-text", iters, seed)
         rows.append(BenchRow("detection", DETR_TEXT_ROW, m["det/AP50_novel"], m["det/AP50_base"],
                              time.perf_counter() - t0))
@@ -341,7 +343,7 @@ def ovdetr_rows(world: dict[str, str], teacher: Teacher, teacher_spec: dict, wor
         build_class_bank(teacher, world["train_base"], world["train_images"], world["vocabulary"], bank,
                          pseudo_annotations=[str(pseudo)], progress=False)
         _, m = train_and_test(Path(configs) / OVDETR_CONFIG, {
-            **world_options(world, teacher_spec, "base"), "model.conditioning.class_bank": str(bank),
+            **common, "model.conditioning.class_bank": str(bank),
             "train_dataloader.dataset.pseudo_annotations": [str(pseudo)],
             "train_dataloader.dataset.pseudo_weight": "one"}, work_dir / "OV-DETR", iters, seed)
         rows.append(BenchRow("detection", OVDETR_ROW, m["det/AP50_novel"], m["det/AP50_base"],

@@ -37,13 +37,17 @@ def test_bench_refuses_a_teacher_of_other_captions(tmp_path, monkeypatch, capsys
     assert not (tmp_path / "quick").exists()  # refused before any work
 
 
+# harmless overrides of the ViLD family's config and the DETR rows', to see them arrive (every run in the quick
+# bench's work dir gives them: --resume refuses other settings)
+OVERRIDES = ["--cfg-options", "model.detector.box_detections_per_img=40",
+             "--detr-cfg-options", "model.detections_per_img=30"]
+
+
 @pytest.fixture(scope="module")
 def quick_bench(tmp_path_factory):
     """The quick bench, every row, in one process (as the README's smoke run)."""
-    # --cfg-options reach every detection student's config (a harmless override, to see it arrive)
     work = tmp_path_factory.mktemp("bench")
-    r = subprocess.run([sys.executable, "tools/bench_ov.py", "--quick", "--work-dir", str(work),
-                        "--cfg-options", "model.detector.box_detections_per_img=40"], cwd=ROOT,
+    r = subprocess.run([sys.executable, "tools/bench_ov.py", "--quick", "--work-dir", str(work), *OVERRIDES], cwd=ROOT,
                        capture_output=True, text=True)  # no time limit: a loaded machine is slow, not wrong
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     return work, r.stdout, json.loads((work / "quick" / "results-s0.json").read_text())  # before a test resumes it
@@ -67,6 +71,7 @@ def test_bench_quick_runs_end_to_end(quick_bench):
     assert (tmp_path / "quick" / "students-s0" / "DetPro-prompts" / "prompts.safetensors").is_file()
     assert len(saved["rows"]) == 15 and all(0 <= row["novel"] <= 100 for row in saved["rows"])
     assert saved["cfg_options"] == {"model.detector.box_detections_per_img": 40}
+    assert saved["detr_cfg_options"] == {"model.detections_per_img": 30}
     assert saved["numerics"]["threads"] == 1  # the default, whatever the machine has
     assert all(saved["numerics"][k] == os.environ.get(k) for k in KERNEL_VARIABLES)  # recorded, not set
     students = tmp_path / "quick" / "students-s0"
@@ -76,6 +81,9 @@ def test_bench_quick_runs_end_to_end(quick_bench):
     for name in ("ViLD-text", "ViLD", "ViLD-ensemble", "oracle"):
         dumped = Config.fromfile(str(students / name / "vild_teacher-rn_fpn_synthetic-cpu.py"))
         assert dumped.model.detector.box_detections_per_img == 40, name
+    for name in ("DETR-text", "OV-DETR"):
+        dumped = Config.fromfile(str(students / name / "ovdetr_teacher-rn_synthetic-cpu.py"))
+        assert dumped.model.detections_per_img == 30 and "detector" not in dumped.model, name
     # ViLD and ViLD-ensemble distilled the teacher's embeddings of ViLD-text's top proposals (ViLD's
     # offline recipe; the model refuses store distillation without regions in its data)
     from ovclip.store import FeatureStore
@@ -133,8 +141,7 @@ def test_bench_units_and_resume_give_the_rows_of_one_process(quick_bench, capsys
         checkpoint = students / "oracle" / "iter_2.pth"
         written = checkpoint.stat().st_mtime_ns
         oracle = next(row for row in before["rows"] if row["name"] == "oracle (novel boxes too)")
-        assert bench.main([*common, "--resume", "--rows", "oracle", "--cfg-options",
-                           "model.detector.box_detections_per_img=40"]) == 0
+        assert bench.main([*common, "--resume", "--rows", "oracle", *OVERRIDES]) == 0
         out = capsys.readouterr().out
         assert re.search(r"    oracle: finished earlier in this run \(trained", out) and "training" not in out
         after = json.loads((work / "quick" / "results-s0.json").read_text())
@@ -142,8 +149,8 @@ def test_bench_units_and_resume_give_the_rows_of_one_process(quick_bench, capsys
             (oracle["name"], oracle["novel"], oracle["base"])]
         assert checkpoint.stat().st_mtime_ns == written
         # other settings would give other rows: refused, naming what changed
-        for changed, name in ((["--threads", "2", "--cfg-options", "model.detector.box_detections_per_img=40"],
-                               "threads"), ([], "cfg_options")):
+        for changed, name in ((["--threads", "2", *OVERRIDES], "threads"), (OVERRIDES[2:], "cfg_options"),
+                              (OVERRIDES[:2], "detr_cfg_options")):
             with pytest.raises(SystemExit) as exit_:
                 bench.main([*common, "--resume", "--rows", "oracle", *changed])
             err = capsys.readouterr().err
@@ -179,7 +186,8 @@ def test_parallel_bench_plan():
     bench = load_tool("bench_ov")
     args = argparse.Namespace(seed=[0, -1], task=["detection", "segmentation"], rows=None, threads=1,
                               work_dir="w", teacher_captions="default", configs="c", run_id="r", quick=False,
-                              debug=True, cfg_options={"model.detector.box_detections_per_img": [40, "a,b"]})
+                              debug=True, cfg_options={"model.detector.box_detections_per_img": [40, "a,b"]},
+                              detr_cfg_options={"model.min_size": 128})
     units = bench.plan_units(args, Path("t"))
     # longest path first: every seed's ViLD-text; what rows share of its proposals, made once (the labels before
     # the store: OV-DETR's path is the longer); the rows that use them, longest first, seed after seed; the rest
@@ -198,6 +206,7 @@ def test_parallel_bench_plan():
     command = units[2].command
     # the parsed options travel as they are, whatever way they were typed; --debug travels too
     assert json.loads(command[command.index("--cfg-options-json") + 1]) == args.cfg_options and "--debug" in command
+    assert json.loads(command[command.index("--detr-cfg-options-json") + 1]) == args.detr_cfg_options
     assert command[command.index("--rows") + 1:] == ["ViLD-text", "--make", "labels"]
     assert command[command.index("--seed") + 1] == "0" and command[command.index("--results-tag") + 1] == "labels"
     assert units[6].command[units[6].command.index("--rows") + 1:] == ["OV-DETR"]
@@ -280,8 +289,8 @@ def test_parallel_bench_units_make_what_one_process_made(quick_bench):
     (folder / "pseudo_boxes.made.json").unlink()
     (folder / "student" / "bench_row.json").unlink()
     r = subprocess.run([sys.executable, "tools/bench_ov.py", "--quick", "--work-dir", str(work), "--resume", "--jobs",
-                        "2", "--task", "detection", "--rows", "pseudo-labels", "--cfg-options",
-                        "model.detector.box_detections_per_img=40"], cwd=ROOT, capture_output=True, text=True)
+                        "2", "--task", "detection", "--rows", "pseudo-labels", *OVERRIDES], cwd=ROOT,
+                       capture_output=True, text=True)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert re.search(r"s0-ViLD-text: started.*s0-labels: started.*s0-pseudo-labels: started", r.stdout, re.S)
     logs = work / "quick" / "logs"

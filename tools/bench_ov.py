@@ -2,13 +2,14 @@
 
     python tools/bench_ov.py [--seed 0 1 2] [--jobs 2] [--quick] [--task detection segmentation]
                              [--rows ViLD oracle ...] [--work-dir work_dirs/bench_ov] [--resume]
-                             [--cfg-options model.trainable_layers=0 ...]
+                             [--cfg-options model.trainable_layers=0 ...] [--detr-cfg-options model.min_size=128 ...]
 
 Generates the world (seeded), loads the teacher from model_zoo/synthetic (or trains it when it is not
 there, or with --train-teacher), trains the students on the base classes and prints one table per seed:
 novel and base AP50 (detection) or mIoU (segmentation) and wall time per row. --quick is a smoke run
 (small world, few iterations). --cfg-options override keys of the detection students' config
-(configs/vild/vild_teacher-rn_fpn_synthetic-cpu.py) for every detection row, for ablations.
+(configs/vild/vild_teacher-rn_fpn_synthetic-cpu.py) for every detection row but the DETR ones, for ablations;
+--detr-cfg-options those of the DETR rows' config (configs/ovdetr/ovdetr_teacher-rn_synthetic-cpu.py).
 
 The numbers depend on the thread count and the CPU's kernels, not only on the seed: each process trains on
 --threads threads (1 by default, whatever the machine has) and each results file records the count and the
@@ -105,12 +106,13 @@ def seed_run(args, s: dict, work: Path, teacher, teacher_dir: Path, seed: int, n
         rows += run_detection_rows(world, teacher, teacher_spec(teacher_dir), work / f"students-s{seed}",
                                    s["iters"], seed, Path(args.configs), progress=progress,
                                    cfg_options=args.cfg_options, rows_wanted=args.rows, detr_iters=s["detr_iters"],
-                                   make=args.make)
+                                   make=args.make, detr_cfg_options=args.detr_cfg_options)
     if "segmentation" in args.task:
         rows += run_segmentation_rows(world, teacher_spec(teacher_dir), work / f"segmenters-s{seed}",
                                       s["seg_iters"], seed, Path(args.configs), progress=progress)
     results = {"seed": seed, "zero_shot": zs, "teacher": str(teacher_dir), "teacher_captions": args.teacher_captions,
-               "cfg_options": args.cfg_options, "numerics": numerics, "rows": [r.__dict__ for r in rows]}
+               "cfg_options": args.cfg_options, "detr_cfg_options": args.detr_cfg_options, "numerics": numerics,
+               "rows": [r.__dict__ for r in rows]}
     return results, rows
 
 
@@ -131,6 +133,7 @@ def plan_units(args, teacher_dir: Path) -> list[BenchUnit]:
     common = [sys.executable, str(Path(__file__).resolve()), "--threads", str(args.threads), "--work-dir",
               args.work_dir, "--teacher-dir", str(teacher_dir), "--teacher-captions", args.teacher_captions,
               "--configs", args.configs, "--run-id", args.run_id, "--cfg-options-json", json.dumps(args.cfg_options),
+              "--detr-cfg-options-json", json.dumps(args.detr_cfg_options),
               *(["--quick"] if args.quick else []), *([DEBUG_FLAG] if args.debug else [])]
     first, shared, after, rest = [], [], [], []
     for seed in args.seed:
@@ -211,7 +214,8 @@ def run_settings(args, teacher, numerics: dict) -> dict:
     import ovseg
     code = source_digest(*(Path(m.__file__).parent for m in (ovclip, ovd, ovseg)), args.configs)
     return {"quick": args.quick, "threads": args.threads, "teacher": teacher.fingerprint,
-            "teacher_captions": args.teacher_captions, "cfg_options": args.cfg_options, "code": code,
+            "teacher_captions": args.teacher_captions, "cfg_options": args.cfg_options,
+            "detr_cfg_options": args.detr_cfg_options, "code": code,
             "numerics": {k: v for k, v in numerics.items() if k != "threads"}}  # threads: above
 
 
@@ -236,6 +240,7 @@ def start_run(p: argparse.ArgumentParser, args, work: Path, teacher, numerics: d
 def report(args, seed: int, results: dict, rows: list[BenchRow], work: Path) -> None:
     """Print one seed's table and write its results file."""
     overrides = f", detection config options {args.cfg_options}" if args.cfg_options else ""
+    overrides += f", DETR config options {args.detr_cfg_options}" if args.detr_cfg_options else ""
     if args.teacher_captions != "default":
         overrides += f", teacher trained on the '{args.teacher_captions}' captions"
     print_table(rows, f"open-vocabulary transfer, seed {seed}{' (quick)' if args.quick else ''}{overrides}",
@@ -271,10 +276,14 @@ def main(argv=None) -> int:
                         "captions in the phrasing of the prompt 'a photo of a {}.' (needs a --teacher-dir of its own)")
     p.add_argument("--configs", default=str(CONFIGS), help="the project's configs folder (default: the repository's)")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
-                   help="override keys of the detection config for every detection row: key=value")
+                   help="override keys of the detection config for every detection row but the DETR ones: "
+                        "key=value")
+    p.add_argument("--detr-cfg-options", nargs="+", action=DictAction, default={},
+                   help="override keys of the DETR rows' config (DETR-text, OV-DETR): key=value")
     p.add_argument("--run-id", help=argparse.SUPPRESS)  # a unit of a parallel bench: its run,
     p.add_argument("--results-tag", help=argparse.SUPPRESS)  # the name of its results file
-    p.add_argument("--cfg-options-json", help=argparse.SUPPRESS)  # and the run's --cfg-options as parsed
+    p.add_argument("--cfg-options-json", help=argparse.SUPPRESS)  # and the run's --cfg-options as parsed,
+    p.add_argument("--detr-cfg-options-json", help=argparse.SUPPRESS)  # its --detr-cfg-options
     p.add_argument("--make", nargs="+", choices=list(SHARED), default=(), help=argparse.SUPPRESS)  # a shared thing
     add_debug_flag(p)
     args = p.parse_args(argv)
@@ -285,6 +294,8 @@ def main(argv=None) -> int:
     args.seed = list(dict.fromkeys(args.seed))  # a seed asked for twice is run once
     if args.cfg_options_json is not None:
         args.cfg_options = json.loads(args.cfg_options_json)
+    if args.detr_cfg_options_json is not None:
+        args.detr_cfg_options = json.loads(args.detr_cfg_options_json)
     for name in ("threads", "jobs"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1, not {getattr(args, name)}")
